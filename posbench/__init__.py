@@ -1,0 +1,8 @@
+"""posbench: which position encoding, and does it extrapolate?"""
+
+__version__ = "0.1.0"
+
+from .model import GPT, ModelConfig  # noqa: E402
+from .runs import load_run  # noqa: E402
+
+__all__ = ["GPT", "ModelConfig", "load_run", "__version__"]

@@ -1,0 +1,58 @@
+"""The posbench command line: each command parses, calls the library, prints."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import PosbenchError
+from ..train import Interrupted
+
+app = typer.Typer(
+    name="posbench",
+    help="Train tiny GPTs with interchangeable position encodings and test whether they extrapolate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        console.print(f"posbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Train short, test long: which position encoding extrapolates?"""
+
+
+# each module adds its command(s) to `app` when imported
+from . import train  # noqa: E402, F401
+
+
+def main() -> None:
+    """Entry point: user errors become one red line and exit code 2 (POSBENCH_DEBUG=1: traceback)."""
+    try:
+        app()
+    except PosbenchError as e:
+        if os.environ.get("POSBENCH_DEBUG"):
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except Interrupted as e:
+        err_console.print(
+            f"[yellow]interrupted at step {e.step}; checkpoint saved.[/] Resume with: "
+            f"posbench train --resume {e.run_dir}", highlight=False)
+        sys.exit(130)

@@ -1,0 +1,79 @@
+"""`posbench train`."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..model import ModelConfig
+from ..runs import check_run_dir
+from ..train import TrainConfig, train
+from . import app, console
+
+DEFAULT_MODEL = ModelConfig()
+DEFAULT_TRAIN = TrainConfig()
+
+
+@app.command("train")
+def train_command(
+    pos: str = typer.Option("alibi", help="Position method: none, learned, sinusoidal, scaled-sinusoidal, "
+                            "rotary, alibi, t5."),
+    data: str = typer.Option(DEFAULT_TRAIN.data, help="Corpus: pydocs (builtin prose), stdlib (builtin code), "
+                             "a .txt file, or a folder with train/valid/test.txt."),
+    tokenizer: str = typer.Option(DEFAULT_TRAIN.tokenizer, help="bpe (sentencepiece, trained on the train split) "
+                                  "or bytes."),
+    vocab_size: int = typer.Option(DEFAULT_TRAIN.vocab_size, help="BPE vocabulary size."),
+    seq_len: int = typer.Option(DEFAULT_TRAIN.seq_len, help="Training length L (tokens per window)."),
+    layers: int = typer.Option(DEFAULT_MODEL.n_layer, help="Transformer layers."),
+    heads: int = typer.Option(DEFAULT_MODEL.n_head, help="Attention heads."),
+    dim: int = typer.Option(DEFAULT_MODEL.d_model, help="Model width."),
+    batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
+    lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
+    steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),
+    minutes: float = typer.Option(None, help="Train for this many minutes instead of --steps."),
+    seed: int = typer.Option(DEFAULT_TRAIN.seed, help="Seed for init, data order and tokenizer."),
+    device: str = typer.Option(DEFAULT_TRAIN.device, help="auto, cpu or cuda."),
+    compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
+    save_every: int = typer.Option(DEFAULT_TRAIN.save_every, help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(DEFAULT_TRAIN.eval_every, help="Validation loss every N steps."),
+    out: Path = typer.Option(None, help="Run folder [default: runs/<pos>-<timestamp>]."),
+    resume: Path = typer.Option(None, help="Continue the unfinished run in this folder with its own config."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run with a different config in --out."),
+) -> None:
+    """Train a small GPT with one position method and write a run folder."""
+    if resume is not None:
+        config = check_run_dir(resume)
+        model_config = ModelConfig.from_dict(config["model"])
+        known = {f.name for f in fields(TrainConfig)}
+        train_config = TrainConfig(**{k: v for k, v in config["train"].items() if k in known})
+        train_config.device = device
+        out = resume
+    else:
+        model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos)
+        train_config = TrainConfig(
+            data=data, tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
+            lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,
+            save_every=save_every, eval_every=eval_every,
+        )
+    result = train(model_config, train_config, out=out, overwrite=overwrite, console=console)
+    s = result.summary
+    if result.already_finished:
+        console.print(f"[green]{result.run_dir} already holds this finished run[/] (use --overwrite to retrain)")
+    elif result.resumed_from:
+        console.print(f"resumed from step {result.resumed_from}")
+    table = Table(title=f"{s['pos']} run", show_header=False, title_justify="left")
+    for name, value in (
+        ("parameters", f"{s['params']:,}"),
+        ("tokens seen", f"{s['tokens_seen']:,} ({s['steps']} steps)"),
+        ("train loss", f"{s['train_loss']:.3f}"),
+        ("val loss / ppl", f"{s['val_loss']:.3f} / {s['val_ppl']:.2f}"),
+        ("val bits per byte", f"{s['val_bpb']:.3f}"),
+        ("wall time", f"{s['train_seconds']:.0f} s"
+         + (f", {s['tokens_per_s']:,.0f} tokens/s" if s.get("tokens_per_s") else "")),
+        ("run folder", str(result.run_dir)),
+    ):
+        table.add_row(name, value)
+    console.print(table)

@@ -1,0 +1,187 @@
+"""A pre-LayerNorm GPT decoder whose position information comes from one pluggable module.
+
+Read top to bottom: ModelConfig, causal_attention (the one attention kernel), Attention, MLP, Block,
+GPT. The position method is built once per model and handed to every attention layer, which calls
+its three hooks without knowing which method it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import PosbenchError
+from .positions import METHODS, PositionMethod, relative_distance
+
+# Largest float mask (elements) one attention call may hold; longer inputs are cut into query
+# chunks so memory grows linearly with length instead of quadratically.
+MASK_BUDGET = 1 << 24
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 4096
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 256
+    max_len: int = 128  # the training length; also the table size of `learned`
+    pos: str = "rotary"
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    mlp_ratio: int = 4
+
+    def __post_init__(self) -> None:
+        if self.pos not in METHODS:
+            close = difflib.get_close_matches(self.pos, METHODS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PosbenchError(f"unknown position method '{self.pos}'; {hint}choose from {', '.join(METHODS)}")
+        if self.d_model % self.n_head:
+            raise PosbenchError(f"--dim {self.d_model} is not divisible by --heads {self.n_head}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, start: int
+) -> torch.Tensor:
+    """Causal SDPA for queries at positions start.. over keys at 0..k_len-1, plus the method's
+    score bias. q: (B, H, Tq, hd), k/v: (B, H, Tk, hd) -> (B, H, Tq, hd).
+
+    Plain causal self-attention without a bias takes SDPA's is_causal kernel. Otherwise the bias
+    and the causal mask are folded into one float mask, built per query chunk so it never holds
+    more than MASK_BUDGET elements."""
+    B, H, Tq, _ = q.shape
+    Tk = k.size(2)
+    if start == 0 and Tq == Tk and not pos.has_score_bias:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    chunk = max(1, MASK_BUDGET // (B * H * Tk))
+    out = []
+    for s in range(0, Tq, chunk):
+        qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
+        k_len = min(Tk, start + s + qc.size(2))  # later keys are all in the future of this chunk
+        mask = causal_mask(pos, qc.size(2), k_len, start + s, q.device, q.dtype)
+        out.append(F.scaled_dot_product_attention(qc, k[:, :, :k_len], v[:, :, :k_len], attn_mask=mask))
+    return torch.cat(out, dim=2)
+
+
+def causal_mask(pos: PositionMethod, q_len: int, k_len: int, start: int, device, dtype) -> torch.Tensor:
+    """(H or 1, q_len, k_len) float mask: the method's score bias, -inf on future keys."""
+    bias = pos.score_bias(q_len, k_len, start)
+    future = relative_distance(q_len, k_len, start, device) < 0  # (q, k)
+    if bias is None:
+        bias = torch.zeros(1, q_len, k_len, device=device)
+    return bias.to(dtype).masked_fill(future, float("-inf"))
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, one (k, v) pair per layer, for decoding."""
+
+    def __init__(self, n_layer: int) -> None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].size(2)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        past = self.layers[layer]
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, pos: PositionMethod, start: int, cache: KVCache | None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        # q, k, v: (B, nh, T, hs) each
+        q, k = pos.rotate(q, k, start)
+        if cache is not None:
+            k, v = cache.append(self.layer, k, v)  # (B, nh, start+T, hs)
+        y = causal_attention(q, k, v, pos, start)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, D)
+        return self.dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.d_model, config.mlp_ratio * config.d_model, bias=False)
+        self.down = nn.Linear(config.mlp_ratio * config.d_model, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = Attention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, pos: PositionMethod, start: int, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), pos, start, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos = METHODS[config.pos](config)  # shared by all layers (T5's bias table is, too)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # GPT-2 init for the trunk; position modules initialise their own parameters
+        for module in (self.wte, self.blocks, self.lm_head):
+            if module is not None:
+                module.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) so the residual stream keeps
+        # its scale at init whatever the depth
+        for name, p in self.blocks.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        """idx: (B, T) token ids at positions start.. -> logits (B, T, vocab)."""
+        x = self.pos.embed(self.wte(idx), start)  # (B, T, D)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, self.pos, start, cache)
+        x = self.ln_f(x)
+        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, head)  # (B, T, V)

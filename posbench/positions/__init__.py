@@ -1,0 +1,31 @@
+"""Position methods: one small module per file, looked up by name in METHODS.
+
+Adding a method = a new file with a PositionMethod subclass, one line here, and its test."""
+
+from .alibi import AlibiPosition, alibi_slopes
+from .base import PositionMethod, relative_distance, sinusoid_table
+from .learned import LearnedPosition
+from .none import NoPosition
+from .rotary import RotaryPosition
+from .scaled_sinusoidal import ScaledSinusoidalPosition
+from .sinusoidal import SinusoidalPosition
+from .t5 import T5Position, t5_relative_bucket
+
+METHODS: dict[str, type[PositionMethod]] = {
+    "none": NoPosition,
+    "learned": LearnedPosition,
+    "sinusoidal": SinusoidalPosition,
+    "scaled-sinusoidal": ScaledSinusoidalPosition,
+    "rotary": RotaryPosition,
+    "alibi": AlibiPosition,
+    "t5": T5Position,
+}
+
+__all__ = [
+    "METHODS",
+    "PositionMethod",
+    "alibi_slopes",
+    "t5_relative_bucket",
+    "relative_distance",
+    "sinusoid_table",
+]

@@ -1,0 +1,70 @@
+"""The position interface: three hooks, each a no-op by default.
+
+A method overrides only the hooks it needs; `Attention` calls all three and never names a method.
+Positions are absolute indices: queries sit at `start .. start+q_len-1`, keys at `0 .. k_len-1`
+(`start` is 0 in training, the cache length when decoding, a chunk offset in chunked evaluation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PositionMethod(nn.Module):
+    name: str = "base"
+
+    def __init__(self, config) -> None:  # config: posbench.model.ModelConfig
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.d_model // config.n_head
+        self._static: dict[tuple, torch.Tensor] = {}
+
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """(B, T, D) token embeddings -> (B, T, D): absolute methods add their encoding here."""
+        return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, T, hd) queries and keys at positions start.. -> transformed (rotary and kin)."""
+        return q, k
+
+    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor | None:
+        """(H, q_len, k_len) added to the attention scores before softmax, or None."""
+        return None
+
+    @property
+    def has_score_bias(self) -> bool:
+        """True when the method overrides score_bias (attention then needs a float mask)."""
+        return type(self).score_bias is not PositionMethod.score_bias
+
+    def extra_repr(self) -> str:
+        return self.name
+
+    def cached(self, key: tuple, build) -> torch.Tensor:
+        """Memoise a tensor that depends only on shapes (never on parameters): slopes x distances,
+        bucket ids, sin/cos tables. Bounded, so chunked evaluation of long windows cannot pile up."""
+        # inference-mode tensors cannot enter autograd later, so they are cached apart
+        key = (*key, torch.is_inference_mode_enabled())
+        tensor = self._static.get(key)
+        if tensor is None:
+            if len(self._static) >= 64:
+                self._static.clear()
+            tensor = self._static[key] = build()
+        return tensor
+
+
+def relative_distance(q_len: int, k_len: int, start: int, device) -> torch.Tensor:
+    """(q_len, k_len) long tensor of i - j: how far key j lies behind query i (negative = future)."""
+    i = torch.arange(start, start + q_len, device=device)[:, None]
+    j = torch.arange(k_len, device=device)[None, :]
+    return i - j
+
+
+def sinusoid_table(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Vaswani et al. 2017, Sec. 3.5: PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(same).
+
+    positions: (T,) -> (T, dim), computed for any position (no table cap)."""
+    inv_freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, dim/2)
+    table = torch.stack((angles.sin(), angles.cos()), dim=-1)  # (T, dim/2, 2): sin, cos interleaved
+    return table.flatten(1)

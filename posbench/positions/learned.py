@@ -1,0 +1,26 @@
+"""Learned absolute positions (GPT-2): one trainable vector per position, a table of max_len rows."""
+
+import torch
+from torch import nn
+
+from ..errors import LengthError
+from .base import PositionMethod
+
+
+class LearnedPosition(PositionMethod):
+    name = "learned"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.max_len = config.max_len
+        self.table = nn.Embedding(config.max_len, config.d_model)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        T = x.size(1)
+        if start + T > self.max_len:
+            raise LengthError(
+                f"'learned' positions stop at its table of {self.max_len} rows; "
+                f"positions up to {start + T} were asked for"
+            )
+        return x + self.table.weight[start : start + T]  # (B, T, D) + (T, D)

@@ -1,0 +1,18 @@
+"""Scaled sinusoidal: the Vaswani sinusoid times one learnable scalar initialised to d^-1/2
+(Hua et al. 2022, "Transformer Quality in Linear Time"; used by cramming, Geiping & Goldstein 2022)."""
+
+import torch
+from torch import nn
+
+from .sinusoidal import SinusoidalPosition
+
+
+class ScaledSinusoidalPosition(SinusoidalPosition):
+    name = "scaled-sinusoidal"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.scale = nn.Parameter(torch.tensor(config.d_model**-0.5))
+
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x + self.scale * self.encoding(start, x.size(1), x.device, x.dtype)

@@ -1,0 +1,57 @@
+"""T5 relative position bias (Raffel et al. 2020, Sec. 2.1): one learned scalar per (bucket, head)
+added to the scores; buckets exact for short distances, logarithmic up to max_distance, and one
+bucket for everything beyond. One table shared by all layers, as in T5."""
+
+import math
+
+import torch
+from torch import nn
+
+from .base import PositionMethod, relative_distance
+
+
+def t5_relative_bucket(
+    relative_position: torch.Tensor,
+    bidirectional: bool = True,
+    num_buckets: int = 32,
+    max_distance: int = 128,
+) -> torch.Tensor:
+    """Bucket id of each relative position (key - query), exactly as T5's reference code.
+
+    Half the buckets hold distances 0 .. max_exact-1 one each; the rest cover max_exact ..
+    max_distance logarithmically; farther distances share the last bucket. Bidirectional: the
+    buckets are split in two halves, the upper half for keys after the query."""
+    distance = -relative_position  # > 0: key lies in the past
+    bucket = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (distance < 0).long() * num_buckets
+        distance = distance.abs()
+    else:
+        distance = distance.clamp(min=0)
+    max_exact = num_buckets // 2
+    # log-spaced buckets; clamp to 1 first so log never sees 0 (those distances are exact anyway)
+    log_ratio = torch.log(distance.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact)
+    far = (max_exact + log_ratio * (num_buckets - max_exact)).long().clamp(max=num_buckets - 1)
+    return bucket + torch.where(distance < max_exact, distance, far)
+
+
+class T5Position(PositionMethod):
+    name = "t5"
+    num_buckets = 32
+    max_distance = 128
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.bias = nn.Embedding(self.num_buckets, config.n_head)  # (buckets, H)
+        nn.init.zeros_(self.bias.weight)
+
+    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+        device = self.bias.weight.device
+
+        def build():
+            relative = -relative_distance(q_len, k_len, start, device)  # key - query
+            return t5_relative_bucket(relative, False, self.num_buckets, self.max_distance)
+
+        buckets = self.cached(("t5", q_len, k_len, start, device), build)  # (q, k)
+        return self.bias(buckets).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)

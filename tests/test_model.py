@@ -1,0 +1,116 @@
+"""The GPT and its attention kernel, for every position method."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from posbench import model as model_module
+from posbench.errors import PosbenchError
+from posbench.model import KVCache, ModelConfig, causal_attention
+from posbench.positions import METHODS
+
+from .conftest import ALL_METHODS, tiny_model
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_causality(pos):
+    model = tiny_model(pos)
+    torch.manual_seed(1)
+    idx = torch.randint(0, 64, (2, 24))
+    t = 10
+    changed = idx.clone()
+    changed[:, t + 1 :] = torch.randint(0, 64, (2, 24 - t - 1))
+    with torch.no_grad():
+        a, b = model(idx), model(changed)
+    assert torch.allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-5)
+    assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :], atol=1e-3)
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_output_shape_and_positions_matter(pos):
+    model = tiny_model(pos)
+    idx = torch.randint(0, 64, (3, 20))
+    with torch.no_grad():
+        logits = model(idx)
+    assert logits.shape == (3, 20, 64)
+    # swapping two earlier tokens changes the last prediction only if the model knows positions
+    # (one NoPE layer sees the past as a set at the last position; deeper ones infer order from
+    # the causal mask, Kazemnejad et al. 2023)
+    model = tiny_model(pos, n_layer=1)
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight.mul_(20)  # sharp attention, so position effects are large
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    swapped = torch.tensor([[2, 1, 3, 4, 5, 6]])
+    with torch.no_grad():
+        a, b = model(seq)[0, -1], model(swapped)[0, -1]
+    moved = (a - b).abs().max().item()
+    assert (moved < 1e-6) if pos == "none" else (moved > 1e-5), moved
+
+
+def hand_attention(q, k, v, bias):
+    """softmax(q k^T / sqrt(d) + bias) v, written out."""
+    scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5 + bias
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("pos", ["none", "alibi", "t5"])
+def test_sdpa_float_bias_equals_hand_softmax(pos):
+    method = tiny_model(pos).pos
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 12, 8) for _ in range(3))
+    bias = method.score_bias(12, 12, 0)
+    bias = torch.zeros(1, 12, 12) if bias is None else bias
+    bias = bias.masked_fill(torch.ones(12, 12, dtype=torch.bool).triu(1), float("-inf"))
+    assert torch.allclose(causal_attention(q, k, v, method, 0), hand_attention(q, k, v, bias), atol=1e-5)
+
+
+@pytest.mark.parametrize("pos", ["none", "alibi", "t5"])
+def test_chunked_attention_equals_unchunked(pos, monkeypatch):
+    method = tiny_model(pos).pos
+    q, k, v = (torch.randn(2, 4, 30, 8) for _ in range(3))
+    full = causal_attention(q, k, v, method, 0)
+    monkeypatch.setattr(model_module, "MASK_BUDGET", 2 * 4 * 30 * 7)  # chunks of 7 queries
+    if method.has_score_bias:
+        assert torch.allclose(causal_attention(q, k, v, method, 0), full, atol=1e-5)
+    # queries that start mid-window (a KV cache, a sliding window) take the chunked mask path too
+    suffix = causal_attention(q[:, :, 11:], k, v, method, 11)
+    assert torch.allclose(suffix, full[:, :, 11:], atol=1e-5)
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_kv_cache_matches_full_forward(pos):
+    model = tiny_model(pos, max_len=64)
+    idx = torch.randint(0, 64, (2, 40))
+    with torch.no_grad():
+        full = model(idx)
+        cache = KVCache(model.config.n_layer)
+        steps = [model(idx[:, :25], start=0, cache=cache)]
+        for t in range(25, 40):
+            steps.append(model(idx[:, t : t + 1], start=t, cache=cache))
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-4)
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = tiny_model("none")
+    assert model.lm_head is None
+    assert "lm_head.weight" not in model.state_dict()
+    untied = tiny_model("none", tie_embeddings=False)
+    assert untied.lm_head.weight.shape == (64, 32)
+
+
+def test_config_validation():
+    with pytest.raises(PosbenchError, match="unknown position method 'alibii'"):
+        ModelConfig(pos="alibii")
+    with pytest.raises(PosbenchError, match="not divisible"):
+        ModelConfig(d_model=30, n_head=4)
+    assert ModelConfig.from_dict({**ModelConfig().to_dict(), "future_field": 1}) == ModelConfig()
+
+
+def test_gradient_reaches_position_parameters():
+    for pos in ("learned", "scaled-sinusoidal", "t5"):
+        model = tiny_model(pos).train()
+        idx = torch.randint(0, 64, (2, 16))
+        F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+        grads = [p.grad for p in model.pos.parameters()]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), pos
+    assert set(METHODS) >= {"t5"}

@@ -1,0 +1,152 @@
+"""Each position method against the formula it comes from."""
+
+import math
+
+import pytest
+import torch
+
+from posbench.errors import LengthError
+from posbench.positions import METHODS, alibi_slopes, sinusoid_table, t5_relative_bucket
+from posbench.positions.rotary import RotaryPosition
+
+from .conftest import tiny_config
+
+
+def reference_alibi_slopes(n: int) -> list[float]:
+    """The rule as the ALiBi paper's code writes it, recursively, in plain floats."""
+
+    def power_of_2(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return power_of_2(n)
+    closest = 2 ** math.floor(math.log2(n))
+    return power_of_2(closest) + reference_alibi_slopes(2 * closest)[0::2][: n - closest]
+
+
+@pytest.mark.parametrize("n", range(1, 65))
+def test_alibi_slopes_match_reference(n):
+    assert torch.allclose(alibi_slopes(n), torch.tensor(reference_alibi_slopes(n)), rtol=1e-6)
+
+
+def test_alibi_slopes_known_values():
+    # Press et al.: 8 heads -> 1/2, 1/4, ..., 1/256
+    assert alibi_slopes(8).tolist() == [2.0**-k for k in range(1, 9)]
+    # 6 heads: the 4-head set (1/4 .. 1/256), then slopes 1 and 3 of the 8-head set
+    assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
+
+
+def test_alibi_bias_is_minus_slope_times_distance():
+    alibi = METHODS["alibi"](tiny_config("alibi", n_head=8))
+    bias = alibi.score_bias(5, 5, 0)  # (H, q, k)
+    slopes = alibi_slopes(8)
+    for i in range(5):
+        for j in range(i + 1):
+            assert torch.allclose(bias[:, i, j], -slopes * (i - j))
+    # with an offset (KV cache / chunk), the bias is that of the absolute positions
+    assert torch.allclose(alibi.score_bias(2, 5, 3), bias[:, 3:5, :5])
+    assert not list(alibi.parameters()), "ALiBi slopes are fixed, not learned"
+
+
+def test_t5_buckets_hand_values():
+    distances = torch.tensor([0, 1, 15, 16, 31, 32, 64, 127, 128, 1000, 10**6])
+    buckets = t5_relative_bucket(-distances, bidirectional=False, num_buckets=32, max_distance=128)
+    # exact below 16; then 16 + floor(log(d/16)/log(8) * 16), clamped at 31
+    assert buckets.tolist() == [0, 1, 15, 16, 21, 21, 26, 31, 31, 31, 31]
+    assert t5_relative_bucket(torch.tensor([5]), bidirectional=False).item() == 0, "future keys -> bucket 0"
+
+
+def test_t5_buckets_monotone_and_clamped():
+    d = torch.arange(0, 5000)
+    b = t5_relative_bucket(-d, bidirectional=False)
+    assert (b[1:] >= b[:-1]).all()
+    assert b.min() == 0 and b.max() == 31
+    assert (b[128:] == 31).all()
+    bi = t5_relative_bucket(torch.arange(-300, 301), bidirectional=True)
+    assert bi.max() == 31 and bi.min() == 0
+    # bidirectional: keys after the query use the upper half
+    assert (bi[301:] >= 16).all() and (bi[:300] < 16).all()
+
+
+def test_t5_bias_gathers_table_per_bucket():
+    t5 = METHODS["t5"](tiny_config("t5"))
+    torch.nn.init.normal_(t5.bias.weight)
+    bias = t5.score_bias(200, 200, 0)  # (H, q, k)
+    assert torch.equal(bias[:, 150, 150], t5.bias.weight[0])
+    assert torch.equal(bias[:, 199, 0], t5.bias.weight[31])
+    assert torch.equal(bias[:, 20, 0], t5.bias.weight[t5_relative_bucket(torch.tensor(-20), False)])
+
+
+def test_sinusoid_matches_vaswani_formula():
+    d = 16
+    table = sinusoid_table(torch.arange(50), d)
+    for p in (0, 1, 7, 49):
+        for i in range(d // 2):
+            angle = p / 10000 ** (2 * i / d)
+            assert table[p, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-5)
+            assert table[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def test_sinusoidal_embed_adds_table_at_offset():
+    sin = METHODS["sinusoidal"](tiny_config("sinusoidal"))
+    x = torch.zeros(1, 4, 32)
+    assert torch.allclose(sin.embed(x, 10)[0], sinusoid_table(torch.arange(10, 14), 32))
+
+
+def test_scaled_sinusoidal_scale_init_and_learnable():
+    method = METHODS["scaled-sinusoidal"](tiny_config("scaled-sinusoidal", d_model=64))
+    assert method.scale.item() == pytest.approx(64**-0.5)
+    assert method.scale.requires_grad
+    x = torch.zeros(1, 3, 64)
+    assert torch.allclose(method.embed(x, 0)[0], 64**-0.5 * sinusoid_table(torch.arange(3), 64))
+
+
+def rotary_scores(rotate, q, k, m, n):
+    """q rotated to position m, k to position n, their dot product."""
+    qm, _ = rotate(q, k, m)
+    _, kn = rotate(q, k, n)
+    return (qm * kn).sum(-1)
+
+
+def test_rotary_scores_depend_only_on_offset():
+    rope = RotaryPosition(tiny_config("rotary"))
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    for offset in (0, 3, 50):
+        ref = rotary_scores(rope.rotate, q, k, offset, 0)
+        for shift in (1, 17, 1000):
+            assert torch.allclose(rotary_scores(rope.rotate, q, k, offset + shift, shift), ref, atol=1e-4)
+    # the property is not trivial: different offsets give different scores...
+    assert not torch.allclose(rotary_scores(rope.rotate, q, k, 5, 0), rotary_scores(rope.rotate, q, k, 0, 0))
+
+
+def test_a_noop_rotation_would_fail_the_offset_test():
+    # ...and a method that does not rotate gives offset-independent scores, which the check above rejects
+    def noop(q, k, start):
+        return q, k
+
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    assert torch.allclose(rotary_scores(noop, q, k, 5, 0), rotary_scores(noop, q, k, 0, 0))
+
+
+def test_rotary_any_length_and_norm_preserving():
+    rope = RotaryPosition(tiny_config("rotary"))
+    q = torch.randn(1, 2, 5000, 8)
+    q_rot, _ = rope.rotate(q, q, 0)
+    assert torch.allclose(q_rot.norm(dim=-1), q.norm(dim=-1), atol=1e-4)
+
+
+def test_learned_raises_past_its_table():
+    learned = METHODS["learned"](tiny_config("learned", max_len=16))
+    learned.embed(torch.zeros(1, 16, 32), 0)
+    with pytest.raises(LengthError, match="16 rows"):
+        learned.embed(torch.zeros(1, 17, 32), 0)
+    with pytest.raises(LengthError):
+        learned.embed(torch.zeros(1, 1, 32), 16)
+
+
+def test_registry_names():
+    assert {"none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5"} <= set(METHODS)
+    for name, cls in METHODS.items():
+        assert cls.name == name

@@ -1,0 +1,99 @@
+"""Training: schedule, determinism, the run folder, exact resume."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posbench import load_run
+from posbench.errors import PosbenchError
+from posbench.positions import METHODS
+from posbench.train import Interrupted, TrainConfig, lr_at, train
+
+from .conftest import tiny_train
+
+
+def losses(run_dir):
+    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1.0, warmup=10, min_lr_ratio=0.1, steps=100)
+    assert lr_at(0, 0.0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 0.09, cfg) == pytest.approx(1.0)
+    assert lr_at(10, 0.0, cfg) == pytest.approx(1.0)
+    assert lr_at(50, 0.5, cfg) == pytest.approx(0.55)
+    assert lr_at(100, 1.0, cfg) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("pos", sorted(METHODS))
+def test_every_method_trains_and_writes_a_loadable_run(pos, corpus, tmp_path):
+    model_cfg, cfg = tiny_train(corpus, pos)
+    result = train(model_cfg, cfg, out=tmp_path / pos, show_progress=False)
+    run = result.run_dir
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "summary.json", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+    model, tokenizer, config = load_run(run)
+    assert config["model"]["pos"] == pos and config["posbench_version"]
+    # plain safetensors loads the weights too, and they are the model's
+    plain = load_file(str(run / "model.safetensors"))
+    assert set(plain) == set(model.state_dict())
+    x = torch.as_tensor(tokenizer.encode("the position"), dtype=torch.long)[None]
+    assert model(x).shape == (1, x.size(1), tokenizer.vocab_size)
+    assert result.summary["steps"] == 6
+
+
+def test_same_seed_same_losses_and_loss_goes_down(corpus, tmp_path):
+    model_cfg, cfg = tiny_train(corpus, "rotary", steps=30, lr=1e-2, warmup=5)
+    a = losses(train(model_cfg, cfg, out=tmp_path / "a", show_progress=False).run_dir)
+    b = losses(train(model_cfg, cfg, out=tmp_path / "b", show_progress=False).run_dir)
+    assert a == b
+    assert sum(a[-5:]) / 5 < a[0] - 0.5
+    cfg.seed = 1
+    c = losses(train(model_cfg, cfg, out=tmp_path / "c", show_progress=False).run_dir)
+    assert c != a
+
+
+def test_interrupt_saves_and_resume_is_exact(corpus, tmp_path, monkeypatch):
+    model_cfg, cfg = tiny_train(corpus, "t5", steps=8, save_every=100)
+    whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False).run_dir
+
+    from posbench import data as data_module
+
+    original = data_module.BatchSampler.next_batch
+    calls = {"n": 0}
+
+    def interrupt_after_five(self):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(data_module.BatchSampler, "next_batch", interrupt_after_five)
+    with pytest.raises(Interrupted) as info:
+        train(model_cfg, cfg, out=tmp_path / "cut", show_progress=False)
+    assert info.value.step == 5
+    monkeypatch.setattr(data_module.BatchSampler, "next_batch", original)
+    resumed = train(model_cfg, cfg, out=tmp_path / "cut", show_progress=False)
+    assert resumed.resumed_from == 5
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(whole) == losses(resumed.run_dir)
+
+
+def test_finished_run_is_reused_and_a_different_config_refused(corpus, tmp_path):
+    model_cfg, cfg = tiny_train(corpus)
+    train(model_cfg, cfg, out=tmp_path / "r", show_progress=False)
+    again = train(model_cfg, cfg, out=tmp_path / "r", show_progress=False)
+    assert again.already_finished
+    cfg.lr = 0.5
+    with pytest.raises(PosbenchError, match="different config.*--overwrite"):
+        train(model_cfg, cfg, out=tmp_path / "r", show_progress=False)
+    assert not train(model_cfg, cfg, out=tmp_path / "r", overwrite=True, show_progress=False).already_finished
+
+
+def test_non_finite_loss_stops_with_the_step(corpus, tmp_path):
+    model_cfg, cfg = tiny_train(corpus, lr=1e30, steps=50, save_every=1000, eval_every=1000)
+    with pytest.raises(PosbenchError, match=r"loss became .* at step \d+"):
+        train(model_cfg, cfg, out=tmp_path / "nan", show_progress=False)
