@@ -143,6 +143,13 @@ def train(
     with _rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
         data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.seed)
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, max_len=cfg.seq_len)
+    # checked before anything is written: a corpus too short for one window is an input error
+    sampler = BatchSampler(data.splits["train"], cfg.seq_len, cfg.batch_size // world, cfg.seed, rank, world)
+    if len(data.splits["valid"]) < cfg.seq_len + 1:
+        raise PosbenchError(
+            f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
+            f"--seq-len {cfg.seq_len} + 1; use a longer corpus or a shorter --seq-len"
+        )
     config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
     checkpoint = _claim_run_dir(run_dir, config, overwrite) if rank == 0 else None
@@ -159,7 +166,6 @@ def train(
     torch.manual_seed(cfg.seed)
     raw_model = GPT(model_config).to(device)
     optimizer = make_optimizer(raw_model, cfg)
-    sampler = BatchSampler(data.splits["train"], cfg.seq_len, cfg.batch_size // world, cfg.seed, rank, world)
     step, elapsed = 0, 0.0
     if checkpoint is not None:
         step, elapsed = _load_checkpoint(checkpoint, raw_model, optimizer, sampler, device)

@@ -287,6 +287,22 @@ def test_sampler_ddp_slices_make_the_single_process_batch():
         assert torch.equal(y, torch.cat([p[1] for p in parts]))
 
 
+def test_sampler_resumes_under_another_world_size():
+    single = BatchSampler(TOKENS, 16, 4, seed=7)
+    single.next_batch()
+    state = single.state_dict()
+    ranks = [BatchSampler(TOKENS, 16, 2, seed=0, rank=r, world_size=2) for r in range(2)]
+    for r in ranks:
+        r.load_state_dict(state)
+    assert torch.equal(single.next_batch()[0], torch.cat([r.next_batch()[0] for r in ranks]))
+
+
+def test_sampler_reads_a_memmap(tmp_path):
+    TOKENS.tofile(tmp_path / "t.bin")
+    x, y = BatchSampler(np.memmap(tmp_path / "t.bin", dtype=np.uint16, mode="r"), 16, 4, seed=0).next_batch()
+    assert torch.equal(y, x + 1)
+
+
 def test_sampler_too_short():
     with pytest.raises(PosbenchError, match="has 10 tokens.*seq_len 16"):
         BatchSampler(TOKENS[:10], 16, 4, seed=0)

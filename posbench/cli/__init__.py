@@ -49,10 +49,10 @@ def main() -> None:
     except PosbenchError as e:
         if os.environ.get("POSBENCH_DEBUG"):
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Interrupted as e:
         err_console.print(
             f"[yellow]interrupted at step {e.step}; checkpoint saved.[/] Resume with: "
-            f"posbench train --resume {e.run_dir}", highlight=False)
+            f"posbench train --resume {e.run_dir}", highlight=False, soft_wrap=True)
         sys.exit(130)

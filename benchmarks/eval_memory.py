@@ -1,0 +1,74 @@
+"""Peak memory of evaluating one long window with the default model (random init).
+
+Each (method, length) runs in a fresh subprocess, so ru_maxrss is that evaluation's peak alone.
+The issue's target: the default small model evaluates 16384 tokens in < 4 GB, peak memory
+growing about linearly in length.
+
+    .venv/bin/python benchmarks/eval_memory.py [--pos alibi,rotary] [--lengths 2048,4096,8192,16384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def child(pos: str, length: int) -> None:
+    import numpy as np
+    import torch
+
+    from posbench import GPT, ModelConfig
+    from posbench.evaluate import evaluate_lengths
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(pos=pos)).eval()
+    tokens = np.random.default_rng(0).integers(0, model.config.vocab_size, length + 1).astype(np.uint16)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: imports + weights
+    t0 = time.perf_counter()
+    [result] = evaluate_lengths(model, tokens, np.ones(model.config.vocab_size, dtype=np.int64), [length],
+                                max_tokens=length)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "seconds": seconds, "loss": result.loss}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pos", default="alibi,rotary", help="position methods, comma-separated")
+    parser.add_argument("--lengths", default="2048,4096,8192,16384", help="window lengths, comma-separated")
+    parser.add_argument("--child", nargs=2, metavar=("POS", "LENGTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], int(args.child[1]))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from posbench import ModelConfig
+
+    d = ModelConfig()
+    table = Table(title="peak RSS evaluating one window (default model, random init)", title_justify="left",
+                  caption=f"{d.n_layer} layers, {d.n_head} heads, d_model {d.d_model}, vocab {d.vocab_size}; "
+                          "one fresh process per row; target < 4096 MB at 16384", caption_justify="left")
+    for name in ("pos", "length", "peak RSS MB", "above base MB", "x of first", "seconds"):
+        table.add_column(name, justify="left" if name == "pos" else "right")
+    lengths = [int(n) for n in args.lengths.split(",")]
+    for pos in args.pos.split(","):
+        first = None
+        for length in lengths:
+            out = subprocess.run([sys.executable, __file__, "--child", pos, str(length)], capture_output=True,
+                                 text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            first = first or r["peak_mb"]
+            table.add_row(pos, str(length), f"{r['peak_mb']:,.0f}", f"{r['peak_mb'] - r['base_mb']:,.0f}",
+                          f"{r['peak_mb'] / first:.2f}", f"{r['seconds']:.1f}")
+        table.add_section()
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
