@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import sysconfig
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from posbench.errors import PosbenchError
+from .errors import PosbenchError
+from .fileio import atomic_write
 
 SPLITS = ("train", "valid", "test")
 BUILTINS = ("pydocs", "stdlib")
@@ -274,9 +274,9 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.sp is None:
-            _atomic_write(folder / "tokenizer.json", json.dumps(self.describe()).encode())
+            atomic_write(folder / "tokenizer.json", json.dumps(self.describe()).encode())
         else:
-            _atomic_write(folder / "tokenizer.model", self.model_proto)
+            atomic_write(folder / "tokenizer.model", self.model_proto)
 
     @classmethod
     def load(cls, folder: Path) -> Tokenizer:
@@ -332,20 +332,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("POSBENCH_CACHE") or "~/.cache/posbench").expanduser()
 
 
-def _atomic_write(path: Path, data: bytes | np.ndarray) -> None:
-    """Write to a temp file in the same folder, then rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique per writer
-    try:
-        with open(tmp, "xb") as f:  # unlike mkstemp, honours the umask (a shared cache stays readable)
-            f.write(data.tobytes() if isinstance(data, np.ndarray) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class TokenData:
     tokenizer: Tokenizer
@@ -395,13 +381,13 @@ def prepare_data(spec: str = "pydocs", tokenizer: str = "bpe", vocab_size: int =
     counts, bpt = {}, {}
     for s in SPLITS:
         ids = tok.encode(corpus.splits[s])
-        _atomic_write(folder / f"{s}.bin", ids.astype(dtype))
+        atomic_write(folder / f"{s}.bin", ids.astype(dtype).tobytes())
         counts[s] = int(ids.size)
         bpt[s] = len(corpus.splits[s].encode()) / max(1, ids.size)
     tok.save(folder)
     meta = {"settings": settings, "corpus": corpus.description, "tokenizer": tok.describe(),
             "dtype": dtype.str, "tokens": counts, "bytes_per_token": bpt}
-    _atomic_write(folder / "meta.json", json.dumps(meta, indent=2).encode())  # last: marks the cache complete
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=2).encode())  # last: marks the cache complete
     data = _load_cached(folder, corpus.description)
     assert data is not None, f"token cache {folder} was written but does not read back"
     return data

@@ -4,9 +4,6 @@ summary.json (present once training finished). Every file is written atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -15,26 +12,11 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .data import Tokenizer
 from .errors import PosbenchError
+from .fileio import atomic_write
 from .model import GPT, ModelConfig
 
 RUNS_ROOT = Path("runs")
 FORMAT = 1  # bump when the run folder layout changes incompatibly
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over `path`:
-    a crash mid-write leaves the previous file intact, never a truncated one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json(path: Path, value: dict) -> None:

@@ -201,13 +201,15 @@ def train(
         return loss
 
     progress = Progress(
-        TextColumn(f"[bold]{model_config.pos}[/]"), BarColumn(), TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not show_progress, transient=False,
+        TextColumn(f"[bold]{model_config.pos}[/]"), BarColumn(),
+        TextColumn("step {task.fields[step]}"), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=not show_progress,
     )
+    # the bar counts steps, or seconds under --minutes
     total = cfg.steps if budget is None else budget
-    task = progress.add_task("train", total=cfg.steps if budget is None else None, completed=step,
-                             loss="-", speed="-")
+    task = progress.add_task("train", total=total, completed=step if budget is None else elapsed,
+                             step=step, loss="-", speed="-")
     raw_model.train()
     last_loss, window_start, window_steps = float("nan"), time.perf_counter(), 0
     try:
@@ -249,7 +251,7 @@ def train(
                     log({"step": step, "val_loss": val, "val_ppl": perplexity(val)})
                 if step % cfg.save_every == 0:
                     save()
-                progress.update(task, completed=step if budget is None else elapsed, total=total)
+                progress.update(task, completed=step if budget is None else elapsed, step=step)
     except KeyboardInterrupt:
         save()
         raise Interrupted(run_dir, step) from None

@@ -1,0 +1,64 @@
+"""`posbench inspect-heads`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..heads import inspect_heads, param_labels, plot_report
+from ..runs import write_json
+from . import app, console
+
+
+def _spread(s: dict) -> str:
+    return f"{s['min']:g} / {s['median']:g} / {s['max']:g}"
+
+
+@app.command("inspect-heads")
+def inspect_heads_command(
+    run: Path = typer.Argument(None, help="Run folder [default: the newest under runs/]."),
+    length: int = typer.Option(None, help="Window length N [default: the training length]."),
+    samples: int = typer.Option(8, help="Windows K, spread evenly over the split."),
+    split: str = typer.Option("valid", help="Held-out split: valid or test."),
+    layer: int = typer.Option(None, help="Only this layer (0-based) [default: all]."),
+    json_path: Path = typer.Option(None, "--json", help="Write every number to this JSON file."),
+    plot: Path = typer.Option(None, help="Write a PNG: span90 heatmap (and span vs slope for ALiBi)."),
+) -> None:
+    """Per-head attention span, distance, entropy and sink, from the model's attention probabilities."""
+    report = inspect_heads(run, length=length, samples=samples, split=split, layer=layer)
+    summary = report["summary"]
+    console.print(f"[bold]{report['run']}[/] ({report['pos']}): {summary['samples']} windows of "
+                  f"{report['length']} tokens from the {summary['split']} split", highlight=False)
+    n_head = max(h["head"] for h in report["heads"]) + 1
+    title, labels = param_labels(summary["params"], n_head)
+    for entry in summary["layers"]:
+        table = Table(title=f"layer {entry['layer']}", title_justify="left")
+        for name in ("head", title, "mean distance", "span50", "span90", "entropy", "sink"):
+            table.add_column(name, justify="right")
+        rows = [h for h in report["heads"] if h["layer"] == entry["layer"]]
+        for h in sorted(rows, key=lambda h: (h["span90"], h["mean_distance"])):
+            table.add_row(str(h["head"]), labels[h["head"]], f"{h['mean_distance']:.1f}", str(h["span50"]),
+                          str(h["span90"]), f"{h['entropy']:.2f}", f"{h['sink']:.3f}")
+        console.print(table)
+
+    console.print(f"[bold]summary[/] ({report['pos']}): span90 min / median / max over heads = "
+                  f"{_spread(summary['span90'])} tokens", highlight=False)
+    for entry in summary["layers"]:
+        line = f"  layer {entry['layer']}: span90 {_spread(entry['span90'])}, span50 {_spread(entry['span50'])}"
+        if "spearman_slope_span90" in entry:
+            rho = entry["spearman_slope_span90"]
+            line += "; Spearman(slope, span90) = " + ("n/a (a constant side)" if rho is None else f"{rho:+.2f}")
+            rho = entry["spearman_slope_mean_distance"]
+            line += ", (slope, mean distance) = " + ("n/a" if rho is None else f"{rho:+.2f}")
+        console.print(line, highlight=False)
+    if "scale" in summary["params"]:
+        console.print(f"  scaled-sinusoidal scale = {summary['params']['scale']:.4g}", highlight=False)
+
+    if json_path is not None:
+        write_json(json_path, report)
+        console.print(f"wrote {json_path}", highlight=False)
+    if plot is not None:
+        plot_report(report, plot)
+        console.print(f"wrote {plot}", highlight=False)
