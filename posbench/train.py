@@ -153,11 +153,12 @@ def train(
     config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
     checkpoint = _claim_run_dir(run_dir, config, overwrite) if rank == 0 else None
-    if world > 1:
-        box = [checkpoint is not None and checkpoint.is_file()]
+    finished = rank == 0 and checkpoint is None and (run_dir / "summary.json").is_file()
+    if world > 1:  # rank 0 decided; the others follow
+        box = [checkpoint is not None, finished]
         dist.broadcast_object_list(box)
-        checkpoint = run_dir / "checkpoint.pt" if box[0] else None
-    if checkpoint is None and rank == 0 and (run_dir / "summary.json").is_file():
+        checkpoint, finished = (run_dir / "checkpoint.pt" if box[0] else None), box[1]
+    if finished:
         return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)
     if rank == 0:
         write_json(run_dir / "config.json", config)
@@ -228,8 +229,10 @@ def train(
                 torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                if world > 1:
-                    dist.all_reduce(loss := loss.detach(), op=dist.ReduceOp.AVG)
+                if world > 1:  # log the global batch's loss (gloo has no AVG)
+                    loss = loss.detach()
+                    dist.all_reduce(loss)
+                    loss /= world
                 last_loss = loss.item()
                 if not math.isfinite(last_loss):
                     raise PosbenchError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -33,12 +34,15 @@ def train_command(
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),
+    warmup: int = typer.Option(DEFAULT_TRAIN.warmup, help="Linear warmup steps."),
     minutes: float = typer.Option(None, help="Train for this many minutes instead of --steps."),
     seed: int = typer.Option(DEFAULT_TRAIN.seed, help="Seed for init, data order and tokenizer."),
     device: str = typer.Option(DEFAULT_TRAIN.device, help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     save_every: int = typer.Option(DEFAULT_TRAIN.save_every, help="Checkpoint every N steps."),
     eval_every: int = typer.Option(DEFAULT_TRAIN.eval_every, help="Validation loss every N steps."),
+    eval_tokens: int = typer.Option(DEFAULT_TRAIN.eval_tokens, help="Validation tokens per evaluation."),
+    log_every: int = typer.Option(DEFAULT_TRAIN.log_every, help="Write metrics every N steps."),
     out: Path = typer.Option(None, help="Run folder [default: runs/<pos>-<timestamp>]."),
     resume: Path = typer.Option(None, help="Continue the unfinished run in this folder with its own config."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run with a different config in --out."),
@@ -56,9 +60,12 @@ def train_command(
         train_config = TrainConfig(
             data=data, tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
             lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,
-            save_every=save_every, eval_every=eval_every,
+            save_every=save_every, eval_every=eval_every, warmup=warmup, eval_tokens=eval_tokens,
+            log_every=log_every,
         )
     result = train(model_config, train_config, out=out, overwrite=overwrite, console=console)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 alone reports
     s = result.summary
     if result.already_finished:
         console.print(f"[green]{result.run_dir} already holds this finished run[/] (use --overwrite to retrain)")

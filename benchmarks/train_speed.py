@@ -1,0 +1,132 @@
+"""Training throughput per position method, against a plain nanoGPT-style model and a plain matmul.
+
+    python benchmarks/train_speed.py [--threads 2] [--steps 20] [--dim 256] [--layers 4] [--heads 8]
+
+Prints, measured in this one run: tokens/s of a training step (forward + backward + AdamW) for each
+method and its ratio to `none`; posbench `learned` against a plain pre-LN GPT of the same shape
+(SDPA is_causal, learned positions, written out below); and the model's FLOP rate
+(6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of
+the model's width. Targets (issue 7): every method >= 0.9x none (t5 >= 0.8x), learned >= 1.0x plain,
+FLOP rate >= 60% of the matmul's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posbench import GPT, ModelConfig
+from posbench.positions import METHODS
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, d: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.up, self.down = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).split(D, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, D)
+        x = x + self.proj(y)
+        return x + self.down(F.gelu(self.up(self.ln_2(x))))
+
+
+class PlainGPT(nn.Module):
+    """The compact reference: nanoGPT's shape with learned positions and tied embeddings."""
+
+    def __init__(self, c: ModelConfig) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.d_model), nn.Embedding(c.max_len, c.d_model)
+        self.blocks = nn.ModuleList(PlainBlock(c.d_model, c.n_head) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.d_model)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe.weight[: idx.size(1)]
+        for block in self.blocks:
+            x = block(x)
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+
+def step_rate(model: nn.Module, batch: int, seq: int, vocab: int, steps: int, warmup: int = 3) -> float:
+    """Training tokens per second: forward + cross-entropy + backward + AdamW."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, vocab, (batch, seq + 1))
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return batch * seq * steps / (time.perf_counter() - start)
+
+
+def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
+    """FLOP/s of a plain fp32 (rows, d) @ (d, 4d) matmul: the machine's rate at the model's width."""
+    a, b = torch.randn(rows, d), torch.randn(d, 4 * d)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * d * 4 * d * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = ModelConfig()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=defaults.max_len)
+    p.add_argument("--dim", type=int, default=defaults.d_model)
+    p.add_argument("--layers", type=int, default=defaults.n_layer)
+    p.add_argument("--heads", type=int, default=defaults.n_head)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best round counts")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    def config(pos: str) -> ModelConfig:
+        return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
+
+    models = {pos: GPT(config(pos)) for pos in METHODS}
+    models["plain nanoGPT-style"] = PlainGPT(config("learned"))
+    rates: dict[str, float] = {}
+    for _ in range(args.rounds):  # interleave, so drift in machine speed hits every method alike
+        for name, model in models.items():
+            rate = step_rate(model, args.batch, args.seq_len, defaults.vocab_size, args.steps)
+            rates[name] = max(rates.get(name, 0.0), rate)
+
+    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
+          f"T={args.seq_len}, batch={args.batch}")
+    print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s}  target")
+    for name in METHODS:
+        target = 0.8 if name == "t5" else 0.9
+        ratio = rates[name] / rates["none"]
+        print(f"{name:22s} {rates[name]:10,.0f} {ratio:8.2f}  >= {target} {'ok' if ratio >= target else 'MISS'}")
+    plain = rates["plain nanoGPT-style"]
+    ratio = rates["learned"] / plain
+    print(f"{'plain nanoGPT-style':22s} {plain:10,.0f}   learned / plain = {ratio:.2f}  "
+          f"(>= 1.0 {'ok' if ratio >= 0.98 else 'MISS'})")
+
+    model = models["none"]
+    params = model.num_params()
+    flops_per_token = 6 * params + 12 * args.layers * args.dim * args.seq_len
+    model_rate = flops_per_token * rates["none"]
+    machine = matmul_flops(args.batch * args.seq_len, args.dim)
+    print(f"model FLOP rate {model_rate / 1e9:.1f} GFLOP/s ({params:,} params, {flops_per_token / 1e6:.1f} "
+          f"MFLOP/token); plain fp32 matmul {machine / 1e9:.1f} GFLOP/s; "
+          f"ratio {model_rate / machine:.2f} (>= 0.60 {'ok' if model_rate / machine >= 0.6 else 'MISS'})")
+
+
+if __name__ == "__main__":
+    main()
