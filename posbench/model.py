@@ -27,8 +27,8 @@ MASK_BUDGET = 1 << 24
 class ModelConfig:
     vocab_size: int = 4096
     n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 256
+    n_head: int = 8
+    d_model: int = 192
     max_len: int = 128  # the training length; also the table size of `learned`
     pos: str = "rotary"
     tie_embeddings: bool = True

@@ -16,12 +16,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from .data import BatchSampler, prepare_data
 from .errors import PosbenchError
 from .evaluate import bits_per_byte, perplexity, window_loss
 from .model import GPT, ModelConfig
+from .progress import make_progress
 from .runs import atomic_write, default_run_dir, read_json, run_config, save_weights, write_json
 
 
@@ -129,6 +130,7 @@ def train(
     overwrite: bool = False,
     console: Console | None = None,
     show_progress: bool = True,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train (or resume) a run into `out`; returns where it went and its summary."""
     cfg.validate()
@@ -201,20 +203,17 @@ def train(
         raw_model.train()
         return loss
 
-    progress = Progress(
-        TextColumn(f"[bold]{model_config.pos}[/]"), BarColumn(),
-        TextColumn("step {task.fields[step]}"), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[speed]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=not show_progress,
-    )
-    # the bar counts steps, or seconds under --minutes
+    # the bar counts steps, or seconds under --minutes; loss and speed ride in the description so
+    # the task renders in any Progress (compare passes its own, with an overall bar above)
+    own_progress = progress is None
+    progress = progress or make_progress(console, disable=not show_progress)
     total = cfg.steps if budget is None else budget
-    task = progress.add_task("train", total=total, completed=step if budget is None else elapsed,
-                             step=step, loss="-", speed="-")
+    label = f"train {model_config.pos}"
+    task = progress.add_task(label, total=total, completed=step if budget is None else elapsed)
     raw_model.train()
     last_loss, window_start, window_steps = float("nan"), time.perf_counter(), 0
     try:
-        with progress:
+        with progress if own_progress else contextlib.nullcontext():
             while (step < cfg.steps) if budget is None else (elapsed < budget):
                 t0 = time.perf_counter()
                 fraction = step / cfg.steps if budget is None else elapsed / budget
@@ -248,13 +247,13 @@ def train(
                     window_start, window_steps = now, 0
                     log({"step": step, "loss": last_loss, "lr": lr, "tokens": step * tokens_per_step,
                          "tokens_per_s": speed, "elapsed": elapsed})
-                    progress.update(task, loss=f"{last_loss:.3f}", speed=f"{speed:,.0f}")
+                    progress.update(task, description=f"{label} · loss {last_loss:.3f} · {speed:,.0f} tok/s")
                 if step % cfg.eval_every == 0:
                     val = validate()
                     log({"step": step, "val_loss": val, "val_ppl": perplexity(val)})
                 if step % cfg.save_every == 0:
                     save()
-                progress.update(task, completed=step if budget is None else elapsed, step=step)
+                progress.update(task, completed=step if budget is None else elapsed)
     except KeyboardInterrupt:
         save()
         raise Interrupted(run_dir, step) from None

@@ -39,8 +39,7 @@ def _root(
 
 
 # each module adds its command(s) to `app` when imported
-from . import train  # noqa: E402, F401
-from . import heads  # noqa: E402, F401
+from . import compare, evaluate, heads, train  # noqa: E402, F401
 
 
 def main() -> None:
