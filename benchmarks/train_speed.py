@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from posbench import GPT, ModelConfig
+from posbench.bench import train_rate
 from posbench.positions import METHODS
 
 
@@ -56,20 +57,6 @@ class PlainGPT(nn.Module):
         return F.linear(self.ln_f(x), self.wte.weight)
 
 
-def step_rate(model: nn.Module, batch: int, seq: int, vocab: int, steps: int, warmup: int = 3) -> float:
-    """Training tokens per second: forward + cross-entropy + backward + AdamW."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, vocab, (batch, seq + 1))
-    for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
-        loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return batch * seq * steps / (time.perf_counter() - start)
-
-
 def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
     """FLOP/s of a plain fp32 (rows, d) @ (d, 4d) matmul: the machine's rate at the model's width."""
     a, b = torch.randn(rows, d), torch.randn(d, 4 * d)
@@ -103,7 +90,7 @@ def main() -> None:
     rates: dict[str, float] = {}
     for _ in range(args.rounds):  # interleave, so drift in machine speed hits every method alike
         for name, model in models.items():
-            rate = step_rate(model, args.batch, args.seq_len, defaults.vocab_size, args.steps)
+            rate = train_rate(model, args.batch, args.seq_len, defaults.vocab_size, args.steps)
             rates[name] = max(rates.get(name, 0.0), rate)
 
     print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "

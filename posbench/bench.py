@@ -1,0 +1,97 @@
+"""`posbench bench`: Table 1 of the ALiBi paper for this machine — training and evaluation speed and
+peak memory per position method, each also relative to `none`, all measured in one run."""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .model import GPT, ModelConfig
+
+
+def train_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
+    """Training tokens/s: forward + cross-entropy + backward + AdamW, after `warmup` steps."""
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, vocab, (batch, seq_len + 1), device=device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        with _autocast(device):
+            logits = model(x[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    return batch * seq_len * steps / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def eval_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
+    """Evaluation tokens/s: forward passes only."""
+    device = next(model.parameters()).device
+    x = torch.randint(0, vocab, (batch, seq_len), device=device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        with _autocast(device):
+            model(x)
+    _sync(device)
+    return batch * seq_len * steps / (time.perf_counter() - start)
+
+
+def measure(pos: str, model: dict, seq_len: int, batch: int, steps: int, device: str, threads: int) -> dict:
+    """One method's row. On CUDA peak memory is the allocator's peak for this method; on the CPU it is
+    the peak resident size of the process, so each method runs in a process of its own there."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    config = ModelConfig(pos=pos, max_len=seq_len, **model)
+    net = GPT(config).to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    row = {"pos": pos, "params": net.num_params(),
+           "train_tokens_per_s": train_rate(net, batch, seq_len, config.vocab_size, steps),
+           "eval_tokens_per_s": eval_rate(net.eval(), batch, seq_len, config.vocab_size, steps)}
+    if dev.type == "cuda":
+        row["peak_memory_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:
+        row["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return row
+
+
+def bench(
+    methods: Sequence[str], model: dict, seq_len: int, batch: int, steps: int, device: str = "cpu",
+    threads: int | None = None,
+) -> list[dict]:
+    """Rows per method with ratios to `none` (measured too, first, whether asked for or not)."""
+    threads = threads or torch.get_num_threads()
+    names = ["none", *[m for m in methods if m != "none"]]
+    args = [(pos, model, seq_len, batch, steps, device, threads) for pos in names]
+    if device == "cpu":
+        with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+            rows = pool.starmap(measure, args, chunksize=1)
+    else:
+        rows = [measure(*a) for a in args]
+    base = rows[0]
+    for row in rows:
+        for key, ratio in (("train_tokens_per_s", "train_vs_none"), ("eval_tokens_per_s", "eval_vs_none"),
+                           ("peak_memory_mb", "memory_vs_none")):
+            row[ratio] = row[key] / base[key]
+    return [row for row in rows if row["pos"] in methods]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

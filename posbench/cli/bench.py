@@ -1,0 +1,55 @@
+"""`posbench bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..bench import bench
+from ..compare import SEED_METHODS, parse_methods
+from ..model import ModelConfig
+from ..runs import write_json
+from ..train import resolve_device
+from . import app, console
+
+DEFAULT = ModelConfig()
+
+
+@app.command("bench")
+def bench_command(
+    pos: str = typer.Option(",".join(SEED_METHODS), help="Methods to measure, comma-separated."),
+    seq_len: int = typer.Option(512, help="Sequence length L."),
+    batch_size: int = typer.Option(8, help="Windows per step."),
+    layers: int = typer.Option(DEFAULT.n_layer, help="Transformer layers."),
+    heads: int = typer.Option(DEFAULT.n_head, help="Attention heads."),
+    dim: int = typer.Option(DEFAULT.d_model, help="Model width."),
+    steps: int = typer.Option(5, help="Timed steps per method (after 2 warm-up steps)."),
+    threads: int = typer.Option(None, help="CPU threads (default: torch's)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    json_path: Path = typer.Option(None, "--json", help="Write the rows to this JSON file."),
+) -> None:
+    """Table 1 of the ALiBi paper for this machine: training and evaluation tokens/s and peak memory
+    per method, each relative to `none`, measured in one run."""
+    methods = parse_methods(pos)
+    model = {"n_layer": layers, "n_head": heads, "d_model": dim}
+    ModelConfig(pos="none", **model)  # a bad shape fails here, with its message, before any process starts
+    dev = str(resolve_device(device))
+    with console.status(f"measuring {len(methods)} methods at L = {seq_len} on {dev}"):
+        rows = bench(methods, model, seq_len, batch_size, steps, dev, threads)
+    memory = "peak GPU memory" if dev.startswith("cuda") else "peak RSS"
+    table = Table(title=f"speed and memory at L = {seq_len}, batch {batch_size}, {layers} layers, d = {dim}, "
+                  f"{heads} heads, {dev}", title_justify="left")
+    for name in ("method", "params", "train tok/s (× none)", "eval tok/s (× none)", f"{memory} MB (× none)"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        table.add_row(r["pos"], f"{r['params'] / 1e6:.2f}M",
+                      f"{r['train_tokens_per_s']:,.0f} ({r['train_vs_none']:.2f})",
+                      f"{r['eval_tokens_per_s']:,.0f} ({r['eval_vs_none']:.2f})",
+                      f"{r['peak_memory_mb']:,.0f} ({r['memory_vs_none']:.2f})")
+    console.print(table)
+    if json_path is not None:
+        write_json(json_path, {"seq_len": seq_len, "batch_size": batch_size, "model": model, "device": dev,
+                               "rows": rows})
+        console.print(f"wrote {json_path}", highlight=False)

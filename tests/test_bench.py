@@ -1,0 +1,32 @@
+"""`posbench bench`: rows per method, ratios to `none` measured in the same run."""
+
+import json
+import sys
+
+import pytest
+
+from posbench import cli
+from posbench.bench import bench
+
+
+def test_bench_rows_and_ratios():
+    rows = bench(["none", "alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, seq_len=16, batch=2, steps=1,
+                 device="cpu", threads=1)
+    assert [r["pos"] for r in rows] == ["none", "alibi"]
+    none, alibi = rows
+    assert none["train_vs_none"] == none["eval_vs_none"] == none["memory_vs_none"] == 1.0
+    assert alibi["train_vs_none"] == pytest.approx(alibi["train_tokens_per_s"] / none["train_tokens_per_s"])
+    assert all(r["train_tokens_per_s"] > 0 and r["eval_tokens_per_s"] > 0 and r["peak_memory_mb"] > 50 for r in rows)
+
+
+def test_bench_cli_json(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["posbench", "bench", "--pos", "rotary", "--seq-len", "16", "--layers", "1",
+                                      "--heads", "2", "--dim", "16", "--steps", "1", "--threads", "1",
+                                      "--device", "cpu", "--json", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["pos"] for r in rows] == ["rotary"], "none is measured as the baseline but only asked rows are kept"
+    assert "rotary" in capsys.readouterr().out
