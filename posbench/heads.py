@@ -70,8 +70,9 @@ def rank(x: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Ranks 1..n; tied values share their average rank (as scipy.stats.rankdata)."""
     x = torch.as_tensor(x, dtype=torch.float64)
     _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)  # sorted values
+    counts = counts.double()
     first = counts.cumsum(0) - counts  # ranks taken by the smaller values
-    return (first + (counts + 1) / 2)[inverse].double()
+    return (first + (counts + 1) / 2)[inverse]
 
 
 def spearman(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor) -> float | None:
@@ -188,7 +189,7 @@ def method_params(pos: PositionMethod, length: int) -> dict:
              "peak_distance": int(bias[:length, h].argmax())}  # argmax: the nearest of equal peaks
             for h in range(pos.n_head)]}
     if isinstance(pos, ScaledSinusoidalPosition):
-        return {"scale": float(pos.scale)}
+        return {"scale": pos.scale.item()}
     return {}
 
 
@@ -197,8 +198,8 @@ def param_labels(params: dict, n_head: int) -> tuple[str, list[str]]:
     if "slope" in params:
         return "slope", [f"{m:.4g}" for m in params["slope"]]
     if "t5_bias" in params:
-        title = "bias @" + "/".join(map(str, T5_DISTANCES)) + " · peak d"
-        return title, ["/".join(f"{b[f'bias_d{d}']:+.2f}" for d in T5_DISTANCES) + f" · {b['peak_distance']}"
+        title = "bias " + "/".join(map(str, T5_DISTANCES)) + " @peak"
+        return title, ["/".join(f"{b[f'bias_d{d}']:+.1f}" for d in T5_DISTANCES) + f" @{b['peak_distance']}"
                        for b in params["t5_bias"]]
     if "scale" in params:
         return "scale", [f"{params['scale']:.4g}"] * n_head
@@ -286,7 +287,8 @@ def plot_report(report: dict, path: str | Path) -> None:
     axes = fig.subplots(1, 1 + alibi, squeeze=False)[0]
 
     ax = axes[0]
-    norm = LogNorm(vmin=max(0.5, np.nanmin(shown)), vmax=max(np.nanmax(shown), 2 * max(0.5, np.nanmin(shown))))
+    # a fixed range, 0 (drawn at 0.5) .. the window length, so plots of different runs compare
+    norm = LogNorm(vmin=0.5, vmax=max(report["length"], np.nanmax(shown)))
     image = ax.imshow(shown, norm=norm, cmap="viridis", aspect="auto")
     if span.size <= 256:  # the number itself, where there is room
         for (r, c), value in np.ndenumerate(span):

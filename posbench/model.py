@@ -70,7 +70,8 @@ def causal_attention(
     for s in range(0, Tq, chunk):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
         k_len = min(Tk, start + s + qc.size(2))  # later keys are all in the future of this chunk
-        mask = causal_mask(pos, qc.size(2), k_len, start + s, q.device, q.dtype)
+        # a 4-D mask: with a 3-D one, CPU SDPA falls back from its fused kernel to the slow math path
+        mask = causal_mask(pos, qc.size(2), k_len, start + s, q.device, q.dtype)[None]  # (1, H|1, c, k)
         out.append(F.scaled_dot_product_attention(qc, k[:, :, :k_len], v[:, :, :k_len], attn_mask=mask))
     return torch.cat(out, dim=2)
 

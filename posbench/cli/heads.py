@@ -36,7 +36,7 @@ def inspect_heads_command(
     for entry in summary["layers"]:
         table = Table(title=f"layer {entry['layer']}", title_justify="left")
         for name in ("head", title, "mean distance", "span50", "span90", "entropy", "sink"):
-            table.add_column(name, justify="right")
+            table.add_column(name, justify="right", no_wrap=name == title)  # narrow terminal: wrap headers
         rows = [h for h in report["heads"] if h["layer"] == entry["layer"]]
         for h in sorted(rows, key=lambda h: (h["span90"], h["mean_distance"])):
             table.add_row(str(h["head"]), labels[h["head"]], f"{h['mean_distance']:.1f}", str(h["span50"]),
