@@ -8,6 +8,7 @@ its three hooks without knowing which method it is.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -17,6 +18,11 @@ from torch import nn
 
 from .errors import PosbenchError
 from .positions import METHODS, PositionMethod, relative_distance
+
+try:  # FlexAttention (torch >= 2.5): the fused kernel for score-bias methods on CUDA
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - older torch: SDPA with a float mask everywhere
+    flex_attention = create_block_mask = None
 
 # Largest float mask (elements) one attention call may hold; longer inputs are cut into query
 # chunks so memory grows linearly with length instead of quadratically.
@@ -34,6 +40,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     mlp_ratio: int = 4
+    embed_norm: bool = False  # a LayerNorm right after the embedding (cramming; BigScience found it hurts)
 
     def __post_init__(self) -> None:
         if self.pos not in METHODS:
@@ -70,10 +77,40 @@ def causal_attention(
     for s in range(0, Tq, chunk):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
         k_len = min(Tk, start + s + qc.size(2))  # later keys are all in the future of this chunk
+        kc, vc = k[:, :, :k_len], v[:, :, :k_len]
+        if q.is_cuda and pos.has_score_bias and flex_attention is not None:
+            out.append(flex_biased_attention(qc, kc, vc, pos.score_bias(qc.size(2), k_len, start + s), start + s))
+            continue
         # a 4-D mask: with a 3-D one, CPU SDPA falls back from its fused kernel to the slow math path
         mask = causal_mask(pos, qc.size(2), k_len, start + s, q.device, q.dtype)[None]  # (1, H|1, c, k)
-        out.append(F.scaled_dot_product_attention(qc, k[:, :, :k_len], v[:, :, :k_len], attn_mask=mask))
+        out.append(F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask))
     return torch.cat(out, dim=2)
+
+
+@functools.lru_cache(maxsize=32)
+def _causal_block_mask(q_len: int, k_len: int, start: int, device: str):
+    """FlexAttention's block-sparse causal mask: key j is visible to query i when j <= start + i."""
+    return create_block_mask(lambda b, h, i, j: i + start >= j, None, None, q_len, k_len, device=device)
+
+
+@functools.cache
+def _compiled_flex():
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, start: int
+) -> torch.Tensor:
+    """The fused-kernel path for score-bias methods (used on CUDA): FlexAttention adds the (H, Tq, Tk)
+    bias inside the kernel via score_mod and skips future blocks, so no (B, H, Tq, Tk) mask or score
+    tensor is ever materialised. Equal to the SDPA path to the precision of q's dtype."""
+    bias = bias.to(q.dtype)
+
+    def add_bias(score, b, h, i, j):
+        return score + bias[h, i, j]
+
+    block_mask = _causal_block_mask(q.size(2), k.size(2), start, str(q.device))
+    return _compiled_flex()(q, k, v, score_mod=add_bias, block_mask=block_mask)
 
 
 def causal_mask(pos: PositionMethod, q_len: int, k_len: int, start: int, device, dtype) -> torch.Tensor:
@@ -155,6 +192,9 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.pos = METHODS[config.pos](config)  # shared by all layers (T5's bias table is, too)
+        # Geiping & Goldstein 2022 (cramming) normalise the embedding; Le Scao et al. 2022 (BigScience,
+        # "What Language Model to Train if You Have One Million GPU Hours?") found it hurts zero-shot
+        self.ln_e = nn.LayerNorm(config.d_model) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model)
@@ -177,10 +217,17 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """idx: (B, T) token ids at positions start.. -> (B, T, D) input of the first block: token
+        embedding, the position method's embed hook, the optional LayerNorm, dropout."""
+        x = self.pos.embed(self.wte(idx), start)  # (B, T, D)
+        if self.ln_e is not None:
+            x = self.ln_e(x)
+        return self.drop(x)
+
     def forward(self, idx: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """idx: (B, T) token ids at positions start.. -> logits (B, T, vocab)."""
-        x = self.pos.embed(self.wte(idx), start)  # (B, T, D)
-        x = self.drop(x)
+        x = self.embed(idx, start)  # (B, T, D)
         for block in self.blocks:
             x = block(x, self.pos, start, cache)
         x = self.ln_f(x)
