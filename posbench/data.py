@@ -1,7 +1,9 @@
 """Corpora, tokenizers, the on-disk token cache and the training batch sampler.
 
 Built-in corpora ship with every CPython (no download): `pydocs` is English prose (pydoc topics plus
-standard-library docstrings), `stdlib` is the standard library's Python source. Anything else is a path
+standard-library docstrings), `stdlib` is the standard library's Python source. Named public corpora
+(`wikitext-103`, `wikitext-2`, `enwik8`) are read from the data cache once `posbench data fetch NAME` has
+downloaded them (see fetch.py); `hf:DATASET[:CONFIG]` reads a Hugging Face dataset. Anything else is a path
 to a text file or a folder (see data/README.md).
 """
 
@@ -12,6 +14,7 @@ import gc
 import hashlib
 import inspect
 import io
+import itertools
 import json
 import os
 import platform
@@ -33,9 +36,19 @@ BUILTINS = ("pydocs", "stdlib")
 PYDOCS_CAP = 2_500_000  # bytes; stops the prose corpus growing with future Python versions
 STDLIB_CAP = 4_000_000  # bytes
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
-FORMAT_VERSION = 1  # bump when the cache layout or the tokenizer settings change
-SPM_SAMPLE_LINES = 1_000_000  # big corpora train the tokenizer on a seeded sample of this many lines
+FORMAT_VERSION = 2  # bump when the cache layout or the tokenizer settings change (2: sampled by characters)
+SPM_SAMPLE_CHARS = 50_000_000  # big corpora train the tokenizer on a seeded sample of lines this large
+SPM_SAMPLE_LINES = 1_000_000  # ... and of at most this many lines (sentencepiece's own shuffled sample)
 ENCODE_CHUNK = 1 << 20  # characters per sentencepiece batch call, bounds memory on huge corpora
+# With few cores, encoding each distinct word once beats sentencepiece on whole lines (measured ~3-4x on 2
+# cores); with many, sentencepiece's own threads win (~3 MB/s per core against ~15 MB/s for the one-core
+# word path: an estimate, the crossover was not measured on a big machine). Both give the same ids.
+WORD_PATH_MAX_THREADS = 4
+# A BPE piece never spans the start of a run of spaces that follows a non-space: with split_by_whitespace
+# (the default) sentencepiece only lets "▁" open a piece or fill a whitespace-only one. So a text's ids
+# are the concatenation of the ids of these words ("\n" and a literal "▁" are words of their own).
+WORD = re.compile("\n|\u2581| +[^ \n\u2581]*|[^ \n\u2581]+")
+HF_VALID = ("validation", "valid", "dev")  # names Hugging Face datasets give their validation split
 
 # ----------------------------------------------------------------------------- corpora
 
@@ -164,18 +177,92 @@ def _describe(kind: str, source: str, splits: dict[str, str], **extra) -> dict:
     return {"kind": kind, "source": source, **extra, "bytes": sizes, "sha256": h.hexdigest()}
 
 
+def _load_named(name: str) -> Corpus:
+    """A corpus `posbench data fetch` unpacked into the data cache: its own train/valid/test files."""
+    from .fetch import MARKER, fetched_folder, get_source  # here, not at the top: fetch imports this module
+
+    folder = fetched_folder(name)
+    if folder is None:
+        local = f" (for the local folder of that name, pass ./{name})" if Path(name).exists() else ""
+        raise PosbenchError(f"Corpus {name} has not been fetched: run `posbench data fetch {name}` once (it needs "
+                            f"the network; afterwards {name} works offline){local}.")
+    info = json.loads((folder / MARKER).read_text())
+    splits = {s: _read_text(folder / f"{s}.txt") for s in SPLITS}
+    for split, text in splits.items():
+        if not text.strip():
+            raise PosbenchError(f"Corpus {name}: the {split} split in {folder} is empty; fetch it again with --force.")
+    # no machine-specific fields (folder, date, mirror): a run's config compares this description
+    return Corpus(name, splits, _describe("named", get_source(name).title, splits, name=name, split=info["split"],
+                                          archive=info["archive"]))
+
+
+def _hf_text(rows: Iterable[str | None]) -> str:
+    """One row per line; rows that already end with a newline (WikiText's) are kept as they are."""
+    return "".join(r if r.endswith("\n") else r + "\n" for r in rows if r is not None)
+
+
+def _load_hf(spec: str) -> Corpus:
+    """hf:DATASET[:CONFIG] through the optional `datasets` package: its train / validation / test splits
+    (test falls back to validation; a train-only dataset is split 90/5/5), text from the `text` column or
+    the first column of strings. The whole column is held in memory."""
+    dataset, _, config = spec[3:].partition(":")
+    if not dataset:
+        raise PosbenchError("hf: needs a dataset name: --data hf:DATASET[:CONFIG], "
+                            "e.g. hf:Salesforce/wikitext:wikitext-103-raw-v1.")
+    try:
+        import datasets
+    except ImportError:
+        raise PosbenchError(f"--data {spec} needs the optional Hugging Face `datasets` package: "
+                            "pip install 'posbench[hf]'") from None
+    try:
+        ds = datasets.load_dataset(dataset, config or None)
+    except Exception as e:  # network, unknown name, missing config, ...: all things the user can fix
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PosbenchError(f"Cannot load Hugging Face dataset {dataset}{f' ({config})' if config else ''}: "
+                            f"{first}") from None
+    names = list(ds.keys())
+    if "train" not in names:
+        raise PosbenchError(f"Hugging Face dataset {dataset} has no train split (it has {', '.join(names)}).")
+    columns = list(ds["train"].column_names)
+    first_row = ds["train"][0] if len(ds["train"]) else {}
+    column = "text" if "text" in columns else next((c for c in columns if isinstance(first_row.get(c), str)), None)
+    if column is None:
+        raise PosbenchError(f"Hugging Face dataset {dataset} has no text column (columns: {', '.join(columns)}).")
+    valid = next((n for n in HF_VALID if n in names), None)
+    extra = {"dataset": dataset, "config": config or None, "column": column}
+    if valid is None:
+        splits = _split_text(_hf_text(ds["train"][column]), spec)
+        return Corpus(spec, splits, _describe("hf", f"huggingface.co/datasets/{dataset}", splits, split="90/5/5",
+                                              **extra))
+    files = {"train": "train", "valid": valid, "test": "test" if "test" in names else valid}
+    splits = {s: _hf_text(ds[files[s]][column]) for s in SPLITS}
+    for split, text in splits.items():
+        if not text.strip():
+            raise PosbenchError(f"Corpus {spec}: the {split} split ({files[split]}) has no text.")
+    return Corpus(spec, splits, _describe("hf", f"huggingface.co/datasets/{dataset}", splits, split="dataset",
+                                          files=files, **extra))
+
+
 def load_corpus(spec: str = "pydocs") -> Corpus:
-    """Load a built-in corpus (`pydocs`, `stdlib`), a text file, or a folder of .txt files."""
+    """Load a built-in corpus (`pydocs`, `stdlib`), a fetched named one (`wikitext-103`, `wikitext-2`,
+    `enwik8`), a Hugging Face dataset (`hf:DATASET[:CONFIG]`), a text file, or a folder of .txt files."""
+    from .fetch import SOURCES  # here, not at the top: fetch imports this module
+
     if spec in BUILTINS:
         text, source = _pydocs() if spec == "pydocs" else _stdlib()
         splits = _split_text(text, spec)
         return Corpus(spec, splits, _describe("builtin", source, splits, split="90/5/5"))
+    if spec in SOURCES:
+        return _load_named(spec)
+    if spec.startswith("hf:"):
+        return _load_hf(spec)
 
     path = Path(spec).expanduser()
     if not path.exists():
         if os.sep in spec or "/" in spec or "." in spec or spec.startswith("~"):
             raise PosbenchError(f"Corpus path {spec} does not exist.")
-        raise PosbenchError(f"Unknown corpus {spec!r}: use a built-in one ({', '.join(BUILTINS)}) "
+        raise PosbenchError(f"Unknown corpus {spec!r}: use a built-in one ({', '.join(BUILTINS)}), a named one "
+                            f"({', '.join(SOURCES)}; `posbench data fetch NAME` first), hf:DATASET[:CONFIG], "
                             "or a path to a .txt file or folder.")
     path = path.resolve()
     name = str(path)
@@ -211,8 +298,43 @@ def load_corpus(spec: str = "pydocs") -> Corpus:
 # ----------------------------------------------------------------------------- tokenizers
 
 
+class _WordIds:
+    """The ids of every distinct word met so far, packed: word k's are flat[starts[k]:starts[k] + lengths[k]]."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.flat = np.zeros(1 << 16, dtype=np.int32)
+        self.starts = np.zeros(1 << 12, dtype=np.int64)
+        self.lengths = np.zeros(1 << 12, dtype=np.int64)
+        self.used = 0  # of flat
+
+    @staticmethod
+    def _grow(a: np.ndarray, n: int) -> np.ndarray:
+        if n <= len(a):
+            return a
+        b = np.zeros(max(n, 2 * len(a)), dtype=a.dtype)  # doubling: appending stays linear overall
+        b[:len(a)] = a
+        return b
+
+    def add(self, first: int, encoded: list[list[int]]) -> None:
+        """Record the ids of words first, first + 1, ... (already numbered in `index`)."""
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        total, end = int(lengths.sum()), first + len(encoded)
+        self.starts, self.lengths = self._grow(self.starts, end), self._grow(self.lengths, end)
+        self.flat = self._grow(self.flat, self.used + total)
+        self.lengths[first:end] = lengths
+        self.starts[first:end] = self.used + np.cumsum(lengths) - lengths
+        self.flat[self.used:self.used + total] = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32,
+                                                             count=total)
+        self.used += total
+
+
 def _threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """Every core this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 class Tokenizer:
@@ -246,21 +368,46 @@ class Tokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids (int32) of `text`, no BOS/EOS."""
-        if self.sp is None:
-            return np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int32)
-        out, start = [], 0
+        out = list(self.encode_chunks(text))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
+
+    def encode_chunks(self, text: str) -> Iterator[np.ndarray]:
+        """The ids of `text` (int32) in pieces that concatenate to encode(text): a huge corpus is written
+        to disk chunk by chunk instead of being held as one array."""
+        threads = _threads()
+        words = _WordIds() if threads <= WORD_PATH_MAX_THREADS else None  # shared by the chunks of one text
+        start = 0
         while start < len(text):  # chunks end at a newline, so their ids concatenate to the whole text's
             end = text.find("\n", start + ENCODE_CHUNK)
             end = len(text) if end == -1 else end + 1
-            parts = re.split("(\n|\u2581)", text[start:end])  # segments at even indices, separators at odd
-            flat = []
-            for i, ids in enumerate(self.sp.encode(parts[0::2], num_threads=_threads())):
-                flat += ids
-                if 2 * i + 1 < len(parts):
-                    flat += self._fixed[parts[2 * i + 1]]
-            out.append(np.array(flat, dtype=np.int32))
+            if self.sp is None:
+                yield np.frombuffer(text[start:end].encode(), dtype=np.uint8).astype(np.int32)
+            elif words is not None:
+                yield self._encode_words(text[start:end], words, threads)
+            else:
+                parts = re.split("(\n|\u2581)", text[start:end])  # segments at even indices, separators at odd
+                pieces: list[list[int]] = [[]] * len(parts)
+                pieces[0::2] = self.sp.encode(parts[0::2], num_threads=threads)  # one batch: all cores
+                pieces[1::2] = [self._fixed[sep] for sep in parts[1::2]]
+                count = sum(map(len, pieces))
+                yield np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32, count=count)
             start = end
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
+
+    def _encode_words(self, text: str, table: _WordIds, threads: int) -> np.ndarray:
+        """encode(text) through `table`: sentencepiece only sees the words it has not seen before."""
+        words = WORD.findall(text)
+        index, known = table.index, len(table.index)
+        numbers = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=len(words))
+        if len(index) > known:
+            new = list(itertools.islice(reversed(index), len(index) - known))[::-1]  # dicts keep insertion order
+            plain = [w for w in new if w not in self._fixed]
+            got = dict(zip(plain, self.sp.encode(plain, num_threads=threads), strict=True))
+            table.add(known, [self._fixed[w] if w in self._fixed else got[w] for w in new])
+        lengths = table.lengths[numbers]
+        ends = np.cumsum(lengths)
+        # output position j of word i reads flat[starts[i] + j - (ends[i] - lengths[i])]
+        pos = np.repeat(table.starts[numbers] - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
+        return table.flat[pos]
 
     def decode(self, ids: np.ndarray | torch.Tensor | list[int]) -> str:
         ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).ravel()
@@ -302,7 +449,14 @@ def train_tokenizer(text: str, kind: str = "bpe", vocab_size: int = 4096, seed: 
         raise PosbenchError(f"Unknown tokenizer kind {kind!r}: use bpe or bytes.")
     if not text.strip():
         raise PosbenchError("Cannot train a tokenizer on empty text.")
-    lines = (line for line in text.split("\n") if line.strip())
+    lines = [line for line in text.split("\n") if line.strip()]
+    sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    if sizes.sum() > SPM_SAMPLE_CHARS:
+        # BPE training time grows with its input, not with the corpus: a seeded random sample of lines
+        # (kept in corpus order) is enough for the merges of a big corpus; small ones are used whole
+        order = np.random.default_rng(seed).permutation(len(lines))
+        keep = np.sort(order[:int(np.searchsorted(np.cumsum(sizes[order]), SPM_SAMPLE_CHARS)) + 1])
+        lines = [lines[i] for i in keep]
     spm.set_random_generator_seed(seed % 2**31)  # drives the line sample on big corpora (2**32-1 = "random")
     model = io.BytesIO()
     try:
@@ -362,9 +516,15 @@ def prepare_data(spec: str = "pydocs", tokenizer: str = "bpe", vocab_size: int =
     """Load a corpus, train its tokenizer and tokenise every split, cached under cache_dir()/tokens/<key>/."""
     if tokenizer not in ("bpe", "bytes"):
         raise PosbenchError(f"Unknown tokenizer kind {tokenizer!r}: use bpe or bytes.")
+    return tokenize_corpus(load_corpus(spec), tokenizer, vocab_size, seed)
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer: str = "bpe", vocab_size: int = 4096, seed: int = 0) -> TokenData:
+    """prepare_data for an already loaded corpus (the cache key is its sha256 and the tokenizer settings)."""
+    if tokenizer not in ("bpe", "bytes"):
+        raise PosbenchError(f"Unknown tokenizer kind {tokenizer!r}: use bpe or bytes.")
     if tokenizer == "bytes":
         vocab_size, seed = 256, 0  # neither changes a byte tokenizer, so they must not split the cache
-    corpus = load_corpus(spec)
     settings = {"format": FORMAT_VERSION, "corpus": corpus.description["sha256"], "tokenizer": tokenizer,
                 "vocab_size": vocab_size, "seed": seed}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -380,10 +540,15 @@ def prepare_data(spec: str = "pydocs", tokenizer: str = "bpe", vocab_size: int =
     dtype = np.dtype("<u2" if tok.vocab_size <= 65536 else "<u4")
     counts, bpt = {}, {}
     for s in SPLITS:
-        ids = tok.encode(corpus.splits[s])
-        atomic_write(folder / f"{s}.bin", ids.astype(dtype).tobytes())
-        counts[s] = int(ids.size)
-        bpt[s] = len(corpus.splits[s].encode()) / max(1, ids.size)
+        def write(tmp: Path, text: str = corpus.splits[s], split: str = s) -> None:
+            counts[split] = 0
+            with open(tmp, "wb") as f:  # chunk by chunk: never the whole split's ids in memory at once
+                for ids in tok.encode_chunks(text):
+                    f.write(ids.astype(dtype).tobytes())
+                    counts[split] += int(ids.size)
+
+        atomic_write(folder / f"{s}.bin", write)
+        bpt[s] = corpus.description["bytes"][s] / max(1, counts[s])
     tok.save(folder)
     meta = {"settings": settings, "corpus": corpus.description, "tokenizer": tok.describe(),
             "dtype": dtype.str, "tokens": counts, "bytes_per_token": bpt}

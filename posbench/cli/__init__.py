@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import PosbenchError
 from ..train import Interrupted
@@ -39,7 +40,7 @@ def _root(
 
 
 # each module adds its command(s) to `app` when imported
-from . import compare, evaluate, heads, train  # noqa: E402, F401
+from . import bench, compare, data, evaluate, heads, sample, train  # noqa: E402, F401
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     except PosbenchError as e:
         if os.environ.get("POSBENCH_DEBUG"):
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Interrupted as e:
         err_console.print(
