@@ -8,6 +8,7 @@ import io
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from .fileio import atomic_write
 from .positions import METHODS
 from .presets import get_preset
 from .progress import make_progress
-from .runs import read_json, write_json
+from .runs import method_label, read_json, write_json
 from .train import resolve_device, train
 
 SEED_METHODS = ("none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5")
@@ -58,14 +59,16 @@ def verdict(results: Sequence[dict], train_len: int) -> str:
     return f"degrades (up to {worst:.2f}x)"
 
 
-def summarise(report: dict, summary: dict | None) -> dict:
-    """One method's row: the eval-extrapolate entry plus params, speed, ppl at L, ratio, verdict."""
+def summarise(report: dict, summary: dict | None, label: str | None = None) -> dict:
+    """One method's row: the eval-extrapolate entry plus its label (the method as tables show it,
+    e.g. "alibi+ln"), params, speed, ppl at L, ratio, verdict."""
     L = report["train_len"]
     by_length = {r["length"]: r["ppl"] for r in report["results"]}
     longest = max(by_length)
     at_l, at_max = by_length.get(L), by_length[longest]
     return {
         **report,
+        "label": label or report.get("label") or report["pos"],
         "params": summary.get("params") if summary else None,
         "train_tokens_per_s": summary.get("tokens_per_s") if summary else None,
         "val_ppl": summary.get("val_ppl") if summary else None,
@@ -87,14 +90,17 @@ def compare(
     device: str = "auto",
     console: Console | None = None,
     show_progress: bool = True,
+    embed_norm: bool = False,
 ) -> dict:
-    """Train (or reuse / continue) one run per method in out/<method>, or take existing `runs`;
-    evaluate all at the same lengths; write results.json, results.csv and ppl_vs_length.png."""
+    """Train (or reuse / continue) one run per method in out/<method> (out/<method>+ln with
+    embed_norm: a LayerNorm after the embedding), or take existing `runs`; evaluate all at the same
+    lengths; write results.json, results.csv and ppl_vs_length.png."""
     chosen = get_preset(preset)
     eval_device = str(resolve_device(device))
     started = time.perf_counter()
     out = Path(out)
-    jobs = [(None, Path(r)) for r in runs] or [(m, out / m) for m in methods]
+    suffix = "+ln" if embed_norm else ""  # as method_label names such runs
+    jobs = [(None, Path(r)) for r in runs] or [(m, out / f"{m}{suffix}") for m in methods]
     progress = make_progress(console, disable=not show_progress)
     rows = []
     with progress:
@@ -104,6 +110,7 @@ def compare(
             if method is not None:
                 model_config, train_config = chosen.configs(method, data=data, seq_len=seq_len, seed=seed,
                                                             device=device)
+                model_config = replace(model_config, embed_norm=embed_norm)
                 result = train(model_config, train_config, out=run_dir, console=console, progress=progress)
                 summary = result.summary
             else:
@@ -111,13 +118,15 @@ def compare(
             # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
             report = run_report(run_dir, max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
                                 device=eval_device, progress=progress)
-            rows.append(summarise(report, summary))
+            label = method_label(read_json(run_dir / "config.json")["model"])
+            rows.append(summarise(report, summary, label))
             progress.advance(overall)
 
     results = {
-        "preset": preset, "data": data, "seed": seed, "wall_seconds": time.perf_counter() - started,
+        "preset": preset, "data": data, "seed": seed, "embed_norm": embed_norm,
+        "wall_seconds": time.perf_counter() - started,
         "versions": {"posbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "configs": {row["pos"]: read_json(Path(row["run"]) / "config.json") for row in rows},
+        "configs": {row["label"]: read_json(Path(row["run"]) / "config.json") for row in rows},
         "runs": rows,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -130,12 +139,12 @@ def compare(
 def results_csv(rows: Sequence[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["pos", "run", "train_len", "length", "ppl", "bpb", "tokens", "params", "train_tokens_per_s",
-                     "verdict"])
+    writer.writerow(["pos", "label", "run", "train_len", "length", "ppl", "bpb", "tokens", "params",
+                     "train_tokens_per_s", "verdict"])
     for row in rows:
         for r in row["results"]:
-            writer.writerow([row["pos"], row["run"], row["train_len"], r["length"], r["ppl"], r["bpb"], r["tokens"],
-                             row["params"], row["train_tokens_per_s"], row["verdict"]])
+            writer.writerow([row["pos"], row["label"], row["run"], row["train_len"], r["length"], r["ppl"], r["bpb"],
+                             r["tokens"], row["params"], row["train_tokens_per_s"], row["verdict"]])
     return buffer.getvalue()
 
 
@@ -150,7 +159,7 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
     for row in rows:
         points = [(r["length"], r["ppl"]) for r in row["results"] if r["ppl"] is not None]
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=row["pos"])
+            ax.plot(*zip(*points, strict=True), marker="o", label=row["label"])
     for L in sorted({row["train_len"] for row in rows}):
         ax.axvline(L, color="grey", linestyle="--", linewidth=1)
         ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")

@@ -25,6 +25,8 @@ from .errors import PosbenchError
 from .model import GPT, causal_mask
 from .positions import PositionMethod, relative_distance, t5_relative_bucket
 from .positions.alibi import AlibiPosition
+from .positions.fire import FirePosition
+from .positions.kerple import KerplePosition
 from .positions.scaled_sinusoidal import ScaledSinusoidalPosition
 from .positions.t5 import T5Position
 from .runs import load_run, resolve_run
@@ -102,7 +104,7 @@ def probe(model: GPT, idx: torch.Tensor, visit: Visit | None = None, layers: Seq
     future, so they are left out). The rest of each block is the model's own modules, so every
     layer sees exactly the input it sees in the model."""
     pos = model.pos
-    x = model.drop(pos.embed(model.wte(idx), 0))  # (B, T, D)
+    x = model.embed(idx, 0)  # (B, T, D)
     for layer, block in enumerate(model.blocks):
         if layers is not None and layer not in layers:
             x = block(x, pos, 0, None)  # not probed: the model's own SDPA path
@@ -177,7 +179,7 @@ def held_out_windows(config: dict, split: str, length: int, samples: int) -> tor
 def method_params(pos: PositionMethod, length: int) -> dict:
     """JSON-able parameters of the position method that shape attention: ALiBi's slope per head,
     T5's learned bias per head (at a few distances, and the distance < length it favours most),
-    scaled-sinusoidal's scale; {} for the others."""
+    scaled-sinusoidal's scale, KERPLE's r1 and r2 per head, FIRE's c and threshold L; {} for the others."""
     if isinstance(pos, AlibiPosition):
         return {"slope": pos.slopes.tolist()}
     if isinstance(pos, T5Position):
@@ -190,6 +192,11 @@ def method_params(pos: PositionMethod, length: int) -> dict:
             for h in range(pos.n_head)]}
     if isinstance(pos, ScaledSinusoidalPosition):
         return {"scale": pos.scale.item()}
+    if isinstance(pos, KerplePosition):  # bias -r1 log(1 + r2 d): r1 its depth, r2 how soon it bends
+        return {"kerple": [{"head": h, "r1": r1, "r2": r2}
+                           for h, (r1, r2) in enumerate(zip(pos.r1.tolist(), pos.r2.tolist(), strict=True))]}
+    if isinstance(pos, FirePosition):
+        return {"fire": {"c": pos.c.item(), "L": pos.threshold.item()}}
     return {}
 
 
@@ -203,6 +210,10 @@ def param_labels(params: dict, n_head: int) -> tuple[str, list[str]]:
                        for b in params["t5_bias"]]
     if "scale" in params:
         return "scale", [f"{params['scale']:.4g}"] * n_head
+    if "kerple" in params:
+        return "r1 / r2", [f"{k['r1']:.3g} / {k['r2']:.3g}" for k in params["kerple"]]
+    if "fire" in params:
+        return "c / L", [f"{params['fire']['c']:.3g} / {params['fire']['L']:.4g}"] * n_head
     return "param", ["–"] * n_head
 
 

@@ -36,6 +36,12 @@ def run_config(model: ModelConfig, train: dict, data: dict, tokenizer: dict) -> 
             "data": data, "tokenizer": tokenizer}
 
 
+def method_label(model: dict) -> str:
+    """The method as tables show it, from config.json's "model": "alibi", or "alibi+ln" for a run
+    with --embed-norm."""
+    return model["pos"] + ("+ln" if model.get("embed_norm") else "")
+
+
 def save_weights(run_dir: Path, model: GPT, config: dict) -> None:
     """model.safetensors, loadable with plain safetensors.torch.load_file; the config rides along
     in its metadata so the weights file alone says what it is."""

@@ -74,3 +74,19 @@ def test_unknown_method_and_preset(capsys, monkeypatch):
             cli.main()
         assert exit_info.value.code == 2
         assert expected in capsys.readouterr().err
+
+
+def test_compare_embed_norm_trains_labelled_runs(tiny_preset, corpus, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cmp"
+    monkeypatch.setattr(sys, "argv", ["posbench", "compare", "--pos", "alibi", "--embed-norm", "--preset", "tiny",
+                                      "--data", corpus, "--out", str(out), "--device", "cpu", "--quiet"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    assert "alibi+ln" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["embed_norm"] is True
+    [row] = results["runs"]
+    assert row["pos"] == "alibi" and row["label"] == "alibi+ln" and row["run"] == str(out / "alibi+ln")
+    assert results["configs"]["alibi+ln"]["model"]["embed_norm"] is True
+    assert (out / "results.csv").read_text().splitlines()[1].startswith("alibi,alibi+ln,")

@@ -16,6 +16,7 @@ from posbench.heads import (
     held_out_windows,
     inspect_heads,
     method_params,
+    param_labels,
     probe,
     query_metrics,
     rank,
@@ -137,6 +138,13 @@ def test_method_params():
     profile = method_params(t5, 32)["t5_bias"]
     assert [b["peak_distance"] for b in profile] == [0, 3, 1, 0]
     assert profile[2]["bias_d0"] == -1.0 and profile[1]["bias_d16"] == 0.0
+    kerple = tiny_model("kerple").pos
+    params = method_params(kerple, 32)
+    assert [k["r1"] for k in params["kerple"]] == pytest.approx(kerple.r1.tolist())
+    assert param_labels(params, 4)[0] == "r1 / r2"
+    fire = tiny_model("fire").pos
+    assert method_params(fire, 32) == {"fire": {"c": pytest.approx(fire.c.item()),
+                                                "L": pytest.approx(fire.threshold.item())}}
 
 
 @pytest.fixture(scope="module")

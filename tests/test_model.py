@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from posbench import model as model_module
-from posbench.errors import PosbenchError
+from posbench.errors import LengthError, PosbenchError
 from posbench.model import KVCache, ModelConfig, causal_attention
 from posbench.positions import METHODS
 
@@ -79,15 +79,21 @@ def test_chunked_attention_equals_unchunked(pos, monkeypatch):
 
 @pytest.mark.parametrize("pos", ALL_METHODS)
 def test_kv_cache_matches_full_forward(pos):
-    model = tiny_model(pos, max_len=64)
+    # trained at 16 positions, decoded to 40: past the training length for every method but
+    # `learned`, whose table stops at max_len (it gets 64 rows here, and a clear error past them)
+    model = tiny_model(pos, max_len=64 if pos == "learned" else 16)
     idx = torch.randint(0, 64, (2, 40))
     with torch.no_grad():
         full = model(idx)
         cache = KVCache(model.config.n_layer)
-        steps = [model(idx[:, :25], start=0, cache=cache)]
-        for t in range(25, 40):
+        steps = [model(idx[:, :10], start=0, cache=cache)]  # prefill, then one token per step
+        for t in range(10, 40):
+            assert cache.length == t
             steps.append(model(idx[:, t : t + 1], start=t, cache=cache))
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-4)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+    if pos == "learned":
+        with pytest.raises(LengthError, match="64 rows"), torch.no_grad():
+            model(idx[:, :1].repeat(1, 25), start=40, cache=cache)
 
 
 def test_tied_embeddings_share_one_tensor():
@@ -107,10 +113,29 @@ def test_config_validation():
 
 
 def test_gradient_reaches_position_parameters():
-    for pos in ("learned", "scaled-sinusoidal", "t5"):
+    for pos in ("learned", "scaled-sinusoidal", "t5", "kerple", "fire"):
         model = tiny_model(pos).train()
         idx = torch.randint(0, 64, (2, 16))
         F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
         grads = [p.grad for p in model.pos.parameters()]
         assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), pos
     assert set(METHODS) >= {"t5"}
+
+
+def test_embed_norm_normalises_the_embedding_and_changes_the_model():
+    plain, normed = tiny_model("alibi"), tiny_model("alibi", embed_norm=True)
+    assert plain.ln_e is None and "ln_e.weight" not in plain.state_dict()
+    assert isinstance(normed.ln_e, torch.nn.LayerNorm) and "ln_e.weight" in normed.state_dict()
+    idx = torch.randint(0, 64, (2, 12))
+    with torch.no_grad():
+        x = normed.embed(idx)  # (B, T, D): after the position hook, the LayerNorm
+        assert torch.allclose(x, F.layer_norm(normed.wte(idx), (32,)), atol=1e-5)
+        assert torch.allclose(x.mean(-1), torch.zeros(2, 12), atol=1e-5)
+        assert torch.allclose(plain.embed(idx), plain.wte(idx))  # alibi: no embed hook, no norm
+        # same seed, same weights otherwise: only the norm differs
+        assert not torch.allclose(plain(idx), normed(idx), atol=1e-3)
+    # the norm comes after the method's embed hook: a learned table is normalised with the tokens
+    learned = tiny_model("learned", embed_norm=True)
+    with torch.no_grad():
+        expected = F.layer_norm(learned.wte(idx) + learned.pos.table.weight[:12], (32,))
+        assert torch.allclose(learned.embed(idx), expected, atol=1e-5)

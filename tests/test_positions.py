@@ -150,3 +150,117 @@ def test_registry_names():
     assert {"none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5"} <= set(METHODS)
     for name, cls in METHODS.items():
         assert cls.name == name
+
+
+# ----------------------------------------------------------------------------- xPos, KERPLE, FIRE
+
+
+def test_xpos_zeta_and_decay_formula():
+    xpos = METHODS["xpos"](tiny_config("xpos"))  # head dim 8: 4 rotary pairs
+    zeta = xpos.zeta()
+    # Sun et al. 2022: zeta_i = (2i/d + 0.4) / 1.4 (torchscale: (arange(0, d, 2) + 0.4 d) / (1.4 d))
+    assert torch.allclose(zeta, torch.tensor([(2 * i / 8 + 0.4) / 1.4 for i in range(4)]))
+    scale, inverse = xpos.decay(100, 3, "cpu", torch.float32)  # (3, 8) each
+    for row, n in enumerate((100, 101, 102)):
+        expected = zeta ** (n / 512)  # scale base gamma = 512
+        assert torch.allclose(scale[row], torch.cat((expected, expected)), rtol=1e-5)
+        assert torch.allclose(inverse[row], 1 / torch.cat((expected, expected)), rtol=1e-5)
+
+
+def test_xpos_scores_depend_only_on_offset():
+    xpos = METHODS["xpos"](tiny_config("xpos"))
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    for offset in (0, 3, 50):
+        ref = rotary_scores(xpos.rotate, q, k, offset, 0)
+        for shift in (1, 17, 1000):
+            assert torch.allclose(rotary_scores(xpos.rotate, q, k, offset + shift, shift), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_xpos_is_rotary_times_the_decay_per_pair():
+    xpos, rope = METHODS["xpos"](tiny_config("xpos")), RotaryPosition(tiny_config("rotary"))
+    zeta = xpos.zeta()
+    torch.manual_seed(0)
+    for i in range(4):  # pair i = channels i and i + 4 (the GPT-NeoX halves pairing)
+        q = torch.zeros(1, 1, 1, 8)
+        q[..., i], q[..., i + 4] = 0.6, -1.3
+        for d in (0, 1, 5, 40, 300, 2000):
+            expected = rotary_scores(rope.rotate, q, q, d, 0) * zeta[i] ** (d / 512)
+            assert torch.allclose(rotary_scores(xpos.rotate, q, q, d, 0), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_xpos_decay_shrinks_aligned_scores_with_distance():
+    xpos = METHODS["xpos"](tiny_config("xpos"))
+    xpos.set_frequencies(torch.zeros(4))  # no rotation: the decay alone remains
+    q = torch.randn(1, 1, 1, 8, generator=torch.Generator().manual_seed(0))
+    scores = [rotary_scores(xpos.rotate, q, q, d, 0).item() for d in (0, 1, 10, 100, 1000, 5000)]
+    assert scores[0] == pytest.approx(q.pow(2).sum().item(), rel=1e-5)
+    assert all(a > b > 0 for a, b in zip(scores, scores[1:], strict=False)), scores
+    # the decay is relative: two aligned vectors far from the origin score as at the origin
+    assert rotary_scores(xpos.rotate, q, q, 3000 + 100, 3000).item() == pytest.approx(scores[3], rel=1e-4)
+
+
+def test_xpos_raises_where_its_scale_would_overflow():
+    xpos = METHODS["xpos"](tiny_config("xpos"))
+    limit = xpos.max_position(torch.float32)
+    assert 30_000 < limit < 40_000 and 3_000 < xpos.max_position(torch.float16) < 5_000
+    scale, inverse = xpos.decay(limit - 1, 1, "cpu", torch.float32)
+    assert torch.isfinite(inverse).all() and (scale > 0).all()
+    q = torch.zeros(1, 1, 1, 8)
+    with pytest.raises(LengthError, match=f"{limit:,}"):
+        xpos.rotate(q, q, limit)
+
+
+def test_kerple_bias_formula_and_positive_parameters():
+    kerple = METHODS["kerple"](tiny_config("kerple", n_head=4))
+    # the paper's code initialises r1 ~ U(0, 2), r2 ~ U(0, 1)
+    assert (kerple.r1 > 0).all() and (kerple.r1 <= 2).all() and (kerple.r2 <= 1).all()
+    with torch.no_grad():
+        kerple.r1_raw.copy_(torch.tensor([-30.0, -1.0, 0.5, 3.0]))
+        kerple.r2_raw.copy_(torch.tensor([2.0, -30.0, 0.0, -0.5]))
+    r1, r2 = kerple.r1, kerple.r2
+    assert (r1 >= 0.01).all() and (r2 >= 0.01).all(), "kept positive, floored at 0.01 as the paper"
+    assert r1[0].item() == pytest.approx(0.01) and r2[1].item() == pytest.approx(0.01)
+    bias = kerple.score_bias(6, 6, 0)  # (H, q, k)
+    for i in range(6):
+        for j in range(i + 1):
+            expected = [-r1[h].item() * math.log(1 + r2[h].item() * (i - j)) for h in range(4)]
+            assert bias[:, i, j].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert torch.allclose(kerple.score_bias(2, 6, 4), bias[:, 4:6, :6])  # KV cache / chunk offset
+    # the gradient reaches a parameter sitting at the floor (softplus, not a clamp)
+    kerple.score_bias(6, 6, 0).sum().backward()
+    assert (kerple.r1_raw.grad != 0).all() and (kerple.r2_raw.grad != 0).all()
+
+
+def test_fire_bias_matches_hand_computation(monkeypatch):
+    from posbench.positions import fire as fire_module
+
+    fire = METHODS["fire"](tiny_config("fire", max_len=8, n_head=2))
+    assert fire.c.item() == pytest.approx(0.1) and fire.threshold.item() == pytest.approx(8.0)  # L = train length
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in fire.mlp.parameters():
+            p.normal_(0, 1)
+        fire.c_raw.fill_(0.3)
+        fire.L_multiplier.fill_(-0.75)  # L = |-0.75| * 8 = 6: rows 7.. normalise by their own position
+    c, L = fire.c.item(), 6.0
+    w1, b1 = fire.mlp[0].weight[:, 0].tolist(), fire.mlp[0].bias.tolist()
+    w2, b2 = fire.mlp[2].weight.tolist(), fire.mlp[2].bias.tolist()
+
+    def f_theta(u):  # the 1 -> 32 -> ReLU -> H MLP, by hand
+        hidden = [max(0.0, w * u + b) for w, b in zip(w1, b1, strict=True)]
+        return [sum(a * h for a, h in zip(row, hidden, strict=True)) + bias for row, bias in zip(w2, b2, strict=True)]
+
+    bias = fire.score_bias(12, 12, 0).detach()  # (H, q, k)
+    for i in range(12):
+        for j in range(i + 1):
+            u = math.log(c * (i - j) + 1) / (math.log(c * max(i, L) + 1) + 1e-6)  # psi(i-j) / psi(max(i, L))
+            assert bias[:, i, j].tolist() == pytest.approx(f_theta(u), rel=1e-4, abs=1e-5), (i, j)
+    assert torch.allclose(fire.score_bias(3, 12, 9), bias[:, 9:12])  # KV cache / chunk offset
+    monkeypatch.setattr(fire_module, "BUDGET", 12 * 32 * 2)  # the MLP two rows at a time
+    assert torch.allclose(fire.score_bias(12, 12, 0), bias)
+
+
+def test_registry_has_the_new_methods():
+    assert {"xpos", "kerple", "fire"} <= set(METHODS)
+    assert issubclass(METHODS["xpos"], RotaryPosition), "xPos reuses rotary's pieces"

@@ -97,3 +97,23 @@ def test_non_finite_loss_stops_with_the_step(corpus, tmp_path):
     model_cfg, cfg = tiny_train(corpus, lr=1e30, steps=50, save_every=1000, eval_every=1000)
     with pytest.raises(PosbenchError, match=r"loss became .* at step \d+"):
         train(model_cfg, cfg, out=tmp_path / "nan", show_progress=False)
+
+
+def test_embed_norm_flag_reaches_config_json_and_the_model(corpus, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from posbench import cli
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [
+        "posbench", "train", "--pos", "alibi", "--embed-norm", "--data", corpus, "--out", str(out), "--layers", "1",
+        "--heads", "2", "--dim", "16", "--tokenizer", "bytes", "--seq-len", "16", "--batch-size", "2", "--steps", "2",
+        "--device", "cpu"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    assert "alibi+ln run" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["model"]["embed_norm"] is True
+    model, _, _ = load_run(out)
+    assert model.config.embed_norm and isinstance(model.ln_e, torch.nn.LayerNorm)
+    assert "ln_e.weight" in load_file(str(out / "model.safetensors"))

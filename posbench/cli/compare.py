@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ..compare import SEED_METHODS, compare, parse_methods
+from ..positions import METHODS
 from ..presets import PRESETS
 from . import app, console
 
@@ -20,7 +21,7 @@ def comparison_table(rows: list[dict]) -> Table:
     """Rows = methods, columns = evaluation lengths (best per column in bold green), then params,
     train tokens/s, val ppl at L, ppl at the longest length / ppl at L, and the verdict."""
     lengths = sorted({r["length"] for row in rows for r in row["results"]})
-    ppl = {(row["pos"], r["length"]): r["ppl"] for row in rows for r in row["results"]}
+    ppl = {(row["label"], r["length"]): r["ppl"] for row in rows for r in row["results"]}
     best = {n: min((v for (_, m), v in ppl.items() if m == n and v is not None), default=None) for n in lengths}
     train_lens = sorted({row["train_len"] for row in rows})
     table = Table(title=f"perplexity by evaluation length (trained at L = {', '.join(map(str, train_lens))})",
@@ -33,12 +34,12 @@ def comparison_table(rows: list[dict]) -> Table:
     for row in rows:
         cells = []
         for n in lengths:
-            value = ppl.get((row["pos"], n))
+            value = ppl.get((row["label"], n))
             text = _fmt(value)
             cells.append(f"[bold green]{text}[/]" if value is not None and value == best[n] else text)
         ratio = row["max_len_ratio"]
         colour = "green" if ratio is not None and ratio <= 1.1 else "red" if ratio is None or ratio > 2 else "yellow"
-        table.add_row(row["pos"], *cells, _fmt(row["params"], ","), _fmt(row["train_tokens_per_s"], ",.0f"),
+        table.add_row(row["label"], *cells, _fmt(row["params"], ","), _fmt(row["train_tokens_per_s"], ",.0f"),
                       _fmt(row["ppl_at_L"]), f"[{colour}]{_fmt(ratio)}[/]", row["verdict"])
     return table
 
@@ -46,7 +47,8 @@ def comparison_table(rows: list[dict]) -> Table:
 @app.command("compare")
 def compare_command(
     runs: list[Path] = typer.Argument(None, help="Existing run folders to compare (no training)."),
-    pos: str = typer.Option(",".join(SEED_METHODS), help="Methods to train and compare, comma-separated."),
+    pos: str = typer.Option(",".join(SEED_METHODS), help="Methods to train and compare, comma-separated; any of "
+                            + ", ".join(METHODS) + "."),
     preset: str = typer.Option("quick", help="Experiment size: "
                                + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + "."),
     data: str = typer.Option("pydocs", help="Corpus: pydocs, stdlib, a .txt file or a folder with "
@@ -57,16 +59,18 @@ def compare_command(
     out: Path = typer.Option(Path("compare"), help="Folder for the runs and results.json/csv/png."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    embed_norm: bool = typer.Option(False, "--embed-norm", help="Train every method with a LayerNorm right "
+                                    "after the embedding (runs in --out/<method>+ln, labelled so)."),
 ) -> None:
     """Train every method under one config (reusing finished runs in --out), evaluate all at the same
     lengths, print one table and write results.json, results.csv and ppl_vs_length.png."""
     methods = parse_methods(pos)
     results = compare(runs or [], methods, preset, data, seq_len, max_len, seed, out, device, console,
-                      show_progress=not quiet)
+                      show_progress=not quiet, embed_norm=embed_norm)
     console.print(comparison_table(results["runs"]))
     tokens = {r["tokens"] for row in results["runs"] for r in row["results"]}
     console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length "
                   f"(non-overlapping windows); wall time {results['wall_seconds']:.0f} s", highlight=False)
     for row in results["runs"]:
-        console.print(f"  {row['pos']:18s} {row['verdict']}", highlight=False)
+        console.print(f"  {row['label']:18s} {row['verdict']}", highlight=False)
     console.print(f"wrote {out}/results.json, results.csv, ppl_vs_length.png", highlight=False)

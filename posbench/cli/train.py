@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from ..model import ModelConfig
-from ..runs import check_run_dir
+from ..positions import METHODS
+from ..runs import check_run_dir, method_label
 from ..train import TrainConfig, train
 from . import app, console
 
@@ -20,8 +21,7 @@ DEFAULT_TRAIN = TrainConfig()
 
 @app.command("train")
 def train_command(
-    pos: str = typer.Option("alibi", help="Position method: none, learned, sinusoidal, scaled-sinusoidal, "
-                            "rotary, alibi, t5."),
+    pos: str = typer.Option("alibi", help="Position method: " + ", ".join(METHODS) + "."),
     data: str = typer.Option(DEFAULT_TRAIN.data, help="Corpus: pydocs (builtin prose), stdlib (builtin code), "
                              "a .txt file, or a folder with train/valid/test.txt."),
     tokenizer: str = typer.Option(DEFAULT_TRAIN.tokenizer, help="bpe (sentencepiece, trained on the train split) "
@@ -31,6 +31,8 @@ def train_command(
     layers: int = typer.Option(DEFAULT_MODEL.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT_MODEL.n_head, help="Attention heads."),
     dim: int = typer.Option(DEFAULT_MODEL.d_model, help="Model width."),
+    embed_norm: bool = typer.Option(False, "--embed-norm", help="LayerNorm right after the embedding "
+                                    "(as in cramming; BigScience found it hurts)."),
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),
@@ -56,7 +58,7 @@ def train_command(
         train_config.device = device
         out = resume
     else:
-        model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos)
+        model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos, embed_norm=embed_norm)
         train_config = TrainConfig(
             data=data, tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
             lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,
@@ -71,7 +73,8 @@ def train_command(
         console.print(f"[green]{result.run_dir} already holds this finished run[/] (use --overwrite to retrain)")
     elif result.resumed_from:
         console.print(f"resumed from step {result.resumed_from}")
-    table = Table(title=f"{s['pos']} run", show_header=False, title_justify="left")
+    label = method_label(model_config.to_dict())
+    table = Table(title=f"{label} run", show_header=False, title_justify="left")
     for name, value in (
         ("parameters", f"{s['params']:,}"),
         ("tokens seen", f"{s['tokens_seen']:,} ({s['steps']} steps)"),

@@ -4,12 +4,15 @@ Adding a method = a new file with a PositionMethod subclass, one line here, and 
 
 from .alibi import AlibiPosition, alibi_slopes
 from .base import PositionMethod, relative_distance, sinusoid_table
+from .fire import FirePosition
+from .kerple import KerplePosition
 from .learned import LearnedPosition
 from .none import NoPosition
 from .rotary import RotaryPosition
 from .scaled_sinusoidal import ScaledSinusoidalPosition
 from .sinusoidal import SinusoidalPosition
 from .t5 import T5Position, t5_relative_bucket
+from .xpos import XposPosition
 
 METHODS: dict[str, type[PositionMethod]] = {
     "none": NoPosition,
@@ -19,6 +22,9 @@ METHODS: dict[str, type[PositionMethod]] = {
     "rotary": RotaryPosition,
     "alibi": AlibiPosition,
     "t5": T5Position,
+    "xpos": XposPosition,
+    "kerple": KerplePosition,
+    "fire": FirePosition,
 }
 
 __all__ = [

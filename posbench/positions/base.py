@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+CACHE_NUMEL = 1 << 24  # elements memoised per method at most (64 MB of float32)
+
 
 class PositionMethod(nn.Module):
     name: str = "base"
+    max_positions: int | None = None  # positions the method can encode at all (None: any number)
 
     def __init__(self, config) -> None:  # config: posbench.model.ModelConfig
         super().__init__()
@@ -47,9 +50,13 @@ class PositionMethod(nn.Module):
         key = (*key, torch.is_inference_mode_enabled())
         tensor = self._static.get(key)
         if tensor is None:
-            if len(self._static) >= 64:
+            tensor = build()
+            # bounded in size too: the per-chunk biases of one long window would otherwise add up
+            # to the full (H, T, T) bias, the quadratic memory that query chunking avoids
+            held = sum(t.numel() for t in self._static.values())
+            if len(self._static) >= 64 or held + tensor.numel() > CACHE_NUMEL:
                 self._static.clear()
-            tensor = self._static[key] = build()
+            self._static[key] = tensor
         return tensor
 
 

@@ -12,7 +12,7 @@ class LearnedPosition(PositionMethod):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.max_len = config.max_len
+        self.max_len = self.max_positions = config.max_len
         self.table = nn.Embedding(config.max_len, config.d_model)
         nn.init.normal_(self.table.weight, std=0.02)
 

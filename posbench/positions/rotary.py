@@ -1,6 +1,8 @@
 """Rotary position embedding (Su et al. 2021, RoFormer, Eq. 34): rotate each pair of q/k channels
 by an angle proportional to the position, so q_m . k_n depends only on m - n."""
 
+from __future__ import annotations
+
 import torch
 
 from .base import PositionMethod
@@ -19,20 +21,44 @@ class RotaryPosition(PositionMethod):
     def __init__(self, config) -> None:
         super().__init__(config)
         assert self.head_dim % 2 == 0, "rotary needs an even head dimension"
+        # evaluation-time RoPE scaling (positions/rope_scaling.py) replaces the frequencies and may
+        # scale q and k; not persistent: a run's weights never depend on it
+        self.register_buffer("scaled_inv_freq", None, persistent=False)  # (hd/2,) or None
+        self.attn_scale = 1.0  # multiplies cos and sin, hence q and k each (YaRN's sqrt(1/t))
+        self.scaling: dict | None = None  # {"kind", "factor", "train_len"} once scaled
 
-    def inv_freq(self, device) -> torch.Tensor:
-        """(hd/2,) theta_i = base^(-2i/hd)."""
+    def default_inv_freq(self, device) -> torch.Tensor:
+        """(hd/2,) theta_i = base^(-2i/hd), the frequencies the model was trained with."""
         return self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
                              / self.head_dim)
 
+    def inv_freq(self, device) -> torch.Tensor:
+        """(hd/2,) the frequencies in use: the trained ones, or those set by set_frequencies."""
+        if self.scaled_inv_freq is not None:
+            return self.scaled_inv_freq.to(device)
+        return self.default_inv_freq(device)
+
+    def set_frequencies(self, inv_freq: torch.Tensor | None, attn_scale: float = 1.0,
+                        scaling: dict | None = None) -> None:
+        """Replace the rotary frequencies (hd/2,) and the q/k scale, or restore the trained ones
+        with None; the memoised cos/sin tables are dropped."""
+        if inv_freq is not None:
+            assert inv_freq.shape == (self.head_dim // 2,), inv_freq.shape
+            inv_freq = inv_freq.detach().float()
+        self.scaled_inv_freq = inv_freq
+        self.attn_scale = float(attn_scale)
+        self.scaling = scaling if inv_freq is not None else None
+        self._static.clear()
+
     def cos_sin(self, start: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, hd) cos and sin for positions start .. start+T-1, computed for any length."""
+        """(T, hd) cos and sin for positions start .. start+T-1, computed for any length (times
+        attn_scale, 1 unless YaRN set it)."""
 
         def build():
             positions = torch.arange(start, start + T, device=device, dtype=torch.float32)
             angles = positions[:, None] * self.inv_freq(device)[None, :]  # (T, hd/2)
             angles = torch.cat((angles, angles), dim=-1)  # (T, hd): same angle for both halves
-            return torch.stack((angles.cos(), angles.sin())).to(dtype)
+            return (torch.stack((angles.cos(), angles.sin())) * self.attn_scale).to(dtype)
 
         cos, sin = self.cached(("rope", start, T, device, dtype), build)
         return cos, sin

@@ -1,0 +1,67 @@
+"""FIRE (Li et al. 2023, "Functional Interpolation for Relative Positions Improves Long Context
+Transformers", Sec. 3): the score of key j for query i gets, per head,
+
+    b(i, j) = f_theta( psi(i - j) / psi(max(i, L)) ),   psi(x) = log(c * x + 1)
+
+f_theta a small MLP (1 -> 32 -> ReLU -> H, one value per head), c > 0 learned (the log transform
+that sharpens short distances), L a learned threshold (progressive interpolation: queries past L see
+distances normalised into [0, 1], shorter ones a fixed scale). As the paper's reference code:
+c starts at 0.1, L = |multiplier| * the training length with the multiplier learned from 1.
+Here c = softplus(raw), positive by construction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import PositionMethod, relative_distance
+
+BUDGET = 1 << 22  # hidden activations (q x k x width) per MLP call; longer biases go row-chunk by chunk
+
+
+class FirePosition(PositionMethod):
+    name = "fire"
+    width = 32  # the MLP's hidden width
+    init_c = 0.1
+    eps = 1e-6  # keeps psi(max(i, L)) away from 0 in the division
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.train_len = float(config.max_len)
+        self.mlp = nn.Sequential(nn.Linear(1, self.width), nn.ReLU(), nn.Linear(self.width, config.n_head))
+        self.c_raw = nn.Parameter(torch.tensor(math.log(math.expm1(self.init_c))))  # softplus^-1(0.1)
+        self.L_multiplier = nn.Parameter(torch.tensor(1.0))  # L = |multiplier| * train_len
+
+    @property
+    def c(self) -> torch.Tensor:
+        return F.softplus(self.c_raw)
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """L, the learned threshold (starts at the training length)."""
+        return self.L_multiplier.abs() * self.train_len
+
+    def psi(self, x: torch.Tensor) -> torch.Tensor:
+        """psi(x) = log(c x + 1), the paper's log transform."""
+        return torch.log1p(self.c * x)
+
+    def normalized_distance(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+        """(q, k) psi(i - j) / psi(max(i, L)), the MLP's input; 0 on future keys (masked anyway)."""
+        device = self.c_raw.device
+
+        def build():
+            return relative_distance(q_len, k_len, start, device).clamp(min=0).float()  # (q, k)
+
+        distance = self.cached(("fire", q_len, k_len, start, device), build)  # (q, k)
+        query = torch.arange(start, start + q_len, device=device, dtype=torch.float32)[:, None]  # (q, 1) = i
+        normalizer = self.psi(torch.maximum(query, self.threshold))  # (q, 1)
+        return self.psi(distance) / (normalizer + self.eps)
+
+    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+        u = self.normalized_distance(q_len, k_len, start)  # (q, k)
+        rows = max(1, BUDGET // (k_len * self.width))  # bounds the (rows, k, width) hidden layer
+        bias = [self.mlp(u[s : s + rows, :, None]) for s in range(0, q_len, rows)]  # (rows, k, H) each
+        return torch.cat(bias).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)

@@ -1,0 +1,54 @@
+"""xPos (Sun et al. 2022, "A Length-Extrapolatable Transformer", Sec. 3.2): rotary plus an
+exponential decay. Rotary pair i of the query at position n is also scaled by zeta_i^(n/gamma) and
+that of the key by zeta_i^(-n/gamma), so q_m . k_n gains the factor zeta_i^((m-n)/gamma): still a
+function of the offset alone, and < 1 for keys behind the query (zeta_i < 1), shrinking with distance.
+zeta_i = (2i/d + 0.4) / 1.4 and gamma = 512 (the paper's scale base, torchscale's XPOS)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import LengthError
+from .rotary import RotaryPosition
+
+
+class XposPosition(RotaryPosition):
+    name = "xpos"
+    scale_base = 512.0  # gamma
+
+    def zeta(self, device=None) -> torch.Tensor:
+        """(hd/2,) zeta_i = (2i/d + 0.4) / 1.4, in (0.29, 1): strongest decay on the fastest pairs."""
+        i = torch.arange(0, self.head_dim // 2, dtype=torch.float32, device=device)
+        return (2 * i / self.head_dim + 0.4) / 1.4
+
+    def max_position(self, dtype: torch.dtype) -> int:
+        """Positions are absolute (not re-centred per call as in torchscale, so cached keys keep their
+        scale): the key scale zeta^(-n/gamma) overflows `dtype` (and the query's underflows) from
+        about gamma * ln(max) / -ln(zeta_0): ~35k positions in float32/bfloat16, ~4k in float16."""
+        finfo = torch.finfo(dtype)
+        room = min(math.log(finfo.max), -math.log(finfo.tiny))
+        return int(self.scale_base * room / -math.log(0.4 / 1.4))  # zeta_0 = 0.4 / 1.4
+
+    def decay(self, start: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, hd) zeta^(n/gamma) and its inverse for positions n = start .. start+T-1."""
+
+        def build():
+            positions = torch.arange(start, start + T, device=device, dtype=torch.float32)
+            log_scale = positions[:, None] / self.scale_base * self.zeta(device).log()[None, :]  # (T, hd/2)
+            log_scale = torch.cat((log_scale, log_scale), dim=-1)  # (T, hd): both halves of each pair
+            return torch.stack((log_scale.exp(), (-log_scale).exp())).to(dtype)
+
+        scale, inverse = self.cached(("xpos", start, T, device, dtype), build)
+        return scale, inverse
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        T = q.size(-2)
+        limit = self.max_position(q.dtype)
+        if start + T > limit:
+            raise LengthError(f"'xpos' positions stop at {limit:,} in {str(q.dtype).removeprefix('torch.')} "
+                              f"(its decay scale overflows); positions up to {start + T:,} were asked for")
+        q, k = super().rotate(q, k, start)  # (B, H, T, hd) each
+        scale, inverse = self.decay(start, T, q.device, q.dtype)  # (T, hd) each
+        return q * scale, k * inverse
