@@ -54,3 +54,16 @@ def tiny_train(corpus_path: str, pos: str = "alibi", **overrides):
                   eval_every=3, eval_tokens=256, log_every=1, save_every=3, device="cpu")
     values.update(overrides)
     return model, TrainConfig(**values)
+
+
+def run_cli(args, capsys, monkeypatch):
+    """(exit code, stdout, stderr) of `posbench ARGS`, run in-process through the real entry point."""
+    import sys
+
+    from posbench import cli
+
+    monkeypatch.setattr(sys, "argv", ["posbench", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err

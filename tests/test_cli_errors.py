@@ -9,19 +9,10 @@ from posbench import cli
 from posbench.errors import PosbenchError
 from posbench.train import train
 
-from .conftest import tiny_train, write_corpus
+from .conftest import run_cli, tiny_train, write_corpus
 
 TINY = ["--layers", "1", "--heads", "2", "--dim", "16", "--tokenizer", "bytes", "--seq-len", "16",
         "--batch-size", "2", "--steps", "2", "--device", "cpu"]
-
-
-def run_cli(args, capsys, monkeypatch):
-    """(exit code, stdout, stderr) of `posbench ARGS`, run in-process."""
-    monkeypatch.setattr(sys, "argv", ["posbench", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def assert_clear_error(args, expected, capsys, monkeypatch):

@@ -16,11 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from posbench import cli, data, fetch
+from posbench import data, fetch
 from posbench.cli import data as cli_data
 from posbench.data import SPLITS, load_corpus, prepare_data, train_tokenizer
 from posbench.errors import PosbenchError
 from posbench.fetch import SOURCES, data_dir
+
+from .conftest import run_cli
 
 ARCHIVE = SOURCES["wikitext-2"].archive
 
@@ -310,14 +312,6 @@ def test_hf_splits_columns_and_errors(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["posbench", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_data_commands(wikitext2, capsys, monkeypatch):

@@ -1,16 +1,14 @@
 """`posbench sample`: KV-cache decoding equals full forward passes, seeds, limits, the command."""
 
-import sys
 
 import pytest
 import torch
 
-from posbench import cli
 from posbench.errors import LengthError, PosbenchError
 from posbench.sample import generate, next_token
 from posbench.train import train
 
-from .conftest import ALL_METHODS, tiny_model, tiny_train
+from .conftest import ALL_METHODS, run_cli, tiny_model, tiny_train
 
 
 @pytest.mark.parametrize("pos", ALL_METHODS)
@@ -66,14 +64,6 @@ def test_bad_arguments(kwargs, message):
         generate(tiny_model("none"), torch.tensor([[1]]), **args)
     with pytest.raises(PosbenchError, match="at least one token"):
         generate(tiny_model("none"), torch.zeros(1, 0, dtype=torch.long), 3)
-
-
-def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["posbench", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_cli_samples_a_trained_run(corpus, tmp_path, capsys, monkeypatch):

@@ -1,0 +1,235 @@
+"""eval-extrapolate: windows, the length sweep, chunked attention, reports and the command."""
+
+import csv
+import json
+import math
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+import posbench.model as model_module
+import posbench.positions.base as base_module
+from posbench.cli import app, main
+from posbench.errors import PosbenchError
+from posbench.evaluate import (
+    evaluate_lengths,
+    extrapolation_report,
+    parse_lengths,
+    position_loss,
+    run_report,
+    scored_token_count,
+    windows,
+)
+from posbench.train import train
+
+from .conftest import tiny_model, tiny_train, write_corpus
+
+TOKENS = np.random.default_rng(0).integers(0, 64, 400).astype(np.uint16)
+BYTES = np.random.default_rng(1).integers(1, 4, 64)  # made-up UTF-8 lengths per token id
+
+
+def evaluate(model, lengths, **kw):
+    return evaluate_lengths(model, TOKENS, BYTES, lengths, **kw)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny trained alibi and learned runs (bytes tokenizer, L = 16) sharing one corpus."""
+    folder = tmp_path_factory.mktemp("evalruns")
+    with pytest.MonkeyPatch.context() as mp:  # the same cache the autouse fixture points tests at
+        mp.setenv("POSBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        corpus = write_corpus(folder)
+        out = {"corpus": corpus}
+        for pos in ("alibi", "learned"):
+            model_cfg, cfg = tiny_train(corpus, pos)
+            out[pos] = train(model_cfg, cfg, out=folder / pos, show_progress=False).run_dir
+    return out
+
+
+@pytest.mark.parametrize("mode", ["nonoverlapping", "sliding"])
+@pytest.mark.parametrize(("n", "length", "stride"), [(96, 16, None), (100, 16, 5), (96, 32, 1), (40, 40, 7)])
+def test_windows_score_every_prediction_once(mode, n, length, stride):
+    spans = windows(n, length, mode, stride)
+    scored = [i for _, end, first in spans for i in range(first, end)]
+    assert scored == list(range(n))
+    for k, (start, end, first) in enumerate(spans):
+        assert 0 <= start <= first < end <= n and end - start <= length
+        if mode == "sliding":
+            assert end - start == length  # always a full window
+            if k:  # later windows give every scored prediction at least length - stride of context
+                assert first - start >= length - min(stride or length // 2, length)
+
+
+def test_scored_token_count():
+    assert scored_token_count(1000, 64, 300) == 256  # a multiple of the longest length, under the cap
+    assert scored_token_count(1000, 64, 10) == 64  # at least one longest window
+    assert scored_token_count(100, 64, 10**6) == 64
+    with pytest.raises(PosbenchError, match="too few for a window of 128"):
+        scored_token_count(100, 128, 1000)
+
+
+def test_parse_lengths():
+    assert parse_lengths("256, 128,256") == [128, 256]
+    for text, message in (("128,0", "must be positive, got 0"), ("-5", "positive"), ("12x", "integers"), ("", "empty")):
+        with pytest.raises(PosbenchError, match=message):
+            parse_lengths(text)
+
+
+def test_nonoverlapping_and_sliding_agree_when_stride_is_the_window():
+    # 64 is the training length (the table size of `learned`); a stride above 32 is clamped to it
+    results = evaluate(tiny_model("learned", max_len=64), [32, 64], mode="both", stride=64, max_tokens=320)
+    for a, b in zip(results[:2], results[2:], strict=True):
+        assert (a.mode, b.mode, a.length) == ("nonoverlapping", "sliding", b.length)
+        assert a.tokens == b.tokens == 320
+        assert a.loss == pytest.approx(b.loss, abs=1e-6) and a.bpb == pytest.approx(b.bpb, abs=1e-6)
+
+
+def hand_loss(model, spans):
+    """Summed cross-entropy of each span's scored predictions, one window at a time."""
+    x = torch.from_numpy(TOKENS.astype(np.int64))
+    total = 0.0
+    for start, end, first in spans:
+        logits = model(x[start:end][None])[0]
+        total += F.cross_entropy(logits[first - start :], x[first + 1 : end + 1], reduction="sum").item()
+    return total
+
+
+def test_perplexity_matches_a_hand_computation():
+    model = tiny_model("rotary")
+    n = 3 * 48
+    nonoverlapping = [(s, s + 16, s) for s in range(0, n, 16)]
+    sliding = [(0, 48, 0)] + [(e - 48, e, e - 16) for e in range(64, n + 1, 16)]  # stride 16: last 16 are new
+    byte_count = BYTES[TOKENS[1 : n + 1]].sum()
+    with torch.no_grad():
+        expected = [hand_loss(model, nonoverlapping) / n, hand_loss(model, sliding) / n]
+    short, _, _, long = evaluate(model, [16, 48], mode="both", stride=16, max_tokens=150)
+    for result, loss in zip((short, long), expected, strict=True):
+        assert result.tokens == n
+        assert result.loss == pytest.approx(loss, rel=1e-5)
+        assert result.ppl == pytest.approx(math.exp(loss), rel=1e-5)
+        assert result.bpb == pytest.approx(loss * n / math.log(2) / byte_count, rel=1e-5)
+
+
+@pytest.mark.parametrize("pos", ["alibi", "t5"])
+def test_chunked_attention_equals_unchunked_in_the_model(pos, monkeypatch):
+    model = tiny_model(pos)
+    x = torch.from_numpy(TOKENS[:2 * 150].astype(np.int64)).view(2, 150)  # 150 > the table of 32: extrapolating
+    with torch.inference_mode():
+        full = model(x)
+        [whole] = evaluate(model, [150], max_tokens=300)
+    monkeypatch.setattr(model_module, "MASK_BUDGET", 2 * 4 * 150 * 7)  # chunks of 7 queries
+    monkeypatch.setattr(base_module, "CACHE_NUMEL", 4 * 7 * 150)  # and a cache that cannot keep them all
+    with torch.inference_mode():
+        chunked = model(x)
+        [parts] = evaluate(model, [150], max_tokens=300)
+    assert torch.allclose(chunked, full, atol=1e-5)
+    assert parts.loss == pytest.approx(whole.loss, abs=1e-6)
+    # the memoised per-chunk biases stay bounded: a long window must not pile up its full (H, T, T) bias
+    assert sum(t.numel() for t in model.pos._static.values()) <= 4 * 7 * 150
+
+
+def test_every_length_scores_the_same_tokens():
+    results = evaluate(tiny_model("none"), [16, 20, 48], mode="both", max_tokens=200)  # 20: a short last window
+    assert [(r.mode, r.length) for r in results] == [(m, n) for m in ("nonoverlapping", "sliding")
+                                                     for n in (16, 20, 48)]
+    assert {r.tokens for r in results} == {192}
+    assert all(math.isfinite(r.loss) for r in results)
+    # the position curve comes with the first mode's results, one loss per window offset
+    assert [len(r.position_losses) for r in results[:3]] == [16, 20, 48]
+    assert all(r.position_losses is None for r in results[3:])
+
+
+def test_learned_past_its_table_is_na_not_a_failure():
+    short, at_table, past = evaluate(tiny_model("learned"), [16, 32, 64], max_tokens=128)
+    assert short.loss is not None and at_table.loss is not None
+    assert past.loss is None and past.ppl is None and past.bpb is None and past.tokens == 128
+    assert "'learned' positions stop at its table of 32 rows" in past.error
+
+
+def test_position_loss_buckets():
+    buckets = position_loss(np.arange(100.0), 16)
+    assert [(b["start"], b["end"]) for b in buckets] == [(0, 16), (16, 32), (32, 64), (64, 100)]
+    assert [b["loss"] for b in buckets] == [7.5, 23.5, 47.5, 81.5]
+
+
+def test_report_has_the_json_layout(runs):
+    report = extrapolation_report([runs["alibi"], runs["learned"]], max_len=64, mode="both", show_progress=False)
+    json.dumps(report, allow_nan=False)  # plain JSON: no numpy scalars, no NaN
+    alibi, learned = report["runs"]
+    assert set(report) == {"runs"}
+    assert {"run", "pos", "train_len", "results", "position_loss"} <= set(alibi)
+    assert (alibi["run"], alibi["pos"], alibi["train_len"]) == (str(runs["alibi"]), "alibi", 16)
+    assert [(r["mode"], r["length"]) for r in alibi["results"]] == [
+        (m, n) for m in ("nonoverlapping", "sliding") for n in (16, 32, 64)]
+    for r in alibi["results"]:
+        assert set(r) == {"length", "mode", "ppl", "bpb", "tokens"}
+        assert r["ppl"] > 1 and r["bpb"] > 0
+    assert len({r["tokens"] for run in report["runs"] for r in run["results"]}) == 1
+    assert [(b["start"], b["end"]) for b in alibi["position_loss"]] == [(0, 16), (16, 32), (32, 64)]
+    assert set(alibi["position_loss"][0]) == {"start", "end", "loss"}
+    # learned: n/a past its table of 16 rows, the curve from the longest length it could run
+    na = [r for r in learned["results"] if r["length"] > 16]
+    assert na and all(r["ppl"] is None and "table of 16 rows" in r["error"] for r in na)
+    assert [(b["start"], b["end"]) for b in learned["position_loss"]] == [(0, 16)]
+
+
+def test_data_override_uses_the_runs_tokenizer(runs):
+    own = run_report(runs["alibi"], lengths=[16, 32])
+    other = run_report(runs["alibi"], lengths=[16, 32], data=runs["corpus"])  # the same text, tokenised again
+    assert other["data"] == runs["corpus"]
+    assert [r["ppl"] for r in other["results"]] == pytest.approx([r["ppl"] for r in own["results"]])
+
+
+def test_a_changed_corpus_is_noted(runs, tmp_path):
+    run = tmp_path / "moved"
+    shutil.copytree(runs["alibi"], run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["sha256"] = "0" * 64  # as if trained on another Python's builtin corpus
+    (run / "config.json").write_text(json.dumps(config))
+    assert "notes" not in run_report(runs["alibi"], lengths=[16])
+    assert "not the text this run was trained on" in run_report(run, lengths=[16])["notes"][0]
+
+
+def test_cli_tables_json_and_csv(runs, tmp_path):
+    args = ["eval-extrapolate", str(runs["alibi"]), str(runs["learned"]), "--max-len", "64", "--mode", "both",
+            "--quiet", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    for text in ("perplexity by length (nonoverlapping)", "perplexity by length (sliding)", "n/a",
+                 "table of 16 rows", "mean loss by position", "[32, 64)", "predictions of the valid split"):
+        assert text in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [run["pos"] for run in report["runs"]] == ["alibi", "learned"]
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 2 * 2 * 3  # run x mode x length
+    first = rows[0]
+    assert (first["pos"], first["mode"], first["length"], first["ratio_to_train_len"]) == (
+        "alibi", "nonoverlapping", "16", "1")
+    assert float(first["ppl"]) == pytest.approx(report["runs"][0]["results"][0]["ppl"], rel=1e-5)
+    assert rows[-1]["ppl"] == "" and "table of 16 rows" in rows[-1]["error"]
+
+
+def test_cli_defaults_to_the_newest_run(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a").symlink_to(runs["alibi"])
+    result = CliRunner().invoke(app, ["eval-extrapolate", "--max-len", "32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "alibi, trained at L = 16" in result.output
+
+
+@pytest.mark.parametrize(("flag", "message"), [("--lengths=0,16", "--lengths must be positive, got 0"),
+                                               ("--lengths=-16", "--lengths must be positive, got -16"),
+                                               ("--mode=overlap", "--mode must be"),
+                                               ("--split=train", "--split must be valid or test")])
+def test_cli_bad_options_exit_2(runs, flag, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["posbench", "eval-extrapolate", str(runs["alibi"]), flag, "--quiet"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
