@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from .errors import LengthError, PosbenchError
 from .model import GPT
+from .progress import make_progress
 
 MODES = ("nonoverlapping", "sliding")
 SPLITS = ("valid", "test")
@@ -209,7 +210,7 @@ def evaluate_lengths(
     try:
         for m, L, spans in plans:
             if progress is not None:
-                progress.update(task, description=f"{label} {m} {L}")
+                progress.update(task, description=f"eval {label} {m} {L}")
             try:
                 total, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance)
             except LengthError as e:
@@ -238,25 +239,29 @@ def position_loss(losses: np.ndarray, train_len: int) -> list[dict]:
 # ----------------------------------------------------------------------------- runs
 
 
-def eval_tokens(run_dir: Path, tokenizer, config: dict, split: str, data: str | None = None) -> np.ndarray:
-    """Token ids of the split a run is evaluated on: its own corpus (the cached tokenisation), or
-    `data`, another corpus tokenised with the run's tokenizer."""
+def split_tokens(run_dir: Path, tokenizer, config: dict, split: str,
+                 data: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """(token ids, notes) of the split a run is evaluated on: its own corpus (the cached
+    tokenisation), or `data`, another corpus tokenised with the run's tokenizer."""
     from .data import load_corpus, prepare_data
 
     if split not in SPLITS:
         raise PosbenchError(f"--split must be valid or test, got '{split}'")
-    if data is None:
-        train = config.get("train") or {}
-        if "data" not in train:
-            raise PosbenchError(f"{run_dir}/config.json does not say which corpus the run was trained on")
-        prepared = prepare_data(train["data"], train.get("tokenizer", "bpe"), train.get("vocab_size", 4096),
-                                train.get("seed", 0))
-        same = (prepared.tokenizer.vocab_size == tokenizer.vocab_size
-                and prepared.tokenizer.model_proto == tokenizer.model_proto)
-        if same:
-            return prepared.splits[split]
-        data = train["data"]  # the cache's tokenizer is not the run's: tokenise again with the run's own
-    return tokenizer.encode(load_corpus(data).splits[split])
+    if data is not None:
+        return tokenizer.encode(load_corpus(data).splits[split]), []
+    train = config.get("train") or {}
+    if "data" not in train:
+        raise PosbenchError(f"{run_dir}/config.json does not say which corpus the run was trained on")
+    prepared = prepare_data(train["data"], train.get("tokenizer", "bpe"), train.get("vocab_size", 4096),
+                            train.get("seed", 0))
+    notes = []
+    if prepared.corpus.get("sha256") != (config.get("data") or {}).get("sha256"):
+        notes.append(f"the corpus '{train['data']}' is not the text this run was trained on (another Python "
+                     "version, or the file changed): its held-out split differs from the run's")
+    if prepared.tokenizer.model_proto != tokenizer.model_proto or prepared.tokenizer.vocab_size != tokenizer.vocab_size:
+        # the cache's tokenizer is not the run's (e.g. another sentencepiece): tokenise with the run's own
+        return tokenizer.encode(load_corpus(train["data"]).splits[split]), notes
+    return prepared.splits[split], notes
 
 
 def run_report(
@@ -271,7 +276,8 @@ def run_report(
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> dict:
-    """One run's entry of the --json layout: run, pos, train_len, results, position_loss."""
+    """One run's entry of the --json layout: run, pos, train_len, results, position_loss (and
+    split, data, and notes when something about the evaluation text needs saying)."""
     from .runs import load_run, resolve_run
 
     run_dir = resolve_run(run)
@@ -281,7 +287,7 @@ def run_report(
                             f"{model.config.vocab_size}; the run folder is inconsistent")
     train_len = int((config.get("train") or {}).get("seq_len", model.config.max_len))
     lengths = check_lengths(lengths) if lengths else default_lengths(train_len, max_len)
-    tokens = eval_tokens(run_dir, tokenizer, config, split, data)
+    tokens, notes = split_tokens(run_dir, tokenizer, config, split, data)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, mode, stride, max_tokens,
                                progress=progress, label=model.config.pos)
     rows = []
@@ -293,6 +299,7 @@ def run_report(
         "run": str(run_dir), "pos": model.config.pos, "train_len": train_len, "split": split,
         "data": data or (config.get("train") or {}).get("data"), "results": rows,
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
+        **({"notes": notes} if notes else {}),
     }
 
 
@@ -317,9 +324,7 @@ def extrapolation_report(
         raise PosbenchError(f"--split must be valid or test, got '{split}'")
     if lengths:
         lengths = check_lengths(lengths)
-    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("tokens"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, disable=not show_progress, transient=True)
+    progress = make_progress(console, disable=not show_progress)
     with progress:
         reports = [run_report(run, lengths, max_len, split, mode, stride, max_tokens, data, device, progress)
                    for run in (list(runs) or [None])]

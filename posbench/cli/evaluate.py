@@ -1,0 +1,146 @@
+"""`posbench eval-extrapolate`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..evaluate import MAX_TOKENS, extrapolation_report, parse_lengths
+from ..fileio import atomic_write
+from ..runs import write_json
+from ..train import resolve_device
+from . import app, console
+
+
+def _style(ratio: float | None) -> str:
+    """Green when better than at the training length, through yellow, to red when it explodes."""
+    if ratio is None:
+        return "dim"
+    return ("green" if ratio <= 1.0 else "yellow" if ratio <= 1.2 else "dark_orange" if ratio <= 2.0
+            else "red" if ratio <= 10.0 else "bold red")
+
+
+def _ratios(run: dict) -> dict[tuple[str, int], float | None]:
+    """(mode, length) -> perplexity / perplexity at the training length of the same mode."""
+    at_l = {r["mode"]: r["ppl"] for r in run["results"] if r["length"] == run["train_len"] and r["ppl"]}
+    return {(r["mode"], r["length"]): r["ppl"] / at_l[r["mode"]] if r["ppl"] and r["mode"] in at_l else None
+            for r in run["results"]}
+
+
+def _labels(runs: list[dict]) -> list[str]:
+    names = [r["pos"] for r in runs]
+    return [n if names.count(n) == 1 else f"{Path(r['run']).name} ({n})" for n, r in zip(names, runs, strict=True)]
+
+
+def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
+    labels = _labels(runs)
+    table = Table(title=f"perplexity by length ({mode})", title_justify="left", caption_justify="left")
+    table.add_column("length", justify="right")
+    for label in labels:
+        for i, name in enumerate(("ppl", "bpb", "tokens", "× at L")):
+            table.add_column(f"{label if i == 0 else ''}\n{name}", justify="right")
+    na: dict[str, list] = {}  # label -> [lengths, first reason]
+    for length in sorted({r["length"] for run in runs for r in run["results"]}):
+        row = [str(length)]
+        for run, label in zip(runs, labels, strict=True):
+            r = next((r for r in run["results"] if r["mode"] == mode and r["length"] == length), None)
+            ratio = _ratios(run).get((mode, length))
+            if r is None:
+                row += ["", "", "", ""]
+            elif r["ppl"] is None:
+                row += ["[dim]n/a[/]", "[dim]n/a[/]", f"{r['tokens']:,}", ""]
+                na.setdefault(label, [[], r["error"]])[0].append(str(length))
+            else:
+                style = _style(ratio)
+                row += [f"[{style}]{r['ppl']:.2f}[/]", f"{r['bpb']:.3f}", f"{r['tokens']:,}",
+                        f"[{style}]{ratio:.2f}[/]" if ratio is not None else ""]
+        table.add_row(*row)
+    counts = sorted({r["tokens"] for run in runs for r in run["results"]})
+    split = runs[0]["split"]
+    lines = [f"{' / '.join(f'{c:,}' for c in counts)} predictions of the {split} split scored at every length"
+             + ("" if mode == "nonoverlapping" else f"; stride {stride if stride else 'half the window'}")]
+    notes = [f"n/a ({label} at {', '.join(ns)}): {reason}" for label, (ns, reason) in na.items()]
+    table.caption = "\n".join(lines + notes)
+    return table
+
+
+def _position_table(runs: list[dict]) -> Table:
+    labels = _labels(runs)
+    ends = {run["run"]: max((b["end"] for b in run["position_loss"]), default=0) for run in runs}
+    table = Table(title="mean loss by position inside the longest window", title_justify="left",
+                  caption="loss (N): mean over the windows of the longest length N that ran; "
+                          "× at L: perplexity relative to positions [0, L)", caption_justify="left")
+    table.add_column("positions", justify="right")
+    for label, run in zip(labels, runs, strict=True):
+        table.add_column(f"{label}\nloss ({ends[run['run']]:,})", justify="right")
+        table.add_column("\n× at L", justify="right")
+    for start, end in sorted({(b["start"], b["end"]) for run in runs for b in run["position_loss"]}):
+        row = [f"[{start:,}, {end:,})"]
+        for run in runs:
+            buckets = run["position_loss"]
+            b = next((b for b in buckets if (b["start"], b["end"]) == (start, end)), None)
+            if b is None:
+                row += ["", ""]
+                continue
+            ratio = math.exp(min(b["loss"] - buckets[0]["loss"], 700.0))
+            row += [f"{b['loss']:.3f}", f"[{_style(ratio)}]{ratio:.2f}[/]"]
+        table.add_row(*row)
+    return table
+
+
+def _csv(runs: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["run", "pos", "train_len", "mode", "length", "tokens", "ppl", "bpb", "ratio_to_train_len",
+                     "error"])
+    for run in runs:
+        ratios = _ratios(run)
+        for r in run["results"]:
+            numbers = [r["ppl"], r["bpb"], ratios.get((r["mode"], r["length"]))]
+            writer.writerow([run["run"], run["pos"], run["train_len"], r["mode"], r["length"], r["tokens"],
+                             *("" if x is None else f"{x:.6g}" for x in numbers), r.get("error", "")])
+    return out.getvalue()
+
+
+@app.command("eval-extrapolate")
+def eval_extrapolate_command(
+    runs: list[Path] = typer.Argument(None, help="Run folders [default: the newest under runs/]."),
+    max_len: int = typer.Option(4096, help="Longest evaluation length (default lengths: L, 2L, 4L, ... up to it)."),
+    lengths: str = typer.Option(None, help="Comma-separated lengths instead, e.g. 128,256,1024."),
+    split: str = typer.Option("valid", help="Held-out split: valid or test."),
+    mode: str = typer.Option("nonoverlapping", help="nonoverlapping, sliding or both."),
+    stride: int = typer.Option(None, help="Sliding step [default: half the evaluation window]; 1 is allowed."),
+    max_tokens: int = typer.Option(MAX_TOKENS, help="Predictions scored at every length, at most "
+                                   "(rounded down to a multiple of the longest length, at least one window)."),
+    data: str = typer.Option(None, help="Evaluate on this corpus instead of the run's own "
+                             "(tokenised with the run's tokenizer)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    json_path: Path = typer.Option(None, "--json", help="Write the results to this JSON file."),
+    csv_path: Path = typer.Option(None, "--csv", help="Write one row per (run, mode, length) to this CSV file."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Perplexity by length: how a model trained at length L does at L, 2L, 4L, ... (train short, test long)."""
+    report = extrapolation_report(
+        runs or [None], parse_lengths(lengths) if lengths is not None else None, max_len, split, mode, stride,
+        max_tokens, data, str(resolve_device(device)), console=console, show_progress=not quiet,
+    )
+    results = report["runs"]
+    for run in results:
+        console.print(f"[bold]{run['run']}[/]: {run['pos']}, trained at L = {run['train_len']}", highlight=False)
+        for note in run.get("notes", []):
+            console.print(f"  [yellow]note:[/] {note}", highlight=False)
+    for m in ("nonoverlapping", "sliding"):
+        if any(r["mode"] == m for run in results for r in run["results"]):
+            console.print(_length_table(results, m, stride))
+    console.print(_position_table(results))
+    if json_path is not None:
+        write_json(json_path, report)
+        console.print(f"wrote {json_path}", highlight=False)
+    if csv_path is not None:
+        atomic_write(csv_path, _csv(results).encode())
+        console.print(f"wrote {csv_path}", highlight=False)
