@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import PosbenchError
 from .positions import METHODS, PositionMethod, relative_distance
+from .positions.base import EMBED_INIT_STD
 
 try:  # FlexAttention (torch >= 2.5): the fused kernel for score-bias methods on CUDA
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -207,12 +208,12 @@ class GPT(nn.Module):
         # its scale at init whatever the depth
         for name, p in self.blocks.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+                nn.init.normal_(p, std=EMBED_INIT_STD / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=EMBED_INIT_STD)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

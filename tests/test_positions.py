@@ -91,7 +91,8 @@ def test_sinusoid_matches_vaswani_formula():
 def test_sinusoidal_embed_adds_table_at_offset():
     sin = METHODS["sinusoidal"](tiny_config("sinusoidal"))
     x = torch.zeros(1, 4, 32)
-    assert torch.allclose(sin.embed(x, 10)[0], sinusoid_table(torch.arange(10, 14), 32))
+    # scaled to the token embeddings' init size (RMS 0.02), the 1:1 ratio of Vaswani's sqrt(d) scaling
+    assert torch.allclose(sin.embed(x, 10)[0], 0.02 * 2**0.5 * sinusoid_table(torch.arange(10, 14), 32))
 
 
 def test_scaled_sinusoidal_scale_init_and_learnable():

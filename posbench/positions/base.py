@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+EMBED_INIT_STD = 0.02  # GPT-2's init of token (and learned position) embeddings
 CACHE_NUMEL = 1 << 24  # elements memoised per method at most (64 MB of float32)
 
 

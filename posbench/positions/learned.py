@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ..errors import LengthError
-from .base import PositionMethod
+from .base import EMBED_INIT_STD, PositionMethod
 
 
 class LearnedPosition(PositionMethod):
@@ -14,7 +14,7 @@ class LearnedPosition(PositionMethod):
         super().__init__(config)
         self.max_len = self.max_positions = config.max_len
         self.table = nn.Embedding(config.max_len, config.d_model)
-        nn.init.normal_(self.table.weight, std=0.02)
+        nn.init.normal_(self.table.weight, std=EMBED_INIT_STD)
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
         T = x.size(1)

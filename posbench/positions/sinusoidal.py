@@ -1,8 +1,17 @@
-"""Fixed sinusoidal positions added to the token embeddings (Vaswani et al. 2017, Sec. 3.5)."""
+"""Fixed sinusoidal positions added to the token embeddings (Vaswani et al. 2017, Sec. 3.5).
+
+Vaswani et al. multiply the token embeddings by sqrt(d), which makes them about as large as the
+unit sinusoid. Here token embeddings keep GPT-2's init (std 0.02, tied with the output layer), so
+the sinusoid is scaled down to that size instead: the same 1:1 ratio of token to position signal.
+At full amplitude it would drown the tokens 35:1 and the model learns slowly (seen in practice)."""
+
+import math
 
 import torch
 
-from .base import PositionMethod, sinusoid_table
+from .base import EMBED_INIT_STD, PositionMethod, sinusoid_table
+
+AMPLITUDE = EMBED_INIT_STD * math.sqrt(2)  # the sinusoid's RMS (1/sqrt 2) equals the embeddings' std
 
 
 class SinusoidalPosition(PositionMethod):
@@ -19,4 +28,4 @@ class SinusoidalPosition(PositionMethod):
                                                        self.d_model).to(dtype))
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x + self.encoding(start, x.size(1), x.device, x.dtype)
+        return x + AMPLITUDE * self.encoding(start, x.size(1), x.device, x.dtype)
