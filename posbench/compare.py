@@ -21,10 +21,23 @@ from .fileio import atomic_write
 from .positions import METHODS
 from .presets import get_preset
 from .progress import make_progress
-from .runs import method_label, read_json, write_json
+from .runs import read_json, write_json
 from .train import resolve_device, train
 
+ROTARY_METHODS = ("rotary", "xpos")  # the runs --rope-scaling applies to
 SEED_METHODS = ("none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5")
+
+
+def parse_rope_scaling(text: str | None) -> list[tuple[str, float | None]]:
+    """'linear,yarn:4' -> [('linear', None), ('yarn', 4.0)]; no factor: longest length / L."""
+    specs = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        kind, _, factor = part.partition(":")
+        try:
+            specs.append((kind, float(factor) if factor else None))
+        except ValueError:
+            raise PosbenchError(f"--rope-scaling wants KIND[:FACTOR] items like yarn:4, got '{part}'") from None
+    return specs
 
 
 def parse_methods(text: str) -> list[str]:
@@ -91,10 +104,12 @@ def compare(
     console: Console | None = None,
     show_progress: bool = True,
     embed_norm: bool = False,
+    rope_scaling: Sequence[tuple[str, float | None]] = (),
 ) -> dict:
     """Train (or reuse / continue) one run per method in out/<method> (out/<method>+ln with
     embed_norm: a LayerNorm after the embedding), or take existing `runs`; evaluate all at the same
-    lengths; write results.json, results.csv and ppl_vs_length.png."""
+    lengths; write results.json, results.csv and ppl_vs_length.png. Each (kind, factor) in
+    rope_scaling adds a row per rotary run, evaluated with rescaled frequencies (e.g. rotary+yarn×4)."""
     chosen = get_preset(preset)
     eval_device = str(resolve_device(device))
     started = time.perf_counter()
@@ -118,8 +133,12 @@ def compare(
             # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
             report = run_report(run_dir, max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
                                 device=eval_device, progress=progress)
-            label = method_label(read_json(run_dir / "config.json")["model"])
-            rows.append(summarise(report, summary, label))
+            rows.append(summarise(report, summary))
+            if report["pos"] in ROTARY_METHODS:  # the same run again, frequencies rescaled at evaluation
+                for scaling in rope_scaling:
+                    scaled = run_report(run_dir, max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
+                                        device=eval_device, progress=progress, rope_scaling=scaling)
+                    rows.append(summarise(scaled, summary))
             progress.advance(overall)
 
     results = {

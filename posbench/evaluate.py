@@ -275,10 +275,15 @@ def run_report(
     data: str | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
+    rope_scaling: tuple[str, float | None] | None = None,
 ) -> dict:
-    """One run's entry of the --json layout: run, pos, train_len, results, position_loss (and
-    split, data, and notes when something about the evaluation text needs saying)."""
-    from .runs import load_run, resolve_run
+    """One run's entry of the --json layout: run, pos, label, train_len, results, position_loss (and
+    split, data, and notes when something about the evaluation text needs saying).
+
+    rope_scaling=(kind, factor) evaluates a rotary model with its frequencies rescaled (linear / ntk /
+    yarn) without retraining (factor None: longest length / L); the entry is labelled e.g. `rotary+yarn×4`."""
+    from .positions.rope_scaling import apply_rope_scaling
+    from .runs import load_run, method_label, resolve_run
 
     run_dir = resolve_run(run)
     model, tokenizer, config = load_run(run_dir, device=device)
@@ -287,19 +292,27 @@ def run_report(
                             f"{model.config.vocab_size}; the run folder is inconsistent")
     train_len = int((config.get("train") or {}).get("seq_len", model.config.max_len))
     lengths = check_lengths(lengths) if lengths else default_lengths(train_len, max_len)
+    label = method_label(config["model"])
+    if rope_scaling is not None:
+        kind, factor = rope_scaling
+        factor = max(lengths) / train_len if factor is None else factor  # default: reach the longest length
+        apply_rope_scaling(model, kind, factor, train_len)
+        rope_scaling = (kind, factor)
+        label = f"{label}+{kind}×{factor:g}"
     tokens, notes = split_tokens(run_dir, tokenizer, config, split, data)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, mode, stride, max_tokens,
-                               progress=progress, label=model.config.pos)
+                               progress=progress, label=label)
     rows = []
     for r in results:
         row = {"length": r.length, "mode": r.mode, "ppl": r.ppl, "bpb": r.bpb, "tokens": r.tokens}
         rows.append(row | ({"error": r.error} if r.error else {}))
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     return {
-        "run": str(run_dir), "pos": model.config.pos, "train_len": train_len, "split": split,
+        "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len, "split": split,
         "data": data or (config.get("train") or {}).get("data"), "results": rows,
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
         **({"notes": notes} if notes else {}),
+        **({"rope_scaling": {"kind": rope_scaling[0], "factor": rope_scaling[1]}} if rope_scaling else {}),
     }
 
 
@@ -315,6 +328,7 @@ def extrapolation_report(
     device: str = "cpu",
     console: Console | None = None,
     show_progress: bool = True,
+    rope_scaling: tuple[str, float] | None = None,
 ) -> dict:
     """Perplexity by length for each run: {"runs": [run_report(...), ...]} (the --json layout).
     No runs (or None) means the newest run under runs/."""
@@ -326,6 +340,6 @@ def extrapolation_report(
         lengths = check_lengths(lengths)
     progress = make_progress(console, disable=not show_progress)
     with progress:
-        reports = [run_report(run, lengths, max_len, split, mode, stride, max_tokens, data, device, progress)
-                   for run in (list(runs) or [None])]
+        reports = [run_report(run, lengths, max_len, split, mode, stride, max_tokens, data, device, progress,
+                              rope_scaling) for run in (list(runs) or [None])]
     return {"runs": reports}

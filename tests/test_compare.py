@@ -9,6 +9,8 @@ from posbench import cli, presets
 from posbench.compare import verdict
 from posbench.presets import Preset
 
+from .conftest import run_cli
+
 
 def rows(*pairs):
     return [{"length": n, "ppl": p} for n, p in pairs]
@@ -90,3 +92,22 @@ def test_compare_embed_norm_trains_labelled_runs(tiny_preset, corpus, tmp_path, 
     assert row["pos"] == "alibi" and row["label"] == "alibi+ln" and row["run"] == str(out / "alibi+ln")
     assert results["configs"]["alibi+ln"]["model"]["embed_norm"] is True
     assert (out / "results.csv").read_text().splitlines()[1].startswith("alibi,alibi+ln,")
+
+
+def test_rope_scaling_rows_beside_the_rotary_run(tiny_preset, corpus, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rope"
+    args = ["compare", "--pos", "rotary,alibi", "--preset", "tiny", "--data", corpus, "--out", str(out),
+            "--device", "cpu", "--quiet", "--rope-scaling", "yarn:4,linear"]
+    code, printed, _ = run_cli(args, capsys, monkeypatch)
+    assert code in (0, None)
+    rows = json.loads((out / "results.json").read_text())["runs"]
+    # max-len 64 / L 16: linear without a factor reaches the longest length, x4; alibi gets no extra row
+    assert [r["label"] for r in rows] == ["rotary", "rotary+yarn×4", "rotary+linear×4", "alibi"]
+    assert rows[1]["rope_scaling"] == {"kind": "yarn", "factor": 4.0}
+    assert rows[0]["results"][0]["ppl"] != rows[1]["results"][0]["ppl"], "scaling changes the model"
+    assert "rotary+yarn×4" in printed
+
+
+def test_bad_rope_scaling_spec(capsys, monkeypatch):
+    code, _, err = run_cli(["compare", "--rope-scaling", "yarn:four"], capsys, monkeypatch)
+    assert code == 2 and "KIND[:FACTOR]" in err

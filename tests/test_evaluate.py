@@ -230,7 +230,8 @@ def test_cli_defaults_to_the_newest_run(runs, tmp_path, monkeypatch):
 @pytest.mark.parametrize(("flag", "message"), [("--lengths=0,16", "--lengths must be positive, got 0"),
                                                ("--lengths=-16", "--lengths must be positive, got -16"),
                                                ("--mode=overlap", "--mode must be"),
-                                               ("--split=train", "--split must be valid or test")])
+                                               ("--split=train", "--split must be valid or test"),
+                                               ("--rope-scaling=yarn", "needs a rotary model")])
 def test_cli_bad_options_exit_2(runs, flag, message, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["posbench", "eval-extrapolate", str(runs["alibi"]), flag, "--quiet"])
     with pytest.raises(SystemExit) as exit_info:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..compare import SEED_METHODS, compare, parse_methods
+from ..compare import SEED_METHODS, compare, parse_methods, parse_rope_scaling
 from ..positions import METHODS
 from ..presets import PRESETS
 from . import app, console
@@ -61,12 +61,15 @@ def compare_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     embed_norm: bool = typer.Option(False, "--embed-norm", help="Train every method with a LayerNorm right "
                                     "after the embedding (runs in --out/<method>+ln, labelled so)."),
+    rope_scaling: str = typer.Option(None, help="Also evaluate rotary/xpos runs with rescaled frequencies, no "
+                                     "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk or yarn "
+                                     "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),
 ) -> None:
     """Train every method under one config (reusing finished runs in --out), evaluate all at the same
     lengths, print one table and write results.json, results.csv and ppl_vs_length.png."""
     methods = parse_methods(pos)
     results = compare(runs or [], methods, preset, data, seq_len, max_len, seed, out, device, console,
-                      show_progress=not quiet, embed_norm=embed_norm)
+                      show_progress=not quiet, embed_norm=embed_norm, rope_scaling=parse_rope_scaling(rope_scaling))
     console.print(comparison_table(results["runs"]))
     tokens = {r["tokens"] for row in results["runs"] for r in row["results"]}
     console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length "

@@ -33,7 +33,7 @@ def _ratios(run: dict) -> dict[tuple[str, int], float | None]:
 
 
 def _labels(runs: list[dict]) -> list[str]:
-    names = [r["pos"] for r in runs]
+    names = [r.get("label", r["pos"]) for r in runs]
     return [n if names.count(n) == 1 else f"{Path(r['run']).name} ({n})" for n, r in zip(names, runs, strict=True)]
 
 
@@ -123,15 +123,21 @@ def eval_extrapolate_command(
     json_path: Path = typer.Option(None, "--json", help="Write the results to this JSON file."),
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per (run, mode, length) to this CSV file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    rope_scaling: str = typer.Option(None, help="Rescale a rotary model's frequencies for evaluation, no "
+                                     "retraining: linear (position interpolation), ntk or yarn."),
+    rope_factor: float = typer.Option(None, help="The RoPE scaling factor, e.g. 4 to reach 4x the training length "
+                                      "(default: max-len / L)."),
 ) -> None:
     """Perplexity by length: how a model trained at length L does at L, 2L, 4L, ... (train short, test long)."""
+    scaling = None if rope_scaling is None else (rope_scaling, rope_factor)
     report = extrapolation_report(
         runs or [None], parse_lengths(lengths) if lengths is not None else None, max_len, split, mode, stride,
         max_tokens, data, str(resolve_device(device)), console=console, show_progress=not quiet,
+        rope_scaling=scaling,
     )
     results = report["runs"]
     for run in results:
-        console.print(f"[bold]{run['run']}[/]: {run['pos']}, trained at L = {run['train_len']}", highlight=False)
+        console.print(f"[bold]{run['run']}[/]: {run['label']}, trained at L = {run['train_len']}", highlight=False)
         for note in run.get("notes", []):
             console.print(f"  [yellow]note:[/] {note}", highlight=False)
     for m in ("nonoverlapping", "sliding"):
