@@ -25,9 +25,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # the README demo: 7 methods, train + evaluate, <= 15 minutes on 2 CPU cores
     "quick": Preset(
-        "3 layers, d=128, 4 heads, L=64, 300 steps of 32 windows; evaluated up to 16L",
+        "3 layers, d=128, 4 heads, BPE 1024, L=64, 600 steps of 32 windows; evaluated up to 16L",
         model=dict(n_layer=3, n_head=4, d_model=128),
-        train=dict(seq_len=64, batch_size=32, steps=300, warmup=30, lr=3e-3, eval_every=150, save_every=150),
+        train=dict(seq_len=64, batch_size=32, steps=600, warmup=50, lr=3e-3, vocab_size=1024, eval_every=300,
+                   save_every=300),
         max_len=1024, eval_tokens=8192,
     ),
     # a longer CPU run (about 5 minutes per method on 2 cores) or a minute on a GPU

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ..compare import SEED_METHODS, compare, parse_methods, parse_rope_scaling
@@ -19,28 +20,31 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 def comparison_table(rows: list[dict]) -> Table:
     """Rows = methods, columns = evaluation lengths (best per column in bold green), then params,
-    train tokens/s, val ppl at L, ppl at the longest length / ppl at L, and the verdict."""
+    train tokens/s, validation ppl at L and ppl at the longest length / ppl at L. Compact enough
+    for an 80-column terminal; the verdicts follow the table, one line each."""
     lengths = sorted({r["length"] for row in rows for r in row["results"]})
     ppl = {(row["label"], r["length"]): r["ppl"] for row in rows for r in row["results"]}
     best = {n: min((v for (_, m), v in ppl.items() if m == n and v is not None), default=None) for n in lengths}
     train_lens = sorted({row["train_len"] for row in rows})
     table = Table(title=f"perplexity by evaluation length (trained at L = {', '.join(map(str, train_lens))})",
-                  title_justify="left")
-    table.add_column("method", style="bold")
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("method", style="bold", no_wrap=True)
     for n in lengths:
         table.add_column(str(n), justify="right")
-    for name in ("params", "train tok/s", "ppl at L", "max / L", "verdict"):
-        table.add_column(name, justify="left" if name == "verdict" else "right")
+    for name in ("params", "tok/s", "val ppl", "max/L"):
+        table.add_column(name, justify="right")
     for row in rows:
         cells = []
         for n in lengths:
             value = ppl.get((row["label"], n))
-            text = _fmt(value)
+            text = _fmt(value, ".1f" if value is None or value < 100 else ".0f")
             cells.append(f"[bold green]{text}[/]" if value is not None and value == best[n] else text)
         ratio = row["max_len_ratio"]
         colour = "green" if ratio is not None and ratio <= 1.1 else "red" if ratio is None or ratio > 2 else "yellow"
-        table.add_row(row["label"], *cells, _fmt(row["params"], ","), _fmt(row["train_tokens_per_s"], ",.0f"),
-                      _fmt(row["ppl_at_L"]), f"[{colour}]{_fmt(ratio)}[/]", row["verdict"])
+        params = None if row["params"] is None else row["params"] / 1e6
+        speed = None if row["train_tokens_per_s"] is None else row["train_tokens_per_s"] / 1e3
+        table.add_row(row["label"], *cells, f"{_fmt(params, '.1f')}M", f"{_fmt(speed, '.1f')}k", _fmt(row["val_ppl"], ".0f"),
+                      f"[{colour}]{_fmt(ratio)}[/]")
     return table
 
 
@@ -75,5 +79,5 @@ def compare_command(
     console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length "
                   f"(non-overlapping windows); wall time {results['wall_seconds']:.0f} s", highlight=False)
     for row in results["runs"]:
-        console.print(f"  {row['label']:18s} {row['verdict']}", highlight=False)
+        console.print(f"  {row['label']:18s} {row['verdict']}", highlight=False)  # the verdicts, one line each
     console.print(f"wrote {out}/results.json, results.csv, ppl_vs_length.png", highlight=False)
