@@ -47,45 +47,59 @@ def eval_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, step
     return batch * seq_len * steps / (time.perf_counter() - start)
 
 
-def measure(pos: str, model: dict, seq_len: int, batch: int, steps: int, device: str, threads: int) -> dict:
-    """One method's row. On CUDA peak memory is the allocator's peak for this method; on the CPU it is
-    the peak resident size of the process, so each method runs in a process of its own there."""
+def peak_memory(pos: str, model: dict, seq_len: int, batch: int, device: str, threads: int) -> float:
+    """Peak memory (MB) of one training step and one evaluation step. On CUDA: the allocator's peak
+    for this method; on the CPU: the peak resident size of the process, so bench() runs each method
+    in a fresh process there."""
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     dev = torch.device(device)
     config = ModelConfig(pos=pos, max_len=seq_len, **model)
     net = GPT(config).to(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    row = {"pos": pos, "params": net.num_params(),
-           "train_tokens_per_s": train_rate(net, batch, seq_len, config.vocab_size, steps),
-           "eval_tokens_per_s": eval_rate(net.eval(), batch, seq_len, config.vocab_size, steps)}
+    train_rate(net, batch, seq_len, config.vocab_size, steps=1, warmup=0)
+    eval_rate(net.eval(), batch, seq_len, config.vocab_size, steps=1, warmup=0)
     if dev.type == "cuda":
-        row["peak_memory_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    else:
-        row["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return row
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def bench(
     methods: Sequence[str], model: dict, seq_len: int, batch: int, steps: int, device: str = "cpu",
-    threads: int | None = None,
+    threads: int | None = None, rounds: int = 2,
 ) -> list[dict]:
-    """Rows per method with ratios to `none` (measured too, first, whether asked for or not)."""
+    """Rows per method with ratios to `none` (measured too, whether asked for or not). Speeds are
+    measured in one process, methods interleaved for `rounds` rounds, best round kept, so drift in
+    the machine's speed hits every method alike."""
     threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     names = ["none", *[m for m in methods if m != "none"]]
-    args = [(pos, model, seq_len, batch, steps, device, threads) for pos in names]
-    if device == "cpu":
+    dev = torch.device(device)
+    nets = {pos: GPT(ModelConfig(pos=pos, max_len=seq_len, **model)).to(dev) for pos in names}
+    vocab = nets["none"].config.vocab_size
+    rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}
+            for pos, net in nets.items()}
+    for _ in range(rounds):
+        for pos, net in nets.items():
+            row = rows[pos]
+            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), batch, seq_len,
+                                                                                  vocab, steps))
+            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, seq_len,
+                                                                               vocab, steps))
+    del nets
+    args = [(pos, model, seq_len, batch, device, threads) for pos in names]
+    if dev.type == "cpu":
         with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-            rows = pool.starmap(measure, args, chunksize=1)
+            memory = pool.starmap(peak_memory, args, chunksize=1)
     else:
-        rows = [measure(*a) for a in args]
-    base = rows[0]
-    for row in rows:
+        memory = [peak_memory(*a) for a in args]
+    base = rows["none"] | {"peak_memory_mb": memory[0]}
+    for row, mb in zip(rows.values(), memory, strict=True):
+        row["peak_memory_mb"] = mb
         for key, ratio in (("train_tokens_per_s", "train_vs_none"), ("eval_tokens_per_s", "eval_vs_none"),
                            ("peak_memory_mb", "memory_vs_none")):
             row[ratio] = row[key] / base[key]
-    return [row for row in rows if row["pos"] in methods]
+    return [rows[pos] for pos in names if pos in methods]
 
 
 def _sync(device: torch.device) -> None:

@@ -174,7 +174,7 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
     for row in rows:
         points = [(r["length"], r["ppl"]) for r in row["results"] if r["ppl"] is not None]
         if points:
@@ -188,7 +188,7 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
     ax.set_ylabel("perplexity")
     ax.set_title("Train short, test long: perplexity by evaluation length")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

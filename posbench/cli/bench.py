@@ -25,7 +25,8 @@ def bench_command(
     layers: int = typer.Option(DEFAULT.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT.n_head, help="Attention heads."),
     dim: int = typer.Option(DEFAULT.d_model, help="Model width."),
-    steps: int = typer.Option(5, help="Timed steps per method (after 2 warm-up steps)."),
+    steps: int = typer.Option(5, help="Timed steps per method and round (after 2 warm-up steps)."),
+    rounds: int = typer.Option(2, help="Interleaved rounds over the methods; each keeps its best."),
     threads: int = typer.Option(None, help="CPU threads (default: torch's)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     json_path: Path = typer.Option(None, "--json", help="Write the rows to this JSON file."),
@@ -37,7 +38,7 @@ def bench_command(
     ModelConfig(pos="none", **model)  # a bad shape fails here, with its message, before any process starts
     dev = str(resolve_device(device))
     with console.status(f"measuring {len(methods)} methods at L = {seq_len} on {dev}"):
-        rows = bench(methods, model, seq_len, batch_size, steps, dev, threads)
+        rows = bench(methods, model, seq_len, batch_size, steps, dev, threads, rounds)
     memory = "peak GPU memory" if dev.startswith("cuda") else "peak RSS"
     table = Table(title=f"speed and memory at L = {seq_len}, batch {batch_size}, {layers} layers, d = {dim}, "
                   f"{heads} heads, {dev}", title_justify="left")
