@@ -117,7 +117,9 @@ def flex_biased_attention(
 def causal_mask(pos: PositionMethod, q_len: int, k_len: int, start: int, device, dtype) -> torch.Tensor:
     """(H or 1, q_len, k_len) float mask: the method's score bias, -inf on future keys."""
     bias = pos.score_bias(q_len, k_len, start)
-    future = relative_distance(q_len, k_len, start, device) < 0  # (q, k)
+    # shape-only, so memoised like the methods' own static tensors: not rebuilt per layer and step
+    future = pos.cached(("future", q_len, k_len, start, device),
+                        lambda: relative_distance(q_len, k_len, start, device) < 0)  # (q, k)
     if bias is None:
         bias = torch.zeros(1, q_len, k_len, device=device)
     return bias.to(dtype).masked_fill(future, float("-inf"))
