@@ -228,10 +228,9 @@ def train(
                 torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                if world > 1:  # log the global batch's loss (gloo has no AVG)
-                    loss = loss.detach()
-                    dist.all_reduce(loss)
-                    loss /= world
+                elapsed += time.perf_counter() - t0
+                if world > 1:
+                    loss, elapsed = _average_across_ranks(loss, elapsed, world)
                 last_loss = loss.item()
                 if not math.isfinite(last_loss):
                     raise PosbenchError(
@@ -239,7 +238,6 @@ def train(
                         f"(the last good checkpoint in {run_dir} is untouched). Try a lower --lr."
                     )
                 step += 1
-                elapsed += time.perf_counter() - t0
                 window_steps += 1
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.perf_counter()
@@ -273,6 +271,18 @@ def train(
     if rank == 0:
         write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, summary, resumed_from=resumed_from)
+
+
+def _average_across_ranks(loss: torch.Tensor, elapsed: float, world: int) -> tuple[torch.Tensor, float]:
+    """The global batch's loss, and one clock for all ranks, in a single all-reduce (gloo has no AVG).
+
+    Each rank times its own steps; under --minutes a rank that kept its own clock would pick another
+    learning rate and stop at another step than the rest, and the others would wait for it forever.
+    """
+    both = loss.new_tensor([loss.item(), elapsed], dtype=torch.float64)  # float64: the clock runs for hours
+    dist.all_reduce(both)
+    both /= world
+    return both[0], both[1].item()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,91 @@
+"""posbench against x-transformers, a general-purpose library with every option behind flags.
+
+    pip install -c constraints.txt x-transformers   # not a posbench dependency; only this script needs it
+    python benchmarks/vs_xtransformers.py [--threads 2] [--steps 8] [--rounds 3]
+
+Both sides get the same shape (layers, width, heads, head size, 4x GELU MLP, tied embeddings, pre-LN)
+and the same training step (forward + cross-entropy + backward + AdamW, `posbench.bench.train_rate`).
+x-transformers gets its fastest settings for each method: `attn_flash=True` (SDPA) wherever it
+allows it (it refuses it for T5), full-width rotary (`rotary_emb_dim` = head size). Methods are
+interleaved over rounds and the best round counts, so drift in machine speed hits both sides alike.
+Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly faster in posbench.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from posbench import GPT, ModelConfig
+from posbench.bench import train_rate
+
+try:
+    from x_transformers import Decoder, TransformerWrapper
+except ImportError:  # keep the message short and actionable
+    raise SystemExit("this benchmark needs x-transformers: pip install -c constraints.txt x-transformers") from None
+
+# posbench method -> x-transformers Decoder flags that select the same position method.
+XT_FLAGS: dict[str, dict] = {
+    "none": {"attn_flash": True},
+    "learned": {"attn_flash": True},
+    "rotary": {"attn_flash": True, "rotary_pos_emb": True},
+    "alibi": {"attn_flash": True, "alibi_pos_bias": True},
+    "t5": {"rel_pos_bias": True},  # x-transformers: "flash attention not compatible with t5"
+}
+
+
+def xt_model(c: ModelConfig, pos: str) -> torch.nn.Module:
+    head_size = c.d_model // c.n_head
+    flags = dict(XT_FLAGS[pos])
+    if pos == "rotary":
+        flags["rotary_emb_dim"] = head_size  # posbench rotates the whole head; x-transformers defaults to half
+    decoder = Decoder(dim=c.d_model, depth=c.n_layer, heads=c.n_head, attn_dim_head=head_size, ff_mult=4,
+                      verbose=False, **flags)
+    return TransformerWrapper(
+        num_tokens=c.vocab_size,
+        max_seq_len=c.max_len,
+        attn_layers=decoder,
+        use_abs_pos_emb=pos == "learned",
+        tie_embedding=True,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = ModelConfig()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=defaults.max_len)
+    p.add_argument("--dim", type=int, default=defaults.d_model)
+    p.add_argument("--layers", type=int, default=defaults.n_layer)
+    p.add_argument("--heads", type=int, default=defaults.n_head)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best round counts")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    def config(pos: str) -> ModelConfig:
+        return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
+
+    models = {(side, pos): (GPT(config(pos)) if side == "posbench" else xt_model(config(pos), pos))
+              for pos in XT_FLAGS for side in ("posbench", "x-transformers")}
+    rates: dict[tuple[str, str], float] = {}
+    for _ in range(args.rounds):
+        for key, model in models.items():
+            rate = train_rate(model, args.batch, args.seq_len, defaults.vocab_size, args.steps)
+            rates[key] = max(rates.get(key, 0.0), rate)
+
+    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
+          f"T={args.seq_len}, batch={args.batch}, best of {args.rounds} rounds x {args.steps} steps")
+    print(f"{'method':10s} {'posbench tok/s':>15s} {'x-transformers':>15s} {'ratio':>6s}  params (posbench / x-t)")
+    for pos in XT_FLAGS:
+        ours, theirs = rates["posbench", pos], rates["x-transformers", pos]
+        n_ours = sum(p.numel() for p in models["posbench", pos].parameters())
+        n_theirs = sum(p.numel() for p in models["x-transformers", pos].parameters())
+        print(f"{pos:10s} {ours:15,.0f} {theirs:15,.0f} {ours / theirs:6.2f}  {n_ours:,} / {n_theirs:,}")
+
+
+if __name__ == "__main__":
+    main()
