@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -49,19 +51,52 @@ def eval_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, step
 
 def peak_memory(pos: str, model: dict, seq_len: int, batch: int, device: str, threads: int) -> float:
     """Peak memory (MB) of one training step and one evaluation step. On CUDA: the allocator's peak
-    for this method; on the CPU: the peak resident size of the process, so bench() runs each method
-    in a fresh process there."""
+    for this method. On the CPU, which keeps no such count: how far the steps raise the process's
+    peak resident size above where it stood once the model was built (torch's own ~300 MB would
+    otherwise swamp the differences), so bench() runs each method in a fresh process there."""
     torch.set_num_threads(threads)
     dev = torch.device(device)
     config = ModelConfig(pos=pos, max_len=seq_len, **model)
     net = GPT(config).to(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    if dev.type == "cpu":  # first-call set-up (thread pools, kernel caches, ~80 MB) is not the method's
+        train_rate(net, 1, seq_len, config.vocab_size, steps=1, warmup=0)
+        eval_rate(net.eval(), 1, seq_len, config.vocab_size, steps=1, warmup=0)
+        net.train()
+    before = _reset_peak_rss_mb()
     train_rate(net, batch, seq_len, config.vocab_size, steps=1, warmup=0)
     eval_rate(net.eval(), batch, seq_len, config.vocab_size, steps=1, warmup=0)
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return _peak_rss_mb() - before
+
+
+def _reset_peak_rss_mb() -> float:
+    """Make the current resident size the process's peak, where Linux lets us, and return it (MB).
+
+    ru_maxrss cannot serve alone: Linux carries it across exec, so a child spawned by a big parent
+    (pytest, a long compare) starts with the parent's peak and a step below it would count as 0."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to VmRSS (Linux >= 4.0)
+    except OSError:
+        return _peak_rss_mb()  # macOS and friends: the best available is the peak so far
+    return _proc_status_mb("VmRSS")
+
+
+def _peak_rss_mb() -> float:
+    if Path("/proc/self/status").is_file():
+        return _proc_status_mb("VmHWM")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # "VmHWM:   376084 kB"
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def bench(
@@ -101,7 +136,7 @@ def bench(
         row["peak_memory_mb"] = mb
         for key, ratio in (("train_tokens_per_s", "train_vs_none"), ("eval_tokens_per_s", "eval_vs_none"),
                            ("peak_memory_mb", "memory_vs_none")):
-            row[ratio] = row[key] / base[key]
+            row[ratio] = row[key] / base[key] if base[key] > 0 else float("nan")  # a tiny step may add no RSS
     return [rows[pos] for pos in names if pos in methods]
 
 

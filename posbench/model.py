@@ -73,17 +73,27 @@ def causal_attention(
     Tk = k.size(2)
     if start == 0 and Tq == Tk and not pos.has_score_bias:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    chunk = max(1, MASK_BUDGET // (B * H * Tk))
+    chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
+    flex = q.is_cuda and pos.has_score_bias and flex_attention is not None
+    # With a bias of i - j alone, the mask of the chunk at query offset s over keys 0..start+s+c-1
+    # is the last c rows and start+s+c columns of the widest chunk's mask over all Tk keys: build
+    # that one (row 0 at position Tk - chunk) and slice every chunk's mask out of it.
+    shared = None
+    if pos.shift_invariant and chunk < Tq and Tk == start + Tq and not flex:
+        shared = causal_mask(pos, chunk, Tk, Tk - chunk, q.device, q.dtype)[None]  # (1, H, chunk, Tk)
     out = []
     for s in range(0, Tq, chunk):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
-        k_len = min(Tk, start + s + qc.size(2))  # later keys are all in the future of this chunk
+        c = qc.size(2)
+        k_len = min(Tk, start + s + c)  # later keys are all in the future of this chunk
         kc, vc = k[:, :, :k_len], v[:, :, :k_len]
-        if q.is_cuda and pos.has_score_bias and flex_attention is not None:
-            out.append(flex_biased_attention(qc, kc, vc, pos.score_bias(qc.size(2), k_len, start + s), start + s))
+        if flex:
+            out.append(flex_biased_attention(qc, kc, vc, pos.score_bias(c, k_len, start + s), start + s))
             continue
-        # a 4-D mask: with a 3-D one, CPU SDPA falls back from its fused kernel to the slow math path
-        mask = causal_mask(pos, qc.size(2), k_len, start + s, q.device, q.dtype)[None]  # (1, H|1, c, k)
+        if shared is not None:
+            mask = shared[:, :, chunk - c :, Tk - k_len :]  # (1, H, c, k)
+        else:  # 4-D: with a 3-D mask, CPU SDPA falls back from its fused kernel to the slow math path
+            mask = causal_mask(pos, c, k_len, start + s, q.device, q.dtype)[None]  # (1, H|1, c, k)
         out.append(F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask))
     return torch.cat(out, dim=2)
 

@@ -265,3 +265,17 @@ def test_fire_bias_matches_hand_computation(monkeypatch):
 def test_registry_has_the_new_methods():
     assert {"xpos", "kerple", "fire"} <= set(METHODS)
     assert issubclass(METHODS["xpos"], RotaryPosition), "xPos reuses rotary's pieces"
+
+
+@pytest.mark.parametrize("pos", [name for name, cls in METHODS.items() if cls(tiny_config(name)).has_score_bias])
+def test_shift_invariant_flag_tells_the_truth(pos):
+    """Attention slices every query chunk's mask out of one matrix when a method says its bias
+    depends on i - j alone; a method that said so wrongly would get wrong scores at long lengths."""
+    method = METHODS[pos](tiny_config(pos))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in method.parameters():  # off the init, where a zero table would hide any position effect
+            p.add_(torch.randn_like(p))
+        near = method.score_bias(5, 12, 7)  # queries at 7..11, keys 0..11
+        far = method.score_bias(5, 12 + 90, 7 + 90)[..., 90:]  # the same i - j, 90 positions later
+    assert torch.equal(near, far) == method.shift_invariant

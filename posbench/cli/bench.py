@@ -39,7 +39,7 @@ def bench_command(
     dev = str(resolve_device(device))
     with console.status(f"measuring {len(methods)} methods at L = {seq_len} on {dev}"):
         rows = bench(methods, model, seq_len, batch_size, steps, dev, threads, rounds)
-    memory = "peak GPU memory" if dev.startswith("cuda") else "peak RSS"
+    memory = "peak GPU memory" if dev.startswith("cuda") else "step RSS"  # see bench.peak_memory
     table = Table(title=f"speed and memory at L = {seq_len}, batch {batch_size}, {layers} layers, d = {dim}, "
                   f"{heads} heads, {dev}", title_justify="left")
     for name in ("method", "params", "train tok/s (× none)", "eval tok/s (× none)", f"{memory} MB (× none)"):

@@ -27,6 +27,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
 class AlibiPosition(PositionMethod):
     name = "alibi"
+    shift_invariant = True
 
     def __init__(self, config) -> None:
         super().__init__(config)

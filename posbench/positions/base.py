@@ -17,6 +17,9 @@ CACHE_NUMEL = 1 << 24  # elements memoised per method at most (64 MB of float32)
 class PositionMethod(nn.Module):
     name: str = "base"
     max_positions: int | None = None  # positions the method can encode at all (None: any number)
+    # True when score_bias depends on i - j alone: then every query chunk's bias is a slice of one
+    # matrix, and long-window attention builds its mask once per call instead of once per chunk
+    shift_invariant: bool = False
 
     def __init__(self, config) -> None:  # config: posbench.model.ModelConfig
         super().__init__()

@@ -24,6 +24,7 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 
 class KerplePosition(PositionMethod):
     name = "kerple"
+    shift_invariant = True
 
     def __init__(self, config) -> None:
         super().__init__(config)

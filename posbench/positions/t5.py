@@ -38,6 +38,7 @@ def t5_relative_bucket(
 
 class T5Position(PositionMethod):
     name = "t5"
+    shift_invariant = True
     num_buckets = 32
     max_distance = 128
 
