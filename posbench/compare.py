@@ -16,7 +16,7 @@ from rich.console import Console
 
 from . import __version__
 from .errors import PosbenchError
-from .evaluate import run_report
+from .evaluate import EvalSettings, run_report
 from .fileio import atomic_write
 from .positions import METHODS
 from .presets import get_preset
@@ -111,7 +111,9 @@ def compare(
     lengths; write results.json, results.csv and ppl_vs_length.png. Each (kind, factor) in
     rope_scaling adds a row per rotary run, evaluated with rescaled frequencies (e.g. rotary+yarn×4)."""
     chosen = get_preset(preset)
-    eval_device = str(resolve_device(device))
+    # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
+    settings = EvalSettings(max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
+                            device=str(resolve_device(device)))
     started = time.perf_counter()
     out = Path(out)
     suffix = "+ln" if embed_norm else ""  # as method_label names such runs
@@ -130,14 +132,11 @@ def compare(
                 summary = result.summary
             else:
                 summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
-            # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
-            report = run_report(run_dir, max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
-                                device=eval_device, progress=progress)
+            report = run_report(run_dir, settings, progress)
             rows.append(summarise(report, summary))
             if report["pos"] in ROTARY_METHODS:  # the same run again, frequencies rescaled at evaluation
                 for scaling in rope_scaling:
-                    scaled = run_report(run_dir, max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
-                                        device=eval_device, progress=progress, rope_scaling=scaling)
+                    scaled = run_report(run_dir, replace(settings, rope_scaling=scaling), progress)
                     rows.append(summarise(scaled, summary))
             progress.advance(overall)
 

@@ -264,82 +264,76 @@ def split_tokens(run_dir: Path, tokenizer, config: dict, split: str,
     return prepared.splits[split], notes
 
 
-def run_report(
-    run: str | Path | None,
-    lengths: Sequence[int] | None = None,
-    max_len: int = 4096,
-    split: str = "valid",
-    mode: str = "nonoverlapping",
-    stride: int | None = None,
-    max_tokens: int = MAX_TOKENS,
-    data: str | None = None,
-    device: str = "cpu",
-    progress: Progress | None = None,
-    rope_scaling: tuple[str, float | None] | None = None,
-) -> dict:
-    """One run's entry of the --json layout: run, pos, label, train_len, results, position_loss (and
-    split, data, and notes when something about the evaluation text needs saying).
+@dataclass(frozen=True)
+class EvalSettings:
+    """How every run of a report is evaluated (the options of `posbench eval-extrapolate`)."""
 
-    rope_scaling=(kind, factor) evaluates a rotary model with its frequencies rescaled (linear / ntk /
-    yarn) without retraining (factor None: longest length / L); the entry is labelled e.g. `rotary+yarn×4`."""
+    lengths: Sequence[int] | None = None  # None: L, 2L, 4L, ... up to max_len, from each run's own L
+    max_len: int = 4096
+    split: str = "valid"
+    mode: str = "nonoverlapping"  # or "sliding", or "both"
+    stride: int | None = None  # sliding windows' step (default: half the length)
+    max_tokens: int = MAX_TOKENS  # predictions scored at every length
+    data: str | None = None  # another corpus, tokenised with each run's tokenizer
+    device: str = "cpu"
+    # (kind, factor): evaluate rotary models with rescaled frequencies (linear / ntk / yarn), no
+    # retraining; factor None reaches the longest length
+    rope_scaling: tuple[str, float | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in (*MODES, "both"):
+            raise PosbenchError(f"--mode must be nonoverlapping, sliding or both, got '{self.mode}'")
+        if self.split not in SPLITS:
+            raise PosbenchError(f"--split must be valid or test, got '{self.split}'")
+        if self.lengths:
+            object.__setattr__(self, "lengths", check_lengths(self.lengths))
+
+
+def run_report(run: str | Path | None, settings: EvalSettings = EvalSettings(),
+               progress: Progress | None = None) -> dict:
+    """One run's entry of the --json layout: run, pos, label, train_len, results, position_loss (and
+    split, data, and notes when something about the evaluation text needs saying). With rope_scaling
+    the entry is labelled e.g. `rotary+yarn×4`."""
     from .positions.rope_scaling import apply_rope_scaling
     from .runs import load_run, method_label, resolve_run
 
     run_dir = resolve_run(run)
-    model, tokenizer, config = load_run(run_dir, device=device)
+    model, tokenizer, config = load_run(run_dir, device=settings.device)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise PosbenchError(f"{run_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
                             f"{model.config.vocab_size}; the run folder is inconsistent")
     train_len = int((config.get("train") or {}).get("seq_len", model.config.max_len))
-    lengths = check_lengths(lengths) if lengths else default_lengths(train_len, max_len)
+    lengths = settings.lengths or default_lengths(train_len, settings.max_len)
     label = method_label(config["model"])
-    if rope_scaling is not None:
-        kind, factor = rope_scaling
+    scaling = None
+    if settings.rope_scaling is not None:
+        kind, factor = settings.rope_scaling
         factor = max(lengths) / train_len if factor is None else factor  # default: reach the longest length
         apply_rope_scaling(model, kind, factor, train_len)
-        rope_scaling = (kind, factor)
+        scaling = {"kind": kind, "factor": factor}
         label = f"{label}+{kind}×{factor:g}"
-    tokens, notes = split_tokens(run_dir, tokenizer, config, split, data)
-    results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, mode, stride, max_tokens,
-                               progress=progress, label=label)
+    tokens, notes = split_tokens(run_dir, tokenizer, config, settings.split, settings.data)
+    results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
+                               settings.max_tokens, progress=progress, label=label)
     rows = []
     for r in results:
         row = {"length": r.length, "mode": r.mode, "ppl": r.ppl, "bpb": r.bpb, "tokens": r.tokens}
         rows.append(row | ({"error": r.error} if r.error else {}))
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     return {
-        "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len, "split": split,
-        "data": data or (config.get("train") or {}).get("data"), "results": rows,
+        "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
+        "split": settings.split, "data": settings.data or (config.get("train") or {}).get("data"), "results": rows,
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
         **({"notes": notes} if notes else {}),
-        **({"rope_scaling": {"kind": rope_scaling[0], "factor": rope_scaling[1]}} if rope_scaling else {}),
+        **({"rope_scaling": scaling} if scaling else {}),
     }
 
 
-def extrapolation_report(
-    runs: Sequence[str | Path | None] = (None,),
-    lengths: Sequence[int] | None = None,
-    max_len: int = 4096,
-    split: str = "valid",
-    mode: str = "nonoverlapping",
-    stride: int | None = None,
-    max_tokens: int = MAX_TOKENS,
-    data: str | None = None,
-    device: str = "cpu",
-    console: Console | None = None,
-    show_progress: bool = True,
-    rope_scaling: tuple[str, float] | None = None,
-) -> dict:
+def extrapolation_report(runs: Sequence[str | Path | None] = (None,), settings: EvalSettings = EvalSettings(),
+                         console: Console | None = None, show_progress: bool = True) -> dict:
     """Perplexity by length for each run: {"runs": [run_report(...), ...]} (the --json layout).
     No runs (or None) means the newest run under runs/."""
-    if mode not in (*MODES, "both"):
-        raise PosbenchError(f"--mode must be nonoverlapping, sliding or both, got '{mode}'")
-    if split not in SPLITS:
-        raise PosbenchError(f"--split must be valid or test, got '{split}'")
-    if lengths:
-        lengths = check_lengths(lengths)
     progress = make_progress(console, disable=not show_progress)
     with progress:
-        reports = [run_report(run, lengths, max_len, split, mode, stride, max_tokens, data, device, progress,
-                              rope_scaling) for run in (list(runs) or [None])]
+        reports = [run_report(run, settings, progress) for run in (list(runs) or [None])]
     return {"runs": reports}

@@ -17,6 +17,7 @@ import posbench.positions.base as base_module
 from posbench.cli import app, main
 from posbench.errors import PosbenchError
 from posbench.evaluate import (
+    EvalSettings,
     evaluate_lengths,
     extrapolation_report,
     parse_lengths,
@@ -162,7 +163,8 @@ def test_position_loss_buckets():
 
 
 def test_report_has_the_json_layout(runs):
-    report = extrapolation_report([runs["alibi"], runs["learned"]], max_len=64, mode="both", show_progress=False)
+    report = extrapolation_report([runs["alibi"], runs["learned"]], EvalSettings(max_len=64, mode="both"),
+                                  show_progress=False)
     json.dumps(report, allow_nan=False)  # plain JSON: no numpy scalars, no NaN
     alibi, learned = report["runs"]
     assert set(report) == {"runs"}
@@ -183,8 +185,9 @@ def test_report_has_the_json_layout(runs):
 
 
 def test_data_override_uses_the_runs_tokenizer(runs):
-    own = run_report(runs["alibi"], lengths=[16, 32])
-    other = run_report(runs["alibi"], lengths=[16, 32], data=runs["corpus"])  # the same text, tokenised again
+    own = run_report(runs["alibi"], EvalSettings(lengths=[16, 32]))
+    # the same text, tokenised again
+    other = run_report(runs["alibi"], EvalSettings(lengths=[16, 32], data=runs["corpus"]))
     assert other["data"] == runs["corpus"]
     assert [r["ppl"] for r in other["results"]] == pytest.approx([r["ppl"] for r in own["results"]])
 
@@ -195,8 +198,8 @@ def test_a_changed_corpus_is_noted(runs, tmp_path):
     config = json.loads((run / "config.json").read_text())
     config["data"]["sha256"] = "0" * 64  # as if trained on another Python's builtin corpus
     (run / "config.json").write_text(json.dumps(config))
-    assert "notes" not in run_report(runs["alibi"], lengths=[16])
-    assert "not the text this run was trained on" in run_report(run, lengths=[16])["notes"][0]
+    assert "notes" not in run_report(runs["alibi"], EvalSettings(lengths=[16]))
+    assert "not the text this run was trained on" in run_report(run, EvalSettings(lengths=[16]))["notes"][0]
 
 
 def test_cli_tables_json_and_csv(runs, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..evaluate import MAX_TOKENS, extrapolation_report, parse_lengths
+from ..evaluate import MAX_TOKENS, EvalSettings, extrapolation_report, parse_lengths
 from ..fileio import atomic_write
 from ..runs import write_json
 from ..train import resolve_device
@@ -129,12 +129,12 @@ def eval_extrapolate_command(
                                       "(default: max-len / L)."),
 ) -> None:
     """Perplexity by length: how a model trained at length L does at L, 2L, 4L, ... (train short, test long)."""
-    scaling = None if rope_scaling is None else (rope_scaling, rope_factor)
-    report = extrapolation_report(
-        runs or [None], parse_lengths(lengths) if lengths is not None else None, max_len, split, mode, stride,
-        max_tokens, data, str(resolve_device(device)), console=console, show_progress=not quiet,
-        rope_scaling=scaling,
+    settings = EvalSettings(
+        lengths=parse_lengths(lengths) if lengths is not None else None, max_len=max_len, split=split, mode=mode,
+        stride=stride, max_tokens=max_tokens, data=data, device=str(resolve_device(device)),
+        rope_scaling=None if rope_scaling is None else (rope_scaling, rope_factor),
     )
+    report = extrapolation_report(runs or [None], settings, console=console, show_progress=not quiet)
     results = report["runs"]
     for run in results:
         console.print(f"[bold]{run['run']}[/]: {run['label']}, trained at L = {run['train_len']}", highlight=False)
