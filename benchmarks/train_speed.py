@@ -12,11 +12,11 @@ FLOP rate >= 60% of the matmul's.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 import torch.nn.functional as F
+from common import parse_shape_args, shape_config  # benchmarks/common.py
 from torch import nn
 
 from posbench import GPT, ModelConfig
@@ -69,28 +69,15 @@ def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = ModelConfig()
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=defaults.max_len)
-    p.add_argument("--dim", type=int, default=defaults.d_model)
-    p.add_argument("--layers", type=int, default=defaults.n_layer)
-    p.add_argument("--heads", type=int, default=defaults.n_head)
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best round counts")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_shape_args(__doc__, steps=20, rounds=2)
+    vocab = ModelConfig().vocab_size
 
-    def config(pos: str) -> ModelConfig:
-        return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
-
-    models = {pos: GPT(config(pos)) for pos in METHODS}
-    models["plain nanoGPT-style"] = PlainGPT(config("learned"))
+    models = {pos: GPT(shape_config(args, pos)) for pos in METHODS}
+    models["plain nanoGPT-style"] = PlainGPT(shape_config(args, "learned"))
     rates: dict[str, float] = {}
     for _ in range(args.rounds):  # interleave, so drift in machine speed hits every method alike
         for name, model in models.items():
-            rate = train_rate(model, args.batch, args.seq_len, defaults.vocab_size, args.steps)
+            rate = train_rate(model, args.batch, args.seq_len, vocab, args.steps)
             rates[name] = max(rates.get(name, 0.0), rate)
 
     print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "

@@ -13,9 +13,8 @@ Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly fast
 
 from __future__ import annotations
 
-import argparse
-
 import torch
+from common import parse_shape_args, shape_config  # benchmarks/common.py
 
 from posbench import GPT, ModelConfig
 from posbench.bench import train_rate
@@ -52,29 +51,18 @@ def xt_model(c: ModelConfig, pos: str) -> torch.nn.Module:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = ModelConfig()
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=defaults.max_len)
-    p.add_argument("--dim", type=int, default=defaults.d_model)
-    p.add_argument("--layers", type=int, default=defaults.n_layer)
-    p.add_argument("--heads", type=int, default=defaults.n_head)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best round counts")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_shape_args(__doc__, steps=8, rounds=3)
+    vocab = ModelConfig().vocab_size
     torch.manual_seed(0)
 
-    def config(pos: str) -> ModelConfig:
-        return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
-
-    models = {(side, pos): (GPT(config(pos)) if side == "posbench" else xt_model(config(pos), pos))
-              for pos in XT_FLAGS for side in ("posbench", "x-transformers")}
+    models = {}
+    for pos in XT_FLAGS:
+        models["posbench", pos] = GPT(shape_config(args, pos))
+        models["x-transformers", pos] = xt_model(shape_config(args, pos), pos)
     rates: dict[tuple[str, str], float] = {}
     for _ in range(args.rounds):
         for key, model in models.items():
-            rate = train_rate(model, args.batch, args.seq_len, defaults.vocab_size, args.steps)
+            rate = train_rate(model, args.batch, args.seq_len, vocab, args.steps)
             rates[key] = max(rates.get(key, 0.0), rate)
 
     print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "

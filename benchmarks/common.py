@@ -1,0 +1,31 @@
+"""What the training-speed benchmarks share: the model-shape and timing flags."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from posbench import ModelConfig
+
+
+def parse_shape_args(doc: str, steps: int, rounds: int) -> argparse.Namespace:
+    """Parse --threads --steps --batch --seq-len --dim --layers --heads --rounds (defaults: the
+    default posbench model) and set torch's thread count."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = ModelConfig()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=defaults.max_len)
+    p.add_argument("--dim", type=int, default=defaults.d_model)
+    p.add_argument("--layers", type=int, default=defaults.n_layer)
+    p.add_argument("--heads", type=int, default=defaults.n_head)
+    p.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds; the best round counts")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def shape_config(args: argparse.Namespace, pos: str) -> ModelConfig:
+    return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
