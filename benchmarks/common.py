@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from posbench import ModelConfig
+from posbench.bench import train_rate
 
 
 def parse_shape_args(doc: str, steps: int, rounds: int) -> argparse.Namespace:
@@ -29,3 +30,16 @@ def parse_shape_args(doc: str, steps: int, rounds: int) -> argparse.Namespace:
 
 def shape_config(args: argparse.Namespace, pos: str) -> ModelConfig:
     return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
+
+
+def best_train_rates(models: dict, args: argparse.Namespace) -> dict:
+    """Training tokens/s per model, best of args.rounds rounds; models are interleaved within a
+    round, so drift in the machine's speed hits every model alike. Then prints the shape line."""
+    vocab = ModelConfig().vocab_size
+    rates: dict = {}
+    for _ in range(args.rounds):
+        for key, model in models.items():
+            rates[key] = max(rates.get(key, 0.0), train_rate(model, args.batch, args.seq_len, vocab, args.steps))
+    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
+          f"T={args.seq_len}, batch={args.batch}, best of {args.rounds} rounds x {args.steps} steps")
+    return rates

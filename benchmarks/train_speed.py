@@ -16,11 +16,10 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import parse_shape_args, shape_config  # benchmarks/common.py
+from common import best_train_rates, parse_shape_args, shape_config  # benchmarks/common.py
 from torch import nn
 
 from posbench import GPT, ModelConfig
-from posbench.bench import train_rate
 from posbench.positions import METHODS
 
 
@@ -70,18 +69,10 @@ def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
 
 def main() -> None:
     args = parse_shape_args(__doc__, steps=20, rounds=2)
-    vocab = ModelConfig().vocab_size
 
     models = {pos: GPT(shape_config(args, pos)) for pos in METHODS}
     models["plain nanoGPT-style"] = PlainGPT(shape_config(args, "learned"))
-    rates: dict[str, float] = {}
-    for _ in range(args.rounds):  # interleave, so drift in machine speed hits every method alike
-        for name, model in models.items():
-            rate = train_rate(model, args.batch, args.seq_len, vocab, args.steps)
-            rates[name] = max(rates.get(name, 0.0), rate)
-
-    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
-          f"T={args.seq_len}, batch={args.batch}")
+    rates = best_train_rates(models, args)
     print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s}  target")
     for name in METHODS:
         target = 0.8 if name == "t5" else 0.9

@@ -14,10 +14,9 @@ Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly fast
 from __future__ import annotations
 
 import torch
-from common import parse_shape_args, shape_config  # benchmarks/common.py
+from common import best_train_rates, parse_shape_args, shape_config  # benchmarks/common.py
 
 from posbench import GPT, ModelConfig
-from posbench.bench import train_rate
 
 try:
     from x_transformers import Decoder, TransformerWrapper
@@ -52,21 +51,13 @@ def xt_model(c: ModelConfig, pos: str) -> torch.nn.Module:
 
 def main() -> None:
     args = parse_shape_args(__doc__, steps=8, rounds=3)
-    vocab = ModelConfig().vocab_size
     torch.manual_seed(0)
 
     models = {}
     for pos in XT_FLAGS:
         models["posbench", pos] = GPT(shape_config(args, pos))
         models["x-transformers", pos] = xt_model(shape_config(args, pos), pos)
-    rates: dict[tuple[str, str], float] = {}
-    for _ in range(args.rounds):
-        for key, model in models.items():
-            rate = train_rate(model, args.batch, args.seq_len, vocab, args.steps)
-            rates[key] = max(rates.get(key, 0.0), rate)
-
-    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
-          f"T={args.seq_len}, batch={args.batch}, best of {args.rounds} rounds x {args.steps} steps")
+    rates = best_train_rates(models, args)
     print(f"{'method':10s} {'posbench tok/s':>15s} {'x-transformers':>15s} {'ratio':>6s}  params (posbench / x-t)")
     for pos in XT_FLAGS:
         ours, theirs = rates["posbench", pos], rates["x-transformers", pos]
