@@ -88,7 +88,8 @@ def causal_attention(
         k_len = min(Tk, start + s + c)  # later keys are all in the future of this chunk
         kc, vc = k[:, :, :k_len], v[:, :, :k_len]
         if flex:
-            out.append(flex_biased_attention(qc, kc, vc, pos.score_bias(c, k_len, start + s), start + s))
+            bias = pos.per_pass(("bias", c, k_len, start + s), functools.partial(pos.score_bias, c, k_len, start + s))
+            out.append(flex_biased_attention(qc, kc, vc, bias, start + s))
             continue
         if shared is not None:
             mask = shared[:, :, chunk - c :, Tk - k_len :]  # (1, H, c, k)
@@ -125,14 +126,19 @@ def flex_biased_attention(
 
 
 def causal_mask(pos: PositionMethod, q_len: int, k_len: int, start: int, device, dtype) -> torch.Tensor:
-    """(H or 1, q_len, k_len) float mask: the method's score bias, -inf on future keys."""
-    bias = pos.score_bias(q_len, k_len, start)
-    # shape-only, so memoised like the methods' own static tensors: not rebuilt per layer and step
-    future = pos.cached(("future", q_len, k_len, start, device),
-                        lambda: relative_distance(q_len, k_len, start, device) < 0)  # (q, k)
-    if bias is None:
-        bias = torch.zeros(1, q_len, k_len, device=device)
-    return bias.to(dtype).masked_fill(future, float("-inf"))
+    """(H or 1, q_len, k_len) float mask: the method's score bias, -inf on future keys. Built once
+    per forward pass and shared by all layers (the bias table is shared by them, too)."""
+
+    def build() -> torch.Tensor:
+        bias = pos.score_bias(q_len, k_len, start)
+        # shape-only, so memoised like the methods' own static tensors: not rebuilt per step
+        future = pos.cached(("future", q_len, k_len, start, device),
+                            lambda: relative_distance(q_len, k_len, start, device) < 0)  # (q, k)
+        if bias is None:
+            bias = torch.zeros(1, q_len, k_len, device=device)
+        return bias.to(dtype).masked_fill(future, float("-inf"))
+
+    return pos.per_pass(("mask", q_len, k_len, start, device, dtype), build)
 
 
 class KVCache:
@@ -241,8 +247,9 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """idx: (B, T) token ids at positions start.. -> logits (B, T, vocab)."""
         x = self.embed(idx, start)  # (B, T, D)
-        for block in self.blocks:
-            x = block(x, self.pos, start, cache)
+        with self.pos.one_pass():
+            for block in self.blocks:
+                x = block(x, self.pos, start, cache)
         x = self.ln_f(x)
         head = self.wte.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, head)  # (B, T, V)

@@ -139,3 +139,11 @@ def test_embed_norm_normalises_the_embedding_and_changes_the_model():
     with torch.no_grad():
         expected = F.layer_norm(learned.wte(idx) + learned.pos.table.weight[:12], (32,))
         assert torch.allclose(learned.embed(idx), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_forward_compiles_as_one_graph(pos):
+    """`--compile`: the memoised shape-only tensors (and inference-mode checks) would break the graph;
+    broken graphs once tripped a torch.compile aliasing bug on CPU. Under compile they are built inline."""
+    explanation = torch._dynamo.explain(tiny_model(pos))(torch.randint(0, 64, (2, 16)))
+    assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]

@@ -1,6 +1,7 @@
 """Training: schedule, determinism, the run folder, exact resume."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -117,3 +118,11 @@ def test_embed_norm_flag_reaches_config_json_and_the_model(corpus, tmp_path, mon
     model, _, _ = load_run(out)
     assert model.config.embed_norm and isinstance(model.ln_e, torch.nn.LayerNorm)
     assert "ln_e.weight" in load_file(str(out / "model.safetensors"))
+
+
+def test_compiled_training_matches_eager(corpus, tmp_path):
+    model_cfg, cfg = tiny_train(corpus, "alibi", steps=3, eval_every=3, save_every=3)
+    eager = train(model_cfg, cfg, out=tmp_path / "eager", show_progress=False).summary
+    compiled = train(model_cfg, replace(cfg, compile=True), out=tmp_path / "compiled", show_progress=False).summary
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-4)

@@ -7,6 +7,8 @@ Positions are absolute indices: queries sit at `start .. start+q_len-1`, keys at
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -26,6 +28,7 @@ class PositionMethod(nn.Module):
         self.n_head = config.n_head
         self.head_dim = config.d_model // config.n_head
         self._static: dict[tuple, torch.Tensor] = {}
+        self._pass: dict[tuple, torch.Tensor] | None = None  # see one_pass
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """(B, T, D) token embeddings -> (B, T, D): absolute methods add their encoding here."""
@@ -50,18 +53,39 @@ class PositionMethod(nn.Module):
     def cached(self, key: tuple, build) -> torch.Tensor:
         """Memoise a tensor that depends only on shapes (never on parameters): slopes x distances,
         bucket ids, sin/cos tables. Bounded, so chunked evaluation of long windows cannot pile up."""
+        if torch.compiler.is_compiling():  # a compiled graph computes (and fuses) these itself
+            return build()
         # inference-mode tensors cannot enter autograd later, so they are cached apart
-        key = (*key, torch.is_inference_mode_enabled())
-        tensor = self._static.get(key)
-        if tensor is None:
-            tensor = build()
-            # bounded in size too: the per-chunk biases of one long window would otherwise add up
-            # to the full (H, T, T) bias, the quadratic memory that query chunking avoids
-            held = sum(t.numel() for t in self._static.values())
-            if len(self._static) >= 64 or held + tensor.numel() > CACHE_NUMEL:
-                self._static.clear()
-            self._static[key] = tensor
-        return tensor
+        return _memoise(self._static, (*key, torch.is_inference_mode_enabled()), build)
+
+    @contextlib.contextmanager
+    def one_pass(self):
+        """Opened by GPT.forward around its layers: parameters cannot change inside one forward
+        pass, so what `per_pass` memoises there (a learned bias too) is built once for all layers."""
+        self._pass = {}
+        try:
+            yield
+        finally:
+            self._pass = None
+
+    def per_pass(self, key: tuple, build) -> torch.Tensor:
+        """`build()`, shared by every layer of the current forward pass (built anew outside one)."""
+        if self._pass is None or torch.compiler.is_compiling():
+            return build()
+        return _memoise(self._pass, key, build)
+
+
+def _memoise(store: dict[tuple, torch.Tensor], key: tuple, build) -> torch.Tensor:
+    tensor = store.get(key)
+    if tensor is None:
+        tensor = build()
+        # bounded in size too: the per-chunk biases of one long window would otherwise add up
+        # to the full (H, T, T) bias, the quadratic memory that query chunking avoids
+        held = sum(t.numel() for t in store.values())
+        if len(store) >= 64 or held + tensor.numel() > CACHE_NUMEL:
+            store.clear()
+        store[key] = tensor
+    return tensor
 
 
 def relative_distance(q_len: int, k_len: int, start: int, device) -> torch.Tensor:
