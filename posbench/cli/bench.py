@@ -32,7 +32,8 @@ def bench_command(
     json_path: Path = typer.Option(None, "--json", help="Write the rows to this JSON file."),
 ) -> None:
     """Table 1 of the ALiBi paper for this machine: training and evaluation tokens/s and peak memory
-    per method, each relative to `none`, measured in one run."""
+    per method, each relative to `none`, measured in one run. Memory on a GPU is the allocator's peak;
+    on the CPU it is what one step adds to the process's peak resident size (torch itself left out)."""
     methods = parse_methods(pos)
     model = {"n_layer": layers, "n_head": heads, "d_model": dim}
     ModelConfig(pos="none", **model)  # a bad shape fails here, with its message, before any process starts
