@@ -60,11 +60,11 @@ def peak_memory(pos: str, model: dict, seq_len: int, batch: int, device: str, th
     net = GPT(config).to(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    if dev.type == "cpu":  # first-call set-up (thread pools, kernel caches, ~80 MB) is not the method's
+    else:  # first-call set-up (thread pools, kernel caches, ~80 MB) is not the method's
         train_rate(net, 1, seq_len, config.vocab_size, steps=1, warmup=0)
         eval_rate(net.eval(), 1, seq_len, config.vocab_size, steps=1, warmup=0)
         net.train()
-    before = _reset_peak_rss_mb()
+        before = _reset_peak_rss_mb()
     train_rate(net, batch, seq_len, config.vocab_size, steps=1, warmup=0)
     eval_rate(net.eval(), batch, seq_len, config.vocab_size, steps=1, warmup=0)
     if dev.type == "cuda":
