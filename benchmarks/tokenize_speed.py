@@ -23,16 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from posbench.data import (
-    SPLITS,
-    WORD_PATH_MAX_THREADS,
-    BatchSampler,
-    _threads,
-    load_corpus,
-    prepare_data,
-    train_tokenizer,
-)
+from posbench.common import SPLITS
+from posbench.corpora import load_corpus
 from posbench.presets import PRESETS
+from posbench.tokenizer import WORD_PATH_MAX_THREADS, _threads, train_tokenizer
+from posbench.tokens import BatchSampler, prepare_data
 
 REPO = Path(__file__).resolve().parent.parent
 

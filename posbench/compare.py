@@ -8,24 +8,24 @@ import io
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from . import __version__
+from .common import resolve_device
 from .errors import PosbenchError
 from .evaluate import EvalSettings, run_report
 from .fileio import atomic_write
-from .positions import METHODS
+from .model import ModelConfig
+from .plots import plot_ppl_vs_length
+from .positions import METHODS, SEED_METHODS
 from .presets import get_preset
 from .progress import make_progress
 from .runs import read_json, write_json
-from .train import resolve_device, train
-
-ROTARY_METHODS = ("rotary", "xpos")  # the runs --rope-scaling applies to
-SEED_METHODS = ("none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5")
+from .train import train
 
 
 def parse_rope_scaling(text: str | None) -> list[tuple[str, float | None]]:
@@ -46,8 +46,6 @@ def parse_methods(text: str) -> list[str]:
         raise PosbenchError("--pos is empty")
     for m in methods:
         if m not in METHODS:
-            from .model import ModelConfig
-
             ModelConfig(pos=m)  # raises the registry's error, with its did-you-mean
     return list(dict.fromkeys(methods))
 
@@ -72,7 +70,7 @@ def verdict(results: Sequence[dict], train_len: int) -> str:
     return f"degrades (up to {worst:.2f}x)"
 
 
-def summarise(report: dict, summary: dict | None, label: str | None = None) -> dict:
+def method_row(report: dict, summary: dict | None, label: str | None = None) -> dict:
     """One method's row: the eval-extrapolate entry plus its label (the method as tables show it,
     e.g. "alibi+ln"), params, speed, ppl at L, ratio, verdict."""
     L = report["train_len"]
@@ -91,33 +89,36 @@ def summarise(report: dict, summary: dict | None, label: str | None = None) -> d
     }
 
 
-def compare(
-    runs: Sequence[str | Path] = (),
-    methods: Sequence[str] = SEED_METHODS,
-    preset: str = "quick",
-    data: str = "pydocs",
-    seq_len: int | None = None,
-    max_len: int | None = None,
-    seed: int = 0,
-    out: Path = Path("compare"),
-    device: str = "auto",
-    console: Console | None = None,
-    show_progress: bool = True,
-    embed_norm: bool = False,
-    rope_scaling: Sequence[tuple[str, float | None]] = (),
-) -> dict:
+@dataclass(frozen=True)
+class CompareConfig:
+    """One comparison: which methods, at which size, on which text (the options of `posbench compare`)."""
+
+    methods: Sequence[str] = SEED_METHODS
+    preset: str = "quick"
+    data: str = "pydocs"
+    seq_len: int | None = None  # training length L (None: the preset's)
+    max_len: int | None = None  # longest evaluation length (None: the preset's)
+    seed: int = 0
+    out: Path = Path("compare")
+    device: str = "auto"
+    embed_norm: bool = False  # train every method with a LayerNorm after the embedding (runs labelled +ln)
+    # (kind, factor) pairs: each adds a row per rotary run, evaluated with rescaled frequencies
+    rope_scaling: Sequence[tuple[str, float | None]] = ()
+
+
+def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (), console: Console | None = None,
+            show_progress: bool = True) -> dict:
     """Train (or reuse / continue) one run per method in out/<method> (out/<method>+ln with
-    embed_norm: a LayerNorm after the embedding), or take existing `runs`; evaluate all at the same
-    lengths; write results.json, results.csv and ppl_vs_length.png. Each (kind, factor) in
-    rope_scaling adds a row per rotary run, evaluated with rescaled frequencies (e.g. rotary+yarn×4)."""
-    chosen = get_preset(preset)
+    embed_norm), or take existing `runs`; evaluate all at the same lengths; write results.json,
+    results.csv and ppl_vs_length.png. Rope scaling adds rows like rotary+yarn×4."""
+    preset = get_preset(cfg.preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
-    settings = EvalSettings(max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
-                            device=str(resolve_device(device)))
+    settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=preset.eval_tokens,
+                            device=str(resolve_device(cfg.device)))
     started = time.perf_counter()
-    out = Path(out)
-    suffix = "+ln" if embed_norm else ""  # as method_label names such runs
-    jobs = [(None, Path(r)) for r in runs] or [(m, out / f"{m}{suffix}") for m in methods]
+    out = Path(cfg.out)
+    suffix = "+ln" if cfg.embed_norm else ""  # as method_label names such runs
+    jobs = [(None, Path(r)) for r in runs] or [(m, out / f"{m}{suffix}") for m in cfg.methods]
     progress = make_progress(console, disable=not show_progress)
     rows = []
     with progress:
@@ -125,28 +126,37 @@ def compare(
         for k, (method, run_dir) in enumerate(jobs):
             progress.update(overall, description=f"[bold]compare[/] {method or run_dir.name} ({k + 1}/{len(jobs)})")
             if method is not None:
-                model_config, train_config = chosen.configs(method, data=data, seq_len=seq_len, seed=seed,
-                                                            device=device)
-                model_config = replace(model_config, embed_norm=embed_norm)
-                result = train(model_config, train_config, out=run_dir, console=console, progress=progress)
-                summary = result.summary
+                model_config, train_config = preset.configs(method, data=cfg.data, seq_len=cfg.seq_len,
+                                                            seed=cfg.seed, device=cfg.device)
+                model_config = replace(model_config, embed_norm=cfg.embed_norm)
+                summary = train(model_config, train_config, out=run_dir, console=console, progress=progress).summary
             else:
                 summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
-            report = run_report(run_dir, settings, progress)
-            rows.append(summarise(report, summary))
-            if report["pos"] in ROTARY_METHODS:  # the same run again, frequencies rescaled at evaluation
-                for scaling in rope_scaling:
-                    scaled = run_report(run_dir, replace(settings, rope_scaling=scaling), progress)
-                    rows.append(summarise(scaled, summary))
+            rows += _evaluate_run(run_dir, summary, settings, cfg.rope_scaling, progress)
             progress.advance(overall)
+    return _write_results(cfg, rows, time.perf_counter() - started)
 
+
+def _evaluate_run(run_dir: Path, summary: dict | None, settings: EvalSettings,
+                  rope_scaling: Sequence[tuple[str, float | None]], progress) -> list[dict]:
+    """The run's row, and for a method RoPE scaling applies to, one more row per scaling."""
+    report = run_report(run_dir, settings, progress)
+    rows = [method_row(report, summary)]
+    if METHODS[report["pos"]].rope_scalable:  # the same run again, frequencies rescaled at evaluation
+        for scaling in rope_scaling:
+            rows.append(method_row(run_report(run_dir, replace(settings, rope_scaling=scaling), progress), summary))
+    return rows
+
+
+def _write_results(cfg: CompareConfig, rows: list[dict], seconds: float) -> dict:
     results = {
-        "preset": preset, "data": data, "seed": seed, "embed_norm": embed_norm,
-        "wall_seconds": time.perf_counter() - started,
+        "preset": cfg.preset, "data": cfg.data, "seed": cfg.seed, "embed_norm": cfg.embed_norm,
+        "wall_seconds": seconds,
         "versions": {"posbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "configs": {row["label"]: read_json(Path(row["run"]) / "config.json") for row in rows},
         "runs": rows,
     }
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     atomic_write(out / "results.csv", results_csv(rows).encode())
@@ -164,30 +174,3 @@ def results_csv(rows: Sequence[dict]) -> str:
             writer.writerow([row["pos"], row["label"], row["run"], row["train_len"], r["length"], r["ppl"], r["bpb"],
                              r["tokens"], row["params"], row["train_tokens_per_s"], row["verdict"]])
     return buffer.getvalue()
-
-
-def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
-    """Perplexity against evaluation length, log y, one line per method, a line at the training length."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
-    for row in rows:
-        points = [(r["length"], r["ppl"]) for r in row["results"] if r["ppl"] is not None]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=row["label"])
-    for L in sorted({row["train_len"] for row in rows}):
-        ax.axvline(L, color="grey", linestyle="--", linewidth=1)
-        ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("evaluation length (tokens)")
-    ax.set_ylabel("perplexity")
-    ax.set_title("Train short, test long: perplexity by evaluation length")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)

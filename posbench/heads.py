@@ -1,43 +1,31 @@
 """How far does each attention head look? Per-head statistics from the real attention probabilities.
 
-The model attends through SDPA, which never materialises probabilities. `probe` reruns the forward
-pass block by block with the model's own modules and an explicit softmax, one query chunk at a time,
-and hands each chunk of probabilities to a callback; `head_stats` folds the chunks into per-head
-metrics, so the full (H, N, N) matrix never exists and memory stays linear in the length.
+The model attends through SDPA, which never materialises probabilities. `probe` runs the model's own
+forward pass with its attention made explicit (GPT.watch_attention), one query chunk at a time, each
+chunk of probabilities handed to a callback; `head_stats` folds the chunks into per-head metrics, so
+the full (H, N, N) matrix never exists and memory stays linear in the length. What a method's own
+parameters say (ALiBi's slopes, ...) comes from the method itself (PositionMethod.describe).
 
-Read top to bottom: per-query metrics, Spearman, the probe, per-head statistics, the method's own
-parameters, the report (what `posbench inspect-heads --json` writes), the plot.
+Read top to bottom: per-query metrics, Spearman, the probe, per-head statistics, the report (what
+`posbench inspect-heads --json` writes). The plot is in plots.py.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .data import prepare_data
 from .errors import PosbenchError
-from .model import GPT, causal_mask
-from .positions import PositionMethod, relative_distance, t5_relative_bucket
-from .positions.alibi import AlibiPosition
-from .positions.fire import FirePosition
-from .positions.kerple import KerplePosition
-from .positions.scaled_sinusoidal import ScaledSinusoidalPosition
-from .positions.t5 import T5Position
-from .runs import load_run, resolve_run
+from .model import GPT, Visit
+from .positions import relative_distance
+from .runs import held_out_tokens, load_run, resolve_run
 
-# Largest probability block (elements of (B, H, chunk, keys)) the probe holds at once; the metrics
-# make a few temporaries of the same size, so this bounds memory at a few times 16 MiB.
-PROBE_BUDGET = 1 << 22
 FRACTIONS = {"span50": 0.5, "span90": 0.9}  # attention mass a span must hold
 MEANS = ("mean_distance", "entropy", "sink")  # averaged over queries; spans take the median
-T5_DISTANCES = (0, 16, 128)  # where the T5 bias profile is read off
-HELD_OUT = ("valid", "test")
 
 # ----------------------------------------------------------------------------- per-query metrics
 
@@ -92,40 +80,15 @@ def spearman(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tenso
 
 # ----------------------------------------------------------------------------- the probe
 
-Visit = Callable[[int, int, torch.Tensor], None]
-
 
 @torch.no_grad()
 def probe(model: GPT, idx: torch.Tensor, visit: Visit | None = None, layers: Sequence[int] | None = None
           ) -> torch.Tensor:
-    """The model's forward pass on idx (B, T) -> logits (B, T, V), with an explicit softmax in the
-    probed layers (default all): for every chunk of queries start..start+c-1 it calls
-    visit(layer, start, p), p: (B, H, c, start+c) probabilities (keys past the chunk are all in its
-    future, so they are left out). The rest of each block is the model's own modules, so every
-    layer sees exactly the input it sees in the model."""
-    pos = model.pos
-    x = model.embed(idx, 0)  # (B, T, D)
-    for layer, block in enumerate(model.blocks):
-        if layers is not None and layer not in layers:
-            x = block(x, pos, 0, None)  # not probed: the model's own SDPA path
-            continue
-        attn = block.attn
-        B, T, D = x.shape
-        q, k, v = attn.qkv(block.ln_1(x)).view(B, T, 3, attn.n_head, D // attn.n_head).permute(2, 0, 3, 1, 4)
-        q, k = pos.rotate(q, k, 0)  # (B, nh, T, hs) each
-        y = torch.empty_like(q)  # (B, nh, T, hs)
-        chunk = max(1, PROBE_BUDGET // (B * attn.n_head * T))
-        for s in range(0, T, chunk):
-            e = min(T, s + chunk)
-            scores = q[:, :, s:e] @ k[:, :, :e].transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, c, e)
-            p = torch.softmax(scores + causal_mask(pos, e - s, e, s, q.device, q.dtype), dim=-1)
-            if visit is not None:
-                visit(layer, s, p)
-            y[:, :, s:e] = p @ v[:, :, :e]
-        x = x + attn.dropout(attn.proj(y.transpose(1, 2).reshape(B, T, D)))
-        x = x + block.mlp(block.ln_2(x))
-    head = model.wte.weight if model.lm_head is None else model.lm_head.weight
-    return F.linear(model.ln_f(x), head)
+    """The model's own forward pass on idx (B, T) -> logits (B, T, V), its attention in the probed
+    layers (default all) made explicit: for every chunk of queries start..start+c-1 it calls
+    visit(layer, start, p), p: (B, H, c, start+c) probabilities (GPT.watch_attention)."""
+    with model.watch_attention(visit or (lambda *_: None), layers):
+        return model(idx)
 
 
 # ----------------------------------------------------------------------------- per-head statistics
@@ -157,64 +120,16 @@ def head_stats(model: GPT, windows: torch.Tensor, layers: Sequence[int] | None =
     return out
 
 
-def held_out_windows(config: dict, split: str, length: int, samples: int) -> torch.Tensor:
-    """(K, length) token ids: `samples` windows spread evenly over the run's held-out split (fewer
+def spread_windows(tokens: np.ndarray, split: str, length: int, samples: int) -> torch.Tensor:
+    """(K, length) token ids: `samples` windows spread evenly over `tokens`, the held-out split (fewer
     when the split is too short for that many distinct windows)."""
-    if split not in HELD_OUT:
-        raise PosbenchError(f"--split must be one of {', '.join(HELD_OUT)}, got '{split}'")
     if length < 1 or samples < 1:
         raise PosbenchError(f"--length and --samples must be positive, got {length} and {samples}")
-    cfg = config["train"]
-    tokens = prepare_data(cfg["data"], cfg["tokenizer"], cfg["vocab_size"], cfg["seed"]).splits[split]
     if len(tokens) < length:
         raise PosbenchError(f"the {split} split has {len(tokens):,} tokens, fewer than one window of "
                             f"--length {length}; use a shorter --length")
     starts = np.unique(np.linspace(0, len(tokens) - length, samples).round().astype(np.int64))
     return torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(length)], dtype=np.int64))
-
-
-# ----------------------------------------------------------------------------- the method's own parameters
-
-
-def method_params(pos: PositionMethod, length: int) -> dict:
-    """JSON-able parameters of the position method that shape attention: ALiBi's slope per head,
-    T5's learned bias per head (at a few distances, and the distance < length it favours most),
-    scaled-sinusoidal's scale, KERPLE's r1 and r2 per head, FIRE's c and threshold L; {} for the others."""
-    if isinstance(pos, AlibiPosition):
-        return {"slope": pos.slopes.tolist()}
-    if isinstance(pos, T5Position):
-        distance = torch.arange(max(length, *T5_DISTANCES) + 1, device=pos.bias.weight.device)
-        buckets = t5_relative_bucket(-distance, False, pos.num_buckets, pos.max_distance)
-        bias = pos.bias(buckets).detach().cpu()  # (distances, H)
-        return {"t5_bias": [
-            {"head": h, **{f"bias_d{d}": float(bias[d, h]) for d in T5_DISTANCES},
-             "peak_distance": int(bias[:length, h].argmax())}  # argmax: the nearest of equal peaks
-            for h in range(pos.n_head)]}
-    if isinstance(pos, ScaledSinusoidalPosition):
-        return {"scale": pos.scale.item()}
-    if isinstance(pos, KerplePosition):  # bias -r1 log(1 + r2 d): r1 its depth, r2 how soon it bends
-        return {"kerple": [{"head": h, "r1": r1, "r2": r2}
-                           for h, (r1, r2) in enumerate(zip(pos.r1.tolist(), pos.r2.tolist(), strict=True))]}
-    if isinstance(pos, FirePosition):
-        return {"fire": {"c": pos.c.item(), "L": pos.threshold.item()}}
-    return {}
-
-
-def param_labels(params: dict, n_head: int) -> tuple[str, list[str]]:
-    """(column title, one label per head) for the table's parameter column."""
-    if "slope" in params:
-        return "slope", [f"{m:.4g}" for m in params["slope"]]
-    if "t5_bias" in params:
-        title = "bias " + "/".join(map(str, T5_DISTANCES)) + " @peak"
-        return title, ["/".join(f"{b[f'bias_d{d}']:+.1f}" for d in T5_DISTANCES) + f" @{b['peak_distance']}"
-                       for b in params["t5_bias"]]
-    if "scale" in params:
-        return "scale", [f"{params['scale']:.4g}"] * n_head
-    if "kerple" in params:
-        return "r1 / r2", [f"{k['r1']:.3g} / {k['r2']:.3g}" for k in params["kerple"]]
-    if "fire" in params:
-        return "c / L", [f"{params['fire']['c']:.3g} / {params['fire']['L']:.4g}"] * n_head
-    return "param", ["–"] * n_head
 
 
 # ----------------------------------------------------------------------------- the report
@@ -244,7 +159,7 @@ def build_report(run: str, model: GPT, stats: dict[str, torch.Tensor], layers: S
                  extra: dict | None = None) -> dict:
     """The JSON-able report: {"run", "pos", "length", "heads": [...], "summary": {...}}; `extra`
     (e.g. the split and the number of windows) goes into the summary."""
-    params = method_params(model.pos, length)
+    params = model.pos.describe(length)
     slopes = params.get("slope")
     heads = [
         {"layer": layer, "head": h,
@@ -263,70 +178,16 @@ def inspect_heads(run: str | Path | None = None, length: int | None = None, samp
     """Load a run (None: the newest under runs/), probe it on `samples` windows of `length` tokens
     (default: the training length) from its held-out split, and return the report."""
     path = resolve_run(run)
-    model, _, config = load_run(path)
+    model, tokenizer, config = load_run(path)
     length = length or config["train"]["seq_len"]
     n_layer = model.config.n_layer
     if layer is not None and not 0 <= layer < n_layer:
         raise PosbenchError(f"--layer {layer} is out of range: the model has layers 0..{n_layer - 1}")
-    windows = held_out_windows(config, split, length, samples)
+    tokens, _ = held_out_tokens(path, config, tokenizer, split)
+    windows = spread_windows(tokens, split, length, samples)
     if int(windows.max()) >= model.config.vocab_size:
         raise PosbenchError(f"the {split} split has token ids beyond the model's vocabulary; "
                             f"was the corpus of {path} changed since training?")
     layers = list(range(n_layer)) if layer is None else [layer]
     stats = head_stats(model, windows, layers, batch_size)
     return build_report(str(path), model, stats, layers, length, {"split": split, "samples": len(windows)})
-
-
-# ----------------------------------------------------------------------------- the plot
-
-
-def plot_report(report: dict, path: str | Path) -> None:
-    """PNG: a layer x head heatmap of span90 (log colour scale), and for ALiBi span90 against the
-    slope per layer (log-log). Spans of 0 (a head on its own token) are drawn at 0.5."""
-    from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure  # no pyplot: no global backend state; Figure saves via Agg
-
-    heads = report["heads"]
-    layers = sorted({h["layer"] for h in heads})
-    n_head = max(h["head"] for h in heads) + 1
-    span = np.full((len(layers), n_head), np.nan)
-    for h in heads:
-        span[layers.index(h["layer"]), h["head"]] = h["span90"]
-    shown = np.maximum(span, 0.5)  # log scale: 0 cannot be drawn
-    alibi = heads[0]["slope"] is not None
-    fig = Figure(figsize=(6 + 0.35 * n_head + 5 * alibi, 1.2 + 0.55 * len(layers) + 2 * alibi), layout="constrained")
-    axes = fig.subplots(1, 1 + alibi, squeeze=False)[0]
-
-    ax = axes[0]
-    # a fixed range, 0 (drawn at 0.5) .. the window length, so plots of different runs compare
-    norm = LogNorm(vmin=0.5, vmax=max(report["length"], np.nanmax(shown)))
-    image = ax.imshow(shown, norm=norm, cmap="viridis", aspect="auto")
-    if span.size <= 256:  # the number itself, where there is room
-        for (r, c), value in np.ndenumerate(span):
-            color = "white" if norm(shown[r, c]) < 0.6 else "black"
-            ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(n_head))
-    ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(f"{report['pos']}: 90% attention span (tokens), length {report['length']}")
-    fig.colorbar(image, ax=ax, label="span90 (tokens, log scale)")
-
-    if alibi:
-        ax = axes[1]
-        rhos = {e["layer"]: e.get("spearman_slope_span90") for e in report["summary"]["layers"]}
-        for layer in layers:
-            rows = sorted((h for h in heads if h["layer"] == layer), key=lambda h: h["slope"])
-            rho = rhos.get(layer)
-            label = f"layer {layer}" + (f" (ρ = {rho:+.2f})" if rho is not None else "")
-            ax.plot([h["slope"] for h in rows], [max(h["span90"], 0.5) for h in rows], "o-", label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("ALiBi slope m")
-        ax.set_ylabel("span90 (tokens)")
-        ax.set_title("span against slope (Spearman ρ per layer)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)

@@ -7,9 +7,11 @@ its three hooks without knowing which method it is.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -17,17 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PosbenchError
+from .flex import flex_attention, flex_biased_attention
 from .positions import METHODS, PositionMethod, relative_distance
 from .positions.base import EMBED_INIT_STD
-
-try:  # FlexAttention (torch >= 2.5): the fused kernel for score-bias methods on CUDA
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-except ImportError:  # pragma: no cover - older torch: SDPA with a float mask everywhere
-    flex_attention = create_block_mask = None
 
 # Largest float mask (elements) one attention call may hold; longer inputs are cut into query
 # chunks so memory grows linearly with length instead of quadratically.
 MASK_BUDGET = 1 << 24
+# Largest probability block (B, H, chunk, keys) the explicit path holds at once while a probe watches;
+# probes make a few temporaries of the same size from it, so this bounds memory at a few times 16 MiB.
+PROBE_BUDGET = 1 << 22
+
+# A probe's callback: (layer, first query position of the chunk, p: (B, H, chunk, keys) probabilities)
+Visit = Callable[[int, int, torch.Tensor], None]
 
 
 @dataclass
@@ -37,7 +41,7 @@ class ModelConfig:
     n_head: int = 8
     d_model: int = 192
     max_len: int = 128  # the training length; also the table size of `learned`
-    pos: str = "rotary"
+    pos: str = "alibi"  # the method of "Train Short, Test Long"
     tie_embeddings: bool = True
     dropout: float = 0.0
     mlp_ratio: int = 4
@@ -61,16 +65,20 @@ class ModelConfig:
 
 
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, start: int
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, start: int,
+    visit: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Causal SDPA for queries at positions start.. over keys at 0..k_len-1, plus the method's
     score bias. q: (B, H, Tq, hd), k/v: (B, H, Tk, hd) -> (B, H, Tq, hd).
 
     Plain causal self-attention without a bias takes SDPA's is_causal kernel. Otherwise the bias
     and the causal mask are folded into one float mask, built per query chunk so it never holds
-    more than MASK_BUDGET elements."""
+    more than MASK_BUDGET elements. With `visit` (a probe), the softmax is written out instead and
+    each chunk's probabilities go to visit(first query position, p)."""
     B, H, Tq, _ = q.shape
     Tk = k.size(2)
+    if visit is not None:
+        return explicit_attention(q, k, v, pos, start, visit)
     if start == 0 and Tq == Tk and not pos.has_score_bias:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
@@ -99,30 +107,26 @@ def causal_attention(
     return torch.cat(out, dim=2)
 
 
-@functools.lru_cache(maxsize=32)
-def _causal_block_mask(q_len: int, k_len: int, start: int, device: str):
-    """FlexAttention's block-sparse causal mask: key j is visible to query i when j <= start + i."""
-    return create_block_mask(lambda b, h, i, j: i + start >= j, None, None, q_len, k_len, device=device)
-
-
-@functools.cache
-def _compiled_flex():
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def flex_biased_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, start: int
+def explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, start: int,
+    visit: Callable[[int, torch.Tensor], None],
 ) -> torch.Tensor:
-    """The fused-kernel path for score-bias methods (used on CUDA): FlexAttention adds the (H, Tq, Tk)
-    bias inside the kernel via score_mod and skips future blocks, so no (B, H, Tq, Tk) mask or score
-    tensor is ever materialised. Equal to the SDPA path to the precision of q's dtype."""
-    bias = bias.to(q.dtype)
-
-    def add_bias(score, b, h, i, j):
-        return score + bias[h, i, j]
-
-    block_mask = _causal_block_mask(q.size(2), k.size(2), start, str(q.device))
-    return _compiled_flex()(q, k, v, score_mod=add_bias, block_mask=block_mask)
+    """causal_attention with scores, mask, softmax and p @ v written out, one query chunk at a time,
+    so a probe sees the probabilities SDPA never materialises: visit(start + s, p), p: (B, H, c, k)
+    over the chunk's keys 0..k-1 (later keys are all in its future). Same output as SDPA's path."""
+    B, H, Tq, hd = q.shape
+    Tk = k.size(2)
+    chunk = max(1, PROBE_BUDGET // (B * H * Tk))
+    out = []
+    for s in range(0, Tq, chunk):
+        qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
+        c = qc.size(2)
+        k_len = min(Tk, start + s + c)
+        scores = qc @ k[:, :, :k_len].transpose(-2, -1) / math.sqrt(hd)  # (B, H, c, k)
+        p = torch.softmax(scores + causal_mask(pos, c, k_len, start + s, q.device, q.dtype), dim=-1)
+        visit(start + s, p)
+        out.append(p @ v[:, :, :k_len])  # (B, H, c, hd)
+    return torch.cat(out, dim=2)
 
 
 def causal_mask(pos: PositionMethod, q_len: int, k_len: int, start: int, device, dtype) -> torch.Tensor:
@@ -168,6 +172,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
         self.dropout = nn.Dropout(config.dropout)
+        self.visit: Visit | None = None  # set by GPT.watch_attention while a probe reads this layer
 
     def forward(self, x: torch.Tensor, pos: PositionMethod, start: int, cache: KVCache | None) -> torch.Tensor:
         B, T, D = x.shape
@@ -176,7 +181,8 @@ class Attention(nn.Module):
         q, k = pos.rotate(q, k, start)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)  # (B, nh, start+T, hs)
-        y = causal_attention(q, k, v, pos, start)  # (B, nh, T, hs)
+        visit = None if self.visit is None else functools.partial(self.visit, self.layer)
+        y = causal_attention(q, k, v, pos, start, visit)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.dropout(self.proj(y))
 
@@ -235,6 +241,19 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @contextlib.contextmanager
+    def watch_attention(self, visit: Visit, layers: Sequence[int] | None = None):
+        """Inside the block, the attention of `layers` (default all) computes its softmax explicitly
+        and hands every query chunk's probabilities to visit(layer, start, p): what probes read."""
+        watched = [self.blocks[i].attn for i in (range(len(self.blocks)) if layers is None else layers)]
+        for attn in watched:
+            attn.visit = visit
+        try:
+            yield
+        finally:
+            for attn in watched:
+                attn.visit = None
 
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
         """idx: (B, T) token ids at positions start.. -> (B, T, D) input of the first block: token

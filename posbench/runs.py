@@ -1,22 +1,33 @@
 """The run folder: config.json, model.safetensors, the tokenizer, metrics.jsonl, checkpoint.pt,
-summary.json (present once training finished). Every file is written atomically."""
+summary.json (present once training finished). Every file is written atomically.
+
+Everything that reads or writes one lives here: claiming a folder for a run, checkpoints for exact
+resume, the weights, loading a run back, and the held-out tokens a run is evaluated on."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
+import numpy as np
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .data import Tokenizer
+from .common import RUNS_ROOT, check_split
+from .corpora import load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
 from .model import GPT, ModelConfig
+from .tokenizer import Tokenizer
+from .tokens import prepare_data
 
-RUNS_ROOT = Path("runs")
 FORMAT = 1  # bump when the run folder layout changes incompatibly
+# settings that do not change what a run computes: a run may be resumed with others
+NOT_IDENTITY = {"device", "compile", "save_every", "log_every"}
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -95,6 +106,92 @@ def resolve_run(path: str | Path | None) -> Path:
 
 
 def default_run_dir(pos: str) -> Path:
-    import time
-
     return RUNS_ROOT / f"{pos}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ----------------------------------------------------------------------------- training's side
+
+
+def identity(config: dict) -> dict:
+    """What makes two configs the same run: model, data and every training setting that changes what
+    is computed (not the device, compile, or how often it saves and logs)."""
+    train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
+    return {"model": config["model"], "train": train, "data": config["data"]}
+
+
+def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
+    """Check `run_dir` may take this run. Returns the checkpoint to resume from, if any."""
+    if not (run_dir / "config.json").is_file():
+        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+            raise PosbenchError(f"{run_dir} exists and is not a posbench run; pick another --out or pass --overwrite")
+        return None
+    old = read_json(run_dir / "config.json")
+    same = "model" in old and identity(old) == identity(config)
+    if not same or overwrite:
+        if not overwrite:
+            raise PosbenchError(
+                f"{run_dir} holds a run with a different config; pass --overwrite to replace it, "
+                "or choose another --out"
+            )
+        shutil.rmtree(run_dir)
+        return None
+    if (run_dir / "summary.json").is_file():
+        return None  # finished: nothing to do
+    checkpoint = run_dir / "checkpoint.pt"
+    return checkpoint if checkpoint.is_file() else None
+
+
+def save_checkpoint(path: Path, model: GPT, optimizer, sampler, step: int, elapsed: float) -> None:
+    """Everything exact resume needs: weights, optimizer moments, the sampler's and torch's RNG."""
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+        "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(),
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, model: GPT, optimizer, sampler, device) -> tuple[int, float]:
+    """Restore what save_checkpoint wrote; returns (step, elapsed seconds)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # a torn or foreign file: say which, do not guess
+        raise PosbenchError(f"cannot resume: {path} is unreadable ({e})") from None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return state["step"], state["elapsed"]
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint, so a resumed run's metrics read as one run."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+
+
+# ----------------------------------------------------------------------------- held-out text
+
+
+def held_out_tokens(run_dir: Path, config: dict, tokenizer: Tokenizer, split: str,
+                    data: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """(token ids, notes) of the held-out split a run is evaluated and probed on: its own corpus (the
+    cached tokenisation, checked against the run's corpus hash and tokenizer), or `data`, another
+    corpus tokenised with the run's tokenizer. A note says when the text is not the run's own."""
+    check_split(split)
+    if data is not None:
+        return tokenizer.encode(load_corpus(data).splits[split]), []
+    train = config.get("train") or {}
+    if "data" not in train:
+        raise PosbenchError(f"{run_dir}/config.json does not say which corpus the run was trained on")
+    prepared = prepare_data(train["data"], train.get("tokenizer", "bpe"), train.get("vocab_size", 4096),
+                            train.get("seed", 0))
+    notes = []
+    if prepared.corpus.get("sha256") != (config.get("data") or {}).get("sha256"):
+        notes.append(f"the corpus '{train['data']}' is not the text this run was trained on (another Python "
+                     "version, or the file changed): its held-out split differs from the run's")
+    if prepared.tokenizer.model_proto != tokenizer.model_proto or prepared.tokenizer.vocab_size != tokenizer.vocab_size:
+        # the cache's tokenizer is not the run's (e.g. another sentencepiece): tokenise with the run's own
+        return tokenizer.encode(load_corpus(train["data"]).splits[split]), notes
+    return prepared.splits[split], notes

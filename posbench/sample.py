@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from .common import resolve_device
 from .errors import LengthError, PosbenchError
 from .model import GPT, KVCache
+from .runs import load_run, resolve_run
 
 
 def check_room(model: GPT, prompt_len: int, n_tokens: int) -> None:
@@ -78,9 +80,6 @@ def sample_text(
 ) -> dict:
     """Load a run, continue `prompt` by n_tokens tokens: {"run", "pos", "prompt", "completion",
     "prompt_tokens", "new_tokens"} (completion = the decoded new tokens only)."""
-    from .runs import load_run, resolve_run
-    from .train import resolve_device
-
     torch_device = resolve_device(device)
     run_dir = resolve_run(run)
     model, tokenizer, _ = load_run(run_dir, device=str(torch_device))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,12 +16,23 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 
-from .data import BatchSampler, prepare_data
+from .common import init_distributed, rank0_first, resolve_device
 from .errors import PosbenchError
-from .evaluate import bits_per_byte, perplexity, window_loss
 from .model import GPT, ModelConfig
 from .progress import make_progress
-from .runs import atomic_write, default_run_dir, read_json, run_config, save_weights, write_json
+from .runs import (
+    claim_run_dir,
+    default_run_dir,
+    load_checkpoint,
+    read_json,
+    run_config,
+    save_checkpoint,
+    save_weights,
+    truncate_metrics,
+    write_json,
+)
+from .scoring import bits_per_byte, perplexity, window_loss
+from .tokens import BatchSampler, TokenData, prepare_data
 
 
 @dataclass
@@ -60,15 +69,6 @@ class TrainConfig:
             raise PosbenchError(f"--tokenizer must be 'bpe' or 'bytes', got '{self.tokenizer}'")
 
 
-# settings that do not change what a run computes: a run may be resumed with others
-NOT_IDENTITY = {"device", "compile", "save_every", "log_every"}
-
-
-def identity(config: dict) -> dict:
-    train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
-    return {"model": config["model"], "train": train, "data": config["data"]}
-
-
 class Interrupted(Exception):
     """Ctrl-C during training; a checkpoint was saved at `step` in `run_dir`."""
 
@@ -83,16 +83,6 @@ class TrainResult:
     summary: dict
     resumed_from: int = 0  # step a resumed run continued from; 0 for a fresh run
     already_finished: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PosbenchError("--device cuda was asked for, but this torch sees no CUDA device (use --device cpu)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise PosbenchError(f"--device must be auto, cpu or cuda, got '{name}'")
-    return torch.device(name)
 
 
 def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
@@ -111,18 +101,6 @@ def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); sets up torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), world
-
-
 def train(
     model_config: ModelConfig,
     cfg: TrainConfig,
@@ -132,145 +110,181 @@ def train(
     show_progress: bool = True,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train (or resume) a run into `out`; returns where it went and its summary."""
+    """Train (or resume) a run into `out`; returns where it went and its summary. `progress`: a live
+    display to add this run's bar to (compare passes its own); None makes one."""
     cfg.validate()
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     if cfg.batch_size % world:
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
-    console = console or Console()
-    if rank != 0:
-        console, show_progress = Console(quiet=True), False
-
-    with _rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
+    with rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
         data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.seed)
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, max_len=cfg.seq_len)
     # checked before anything is written: a corpus too short for one window is an input error
     sampler = BatchSampler(data.splits["train"], cfg.seq_len, cfg.batch_size // world, cfg.seed, rank, world)
     if len(data.splits["valid"]) < cfg.seq_len + 1:
-        raise PosbenchError(
-            f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
-            f"--seq-len {cfg.seq_len} + 1; use a longer corpus or a shorter --seq-len"
-        )
+        raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
+                            f"--seq-len {cfg.seq_len} + 1; use a longer corpus or a shorter --seq-len")
     config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
-    checkpoint = _claim_run_dir(run_dir, config, overwrite) if rank == 0 else None
-    finished = rank == 0 and checkpoint is None and (run_dir / "summary.json").is_file()
-    if world > 1:  # rank 0 decided; the others follow
-        box = [checkpoint is not None, finished]
-        dist.broadcast_object_list(box)
-        checkpoint, finished = (run_dir / "checkpoint.pt" if box[0] else None), box[1]
+    checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
     if finished:
         return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)
     if rank == 0:
         write_json(run_dir / "config.json", config)
         data.tokenizer.save(run_dir)
 
-    torch.manual_seed(cfg.seed)
-    raw_model = GPT(model_config).to(device)
-    optimizer = make_optimizer(raw_model, cfg)
-    step, elapsed = 0, 0.0
+    loop = _Loop(model_config, cfg, config, data, sampler, run_dir, device, rank, world)
     if checkpoint is not None:
-        step, elapsed = _load_checkpoint(checkpoint, raw_model, optimizer, sampler, device)
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
-    resumed_from = step
-    model = raw_model
-    if cfg.compile:
-        model = torch.compile(model)
+        loop.resume(checkpoint)
+    if rank != 0:
+        console, show_progress = Console(quiet=True), False
+    loop.run(progress or make_progress(console or Console(), disable=not show_progress), own=progress is None)
+    return TrainResult(run_dir, loop.summarize(), resumed_from=loop.resumed_from)
+
+
+def _claim(run_dir: Path, config: dict, overwrite: bool, rank: int, world: int) -> tuple[Path | None, bool]:
+    """(checkpoint to resume from or None, whether the run already finished): rank 0 decides, the
+    other ranks follow."""
+    checkpoint = claim_run_dir(run_dir, config, overwrite) if rank == 0 else None
+    finished = rank == 0 and checkpoint is None and (run_dir / "summary.json").is_file()
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+        box = [checkpoint is not None, finished]
+        dist.broadcast_object_list(box)
+        checkpoint, finished = (run_dir / "checkpoint.pt" if box[0] else None), box[1]
+    return checkpoint, finished
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    budget = None if cfg.minutes is None else cfg.minutes * 60
-    metrics = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None
 
-    def save() -> None:
-        if rank == 0:
-            _save_checkpoint(run_dir / "checkpoint.pt", raw_model, optimizer, sampler, step, elapsed)
-            save_weights(run_dir, raw_model, config)
+class _Loop:
+    """One run's training state between steps: the model, its optimizer, the sampler, step and clock."""
 
-    def log(record: dict) -> None:
-        if metrics is not None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, config: dict, data: TokenData,
+                 sampler: BatchSampler, run_dir: Path, device: torch.device, rank: int, world: int) -> None:
+        self.cfg, self.config, self.data, self.sampler, self.run_dir = cfg, config, data, sampler, run_dir
+        self.device, self.rank, self.world = device, rank, world
+        torch.manual_seed(cfg.seed)
+        self.raw_model = GPT(model_config).to(device)
+        self.optimizer = make_optimizer(self.raw_model, cfg)
+        self.step, self.elapsed, self.resumed_from = 0, 0.0, 0
+        self.last_loss = float("nan")
+        self.budget = None if cfg.minutes is None else cfg.minutes * 60  # seconds, under --minutes
+        self.tokens_per_step = cfg.batch_size * cfg.seq_len
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                         else contextlib.nullcontext())
+        self.label = f"train {model_config.pos}"
+        self.metrics = None  # metrics.jsonl, open while the loop runs (rank 0 only)
 
-    def validate() -> float:
-        raw_model.eval()
-        with autocast:
-            loss = window_loss(raw_model, data.splits["valid"], cfg.seq_len, cfg.eval_tokens)
-        raw_model.train()
+    def resume(self, checkpoint: Path) -> None:
+        self.step, self.elapsed = load_checkpoint(checkpoint, self.raw_model, self.optimizer, self.sampler,
+                                                  self.device)
+        self.resumed_from = self.step
+        if self.rank == 0:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    def done(self) -> float:
+        """Progress in the bar's unit: steps, or seconds under --minutes."""
+        return self.step if self.budget is None else self.elapsed
+
+    def run(self, progress: Progress, own: bool) -> None:
+        """Steps until --steps (or --minutes) are done; a checkpoint every --save-every steps, at the
+        end and on Ctrl-C (then Interrupted is raised)."""
+        model = torch.compile(self.raw_model) if self.cfg.compile else self.raw_model
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        # the bar's loss and speed ride in its description, so the task renders in any Progress
+        total = self.cfg.steps if self.budget is None else self.budget
+        task = progress.add_task(self.label, total=total, completed=self.done())
+        self.raw_model.train()
+        self.window = (time.perf_counter(), 0)  # (start, steps) of the current tokens/s window
+        self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
+        try:
+            with progress if own else contextlib.nullcontext():
+                while self.done() < total:
+                    self.train_step(model)
+                    self.after_step(progress, task)
+        except KeyboardInterrupt:
+            self.save()
+            raise Interrupted(self.run_dir, self.step) from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+        self.save()
+
+    def train_step(self, model: torch.nn.Module) -> None:
+        """One optimizer step on the next batch, at the schedule's learning rate."""
+        t0 = time.perf_counter()
+        fraction = self.step / self.cfg.steps if self.budget is None else self.elapsed / self.budget
+        self.lr = lr_at(self.step, fraction, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next_batch())
+        with self.autocast:
+            logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.elapsed += time.perf_counter() - t0
+        if self.world > 1:
+            loss, self.elapsed = _average_across_ranks(loss, self.elapsed, self.world)
+        self.last_loss = loss.item()
+        if not math.isfinite(self.last_loss):
+            raise PosbenchError(f"loss became {self.last_loss} at step {self.step + 1}; stopped without saving "
+                                f"(the last good checkpoint in {self.run_dir} is untouched). Try a lower --lr.")
+        self.step += 1
+
+    def after_step(self, progress: Progress, task) -> None:
+        """Log, validate and save on their schedules; move the bar."""
+        cfg, step = self.cfg, self.step
+        start, steps = self.window[0], self.window[1] + 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            speed = steps * self.tokens_per_step / (now - start)
+            start, steps = now, 0
+            self.log({"step": step, "loss": self.last_loss, "lr": self.lr, "tokens": step * self.tokens_per_step,
+                      "tokens_per_s": speed, "elapsed": self.elapsed})
+            progress.update(task, description=f"{self.label} · loss {self.last_loss:.3f} · {speed:,.0f} tok/s")
+        self.window = (start, steps)
+        if step % cfg.eval_every == 0:
+            val = self.validate()
+            self.log({"step": step, "val_loss": val, "val_ppl": perplexity(val)})
+        if step % cfg.save_every == 0:
+            self.save()
+        progress.update(task, completed=self.done())
+
+    def log(self, record: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+
+    def validate(self) -> float:
+        self.raw_model.eval()
+        with self.autocast:
+            loss = window_loss(self.raw_model, self.data.splits["valid"], self.cfg.seq_len, self.cfg.eval_tokens)
+        self.raw_model.train()
         return loss
 
-    # the bar counts steps, or seconds under --minutes; loss and speed ride in the description so
-    # the task renders in any Progress (compare passes its own, with an overall bar above)
-    own_progress = progress is None
-    progress = progress or make_progress(console, disable=not show_progress)
-    total = cfg.steps if budget is None else budget
-    label = f"train {model_config.pos}"
-    task = progress.add_task(label, total=total, completed=step if budget is None else elapsed)
-    raw_model.train()
-    last_loss, window_start, window_steps = float("nan"), time.perf_counter(), 0
-    try:
-        with progress if own_progress else contextlib.nullcontext():
-            while (step < cfg.steps) if budget is None else (elapsed < budget):
-                t0 = time.perf_counter()
-                fraction = step / cfg.steps if budget is None else elapsed / budget
-                lr = lr_at(step, fraction, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = (t.to(device, non_blocking=True) for t in sampler.next_batch())
-                with autocast:
-                    logits = model(x)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                elapsed += time.perf_counter() - t0
-                if world > 1:
-                    loss, elapsed = _average_across_ranks(loss, elapsed, world)
-                last_loss = loss.item()
-                if not math.isfinite(last_loss):
-                    raise PosbenchError(
-                        f"loss became {last_loss} at step {step + 1}; stopped without saving "
-                        f"(the last good checkpoint in {run_dir} is untouched). Try a lower --lr."
-                    )
-                step += 1
-                window_steps += 1
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    now = time.perf_counter()
-                    speed = window_steps * tokens_per_step / (now - window_start)
-                    window_start, window_steps = now, 0
-                    log({"step": step, "loss": last_loss, "lr": lr, "tokens": step * tokens_per_step,
-                         "tokens_per_s": speed, "elapsed": elapsed})
-                    progress.update(task, description=f"{label} · loss {last_loss:.3f} · {speed:,.0f} tok/s")
-                if step % cfg.eval_every == 0:
-                    val = validate()
-                    log({"step": step, "val_loss": val, "val_ppl": perplexity(val)})
-                if step % cfg.save_every == 0:
-                    save()
-                progress.update(task, completed=step if budget is None else elapsed)
-    except KeyboardInterrupt:
-        save()
-        raise Interrupted(run_dir, step) from None
-    finally:
-        if metrics is not None:
-            metrics.close()
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.run_dir / "checkpoint.pt", self.raw_model, self.optimizer, self.sampler,
+                            self.step, self.elapsed)
+            save_weights(self.run_dir, self.raw_model, self.config)
 
-    save()
-    val = validate()
-    summary = {
-        "pos": model_config.pos, "params": raw_model.num_params(), "steps": step,
-        "tokens_seen": step * tokens_per_step, "train_loss": last_loss, "val_loss": val,
-        "val_ppl": perplexity(val), "val_bpb": bits_per_byte(val, data.bytes_per_token["valid"]),
-        "train_seconds": elapsed, "tokens_per_s": (step - resumed_from) * tokens_per_step / max(elapsed, 1e-9)
-        if resumed_from == 0 else None,
-    }
-    if rank == 0:
-        write_json(run_dir / "summary.json", summary)
-    return TrainResult(run_dir, summary, resumed_from=resumed_from)
+    def summarize(self) -> dict:
+        """The finished run's summary.json (written by rank 0)."""
+        val = self.validate()
+        fresh = self.resumed_from == 0  # a resumed run's clock mixes two sessions: no speed
+        summary = {
+            "pos": self.raw_model.config.pos, "params": self.raw_model.num_params(), "steps": self.step,
+            "tokens_seen": self.step * self.tokens_per_step, "train_loss": self.last_loss, "val_loss": val,
+            "val_ppl": perplexity(val), "val_bpb": bits_per_byte(val, self.data.bytes_per_token["valid"]),
+            "train_seconds": self.elapsed,
+            "tokens_per_s": self.step * self.tokens_per_step / max(self.elapsed, 1e-9) if fresh else None,
+        }
+        if self.rank == 0:
+            write_json(self.run_dir / "summary.json", summary)
+        return summary
 
 
 def _average_across_ranks(loss: torch.Tensor, elapsed: float, world: int) -> tuple[torch.Tensor, float]:
@@ -283,64 +297,3 @@ def _average_across_ranks(loss: torch.Tensor, elapsed: float, world: int) -> tup
     dist.all_reduce(both)
     both /= world
     return both[0], both[1].item()
-
-
-@contextlib.contextmanager
-def _rank0_first(rank: int, world: int):
-    if world > 1 and rank != 0:
-        dist.barrier()
-    yield
-    if world > 1 and rank == 0:
-        dist.barrier()
-
-
-def _claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
-    """Check `run_dir` may take this run. Returns the checkpoint to resume from, if any."""
-    if not (run_dir / "config.json").is_file():
-        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-            raise PosbenchError(f"{run_dir} exists and is not a posbench run; pick another --out or pass --overwrite")
-        return None
-    old = read_json(run_dir / "config.json")
-    same = "model" in old and identity(old) == identity(config)
-    if not same or overwrite:
-        if not overwrite:
-            raise PosbenchError(
-                f"{run_dir} holds a run with a different config; pass --overwrite to replace it, "
-                "or choose another --out"
-            )
-        shutil.rmtree(run_dir)
-        return None
-    if (run_dir / "summary.json").is_file():
-        return None  # finished: nothing to do
-    checkpoint = run_dir / "checkpoint.pt"
-    return checkpoint if checkpoint.is_file() else None
-
-
-def _save_checkpoint(path: Path, model: GPT, optimizer, sampler: BatchSampler, step: int, elapsed: float) -> None:
-    state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-        "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(),
-    }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_checkpoint(path: Path, model: GPT, optimizer, sampler: BatchSampler, device) -> tuple[int, float]:
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # a torn or foreign file: say which, do not guess
-        raise PosbenchError(f"cannot resume: {path} is unreadable ({e})") from None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    sampler.load_state_dict(state["sampler"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    return state["step"], state["elapsed"]
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint, so a resumed run's metrics read as one run."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
-
-

@@ -6,9 +6,13 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from posbench import data
-from posbench.data import SPLITS, BatchSampler, Tokenizer, load_corpus, prepare_data, train_tokenizer
+from posbench import common
+from posbench import tokenizer as tokenizer_module
+from posbench.common import SPLITS
+from posbench.corpora import load_corpus
 from posbench.errors import PosbenchError
+from posbench.tokenizer import Tokenizer, train_tokenizer
+from posbench.tokens import BatchSampler, prepare_data
 
 # ~15 KB of real English prose that ships with Python: enough for a small BPE in well under a second
 PROSE = "\n\n".join(topics[k] for k in ("assert", "if", "while", "for", "try", "with"))
@@ -62,7 +66,7 @@ def test_bpe_training_is_deterministic(bpe):
 
 def test_encode_in_chunks_matches_whole(bpe, monkeypatch):
     whole = bpe.encode(PROSE)
-    monkeypatch.setattr(data, "ENCODE_CHUNK", 100)
+    monkeypatch.setattr(tokenizer_module, "ENCODE_CHUNK", 100)
     assert np.array_equal(bpe.encode(PROSE), whole)
 
 
@@ -232,9 +236,9 @@ def test_prepare_data_rebuilds_an_incomplete_cache(tmp_path, monkeypatch):
 
 def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("POSBENCH_CACHE", str(tmp_path))
-    assert data.cache_dir() == tmp_path
+    assert common.cache_dir() == tmp_path
     monkeypatch.delenv("POSBENCH_CACHE")
-    assert data.cache_dir() == data.Path(os.path.expanduser("~/.cache/posbench"))
+    assert common.cache_dir() == common.Path(os.path.expanduser("~/.cache/posbench"))
 
 
 # ----------------------------------------------------------------------------- sampler

@@ -16,17 +16,9 @@ import posbench.model as model_module
 import posbench.positions.base as base_module
 from posbench.cli import app, main
 from posbench.errors import PosbenchError
-from posbench.evaluate import (
-    EvalSettings,
-    evaluate_lengths,
-    extrapolation_report,
-    parse_lengths,
-    position_loss,
-    run_report,
-    scored_token_count,
-    windows,
-)
+from posbench.evaluate import EvalSettings, extrapolation_report, run_report
 from posbench.positions import METHODS, PositionMethod
+from posbench.scoring import evaluate_lengths, parse_lengths, position_loss, scored_token_count, windows
 from posbench.train import train
 
 from .conftest import tiny_model, tiny_train, write_corpus

@@ -16,11 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from posbench import data, fetch
+from posbench import fetch
+from posbench import tokenizer as tokenizer_module
 from posbench.cli import data as cli_data
-from posbench.data import SPLITS, load_corpus, prepare_data, train_tokenizer
+from posbench.common import SPLITS, data_dir
+from posbench.corpora import load_corpus
 from posbench.errors import PosbenchError
-from posbench.fetch import SOURCES, data_dir
+from posbench.fetch import SOURCES
+from posbench.tokenizer import train_tokenizer
+from posbench.tokens import prepare_data
 
 from .conftest import run_cli
 
@@ -345,19 +349,19 @@ def test_big_corpora_train_the_tokenizer_on_a_seeded_sample(monkeypatch):
     words = [f"w{i}x" for i in range(300)]
     text = "\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(4000))
     seen = []
-    real = data.spm.SentencePieceTrainer.train
+    real = tokenizer_module.spm.SentencePieceTrainer.train
 
     def spy(**kwargs):
         lines = list(kwargs["sentence_iterator"])
         seen.append(sum(map(len, lines)))
         return real(**{**kwargs, "sentence_iterator": iter(lines)})
 
-    monkeypatch.setattr(data, "SPM_SAMPLE_CHARS", 20_000)
-    monkeypatch.setattr(data.spm.SentencePieceTrainer, "train", spy)
+    monkeypatch.setattr(tokenizer_module, "SPM_SAMPLE_CHARS", 20_000)
+    monkeypatch.setattr(tokenizer_module.spm.SentencePieceTrainer, "train", spy)
     train_tokenizer(text, "bpe", vocab_size=400, seed=0)
     assert 20_000 <= seen[0] < 20_100  # the sample, not the 200k-character corpus
 
-    monkeypatch.setattr(data.spm.SentencePieceTrainer, "train", real)
+    monkeypatch.setattr(tokenizer_module.spm.SentencePieceTrainer, "train", real)
     a, b = (train_tokenizer(text, "bpe", vocab_size=400, seed=s) for s in (0, 0))
     assert a.model_proto == b.model_proto  # seeded: the same sample and merges every time
     ids = a.encode(text)
@@ -374,8 +378,8 @@ def test_the_word_path_and_the_line_path_give_the_same_ids(monkeypatch):
              "non-ASCII: é, 日本語, 🐍, a literal ▁ block ▁▁ and ▁ ▁", "a ▁b", "crlf\r\nends\r\n", "   "]
 
     def ids(max_threads: int, chunk: int) -> list[np.ndarray]:
-        monkeypatch.setattr(data, "WORD_PATH_MAX_THREADS", max_threads)
-        monkeypatch.setattr(data, "ENCODE_CHUNK", chunk)
+        monkeypatch.setattr(tokenizer_module, "WORD_PATH_MAX_THREADS", max_threads)
+        monkeypatch.setattr(tokenizer_module, "ENCODE_CHUNK", chunk)
         return [tok.encode(t) for t in texts]
 
     lines = ids(0, 1 << 20)  # sentencepiece on whole lines

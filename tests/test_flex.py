@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posbench import model as model_module
-from posbench.model import causal_mask, flex_biased_attention
+from posbench import flex as model_module
+from posbench.flex import flex_biased_attention
+from posbench.model import causal_mask
 
 from .conftest import tiny_model
 

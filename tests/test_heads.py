@@ -8,21 +8,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posbench import heads
+from posbench import model as model_module
 from posbench.cli import app
 from posbench.errors import PosbenchError
 from posbench.heads import (
     head_stats,
-    held_out_windows,
     inspect_heads,
-    method_params,
-    param_labels,
     probe,
     query_metrics,
     rank,
     spearman,
+    spread_windows,
 )
 from posbench.positions import alibi_slopes
+from posbench.runs import held_out_tokens, load_run
+from posbench.tokens import prepare_data
 from posbench.train import train
 
 from .conftest import ALL_METHODS, tiny_model, tiny_train, write_corpus
@@ -85,7 +85,7 @@ def test_spearman_known_values():
 @pytest.mark.parametrize("pos", ALL_METHODS)
 def test_probe_matches_the_model(pos, budget, monkeypatch):
     if budget is not None:
-        monkeypatch.setattr(heads, "PROBE_BUDGET", budget)
+        monkeypatch.setattr(model_module, "PROBE_BUDGET", budget)
     model = tiny_model(pos)
     idx = torch.randint(0, 64, (2, 32), generator=torch.Generator().manual_seed(0))
     captured = []  # the output of every layer's attn.proj: model first, then probe
@@ -115,7 +115,7 @@ def test_head_stats_do_not_depend_on_chunking_or_batching(monkeypatch):
     model = tiny_model("t5")
     windows = torch.randint(0, 64, (3, 32), generator=torch.Generator().manual_seed(1))
     whole = head_stats(model, windows)
-    monkeypatch.setattr(heads, "PROBE_BUDGET", 5)  # one query per chunk
+    monkeypatch.setattr(model_module, "PROBE_BUDGET", 5)  # one query per chunk
     chunked = head_stats(model, windows, batch_size=2)
     assert set(whole) == {"mean_distance", "span50", "span90", "entropy", "sink"}
     for name in whole:
@@ -125,25 +125,32 @@ def test_head_stats_do_not_depend_on_chunking_or_batching(monkeypatch):
     torch.testing.assert_close(only["span90"], whole["span90"][1:])
 
 
-def test_method_params():
-    assert method_params(tiny_model("alibi").pos, 32) == {"slope": alibi_slopes(4).tolist()}
-    assert method_params(tiny_model("rotary").pos, 32) == {}
+def params_of(pos, length: int = 32) -> dict:
+    """What a method says of itself, less the table's presentation (column title, labels)."""
+    return {k: v for k, v in pos.describe(length).items() if k not in ("column", "head_labels")}
+
+
+def test_methods_describe_their_parameters():
+    alibi = tiny_model("alibi").pos.describe(32)
+    assert alibi["slope"] == alibi_slopes(4).tolist() and alibi["column"] == "slope"
+    assert len(alibi["head_labels"]) == 4
+    assert tiny_model("rotary").pos.describe(32) == {}
     scaled = tiny_model("scaled-sinusoidal").pos
-    assert method_params(scaled, 32) == {"scale": pytest.approx(scaled.scale.item())}
+    assert params_of(scaled) == {"scale": pytest.approx(scaled.scale.item())}
     t5 = tiny_model("t5").pos
     with torch.no_grad():
         t5.bias.weight.zero_()
         t5.bias.weight[3, 1] = 2.0  # head 1 favours distance 3 (buckets 0..7 are exact distances)
         t5.bias.weight[0, 2] = -1.0
-    profile = method_params(t5, 32)["t5_bias"]
+    profile = params_of(t5)["t5_bias"]
     assert [b["peak_distance"] for b in profile] == [0, 3, 1, 0]
     assert profile[2]["bias_d0"] == -1.0 and profile[1]["bias_d16"] == 0.0
     kerple = tiny_model("kerple").pos
-    params = method_params(kerple, 32)
+    params = kerple.describe(32)
     assert [k["r1"] for k in params["kerple"]] == pytest.approx(kerple.r1.tolist())
-    assert param_labels(params, 4)[0] == "r1 / r2"
+    assert params["column"] == "r1 / r2" and len(params["head_labels"]) == 4
     fire = tiny_model("fire").pos
-    assert method_params(fire, 32) == {"fire": {"c": pytest.approx(fire.c.item()),
+    assert params_of(fire) == {"fire": {"c": pytest.approx(fire.c.item()),
                                                 "L": pytest.approx(fire.threshold.item())}}
 
 
@@ -159,19 +166,18 @@ def trained(tmp_path_factory):
 
 
 def test_windows_spread_over_the_split(trained):
-    from posbench.data import prepare_data
-    from posbench.runs import read_json
-
-    config = read_json(trained / "config.json")
+    model, tokenizer, config = load_run(trained)
     c = config["train"]
     tokens = np.asarray(prepare_data(c["data"], c["tokenizer"], c["vocab_size"], c["seed"]).splits["test"])
-    windows = held_out_windows(config, "test", 16, 5)
+    held_out, notes = held_out_tokens(trained, config, tokenizer, "test")
+    assert np.array_equal(held_out, tokens) and notes == []
+    windows = spread_windows(held_out, "test", 16, 5)
     assert windows.shape == (5, 16)
     assert windows[0].tolist() == tokens[:16].tolist() and windows[-1].tolist() == tokens[-16:].tolist()
     with pytest.raises(PosbenchError, match="fewer than one window of --length"):
-        held_out_windows(config, "valid", len(tokens) * 10, 2)
+        spread_windows(held_out, "test", len(tokens) * 10, 2)
     with pytest.raises(PosbenchError, match="--split"):
-        held_out_windows(config, "train", 16, 2)
+        held_out_tokens(trained, config, tokenizer, "train")
 
 
 def test_report_layout(trained):

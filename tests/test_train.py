@@ -60,7 +60,7 @@ def test_interrupt_saves_and_resume_is_exact(corpus, tmp_path, monkeypatch):
     model_cfg, cfg = tiny_train(corpus, "t5", steps=8, save_every=100)
     whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False).run_dir
 
-    from posbench import data as data_module
+    from posbench import tokens as data_module
 
     original = data_module.BatchSampler.next_batch
     calls = {"n": 0}

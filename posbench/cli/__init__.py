@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .. import __version__
 from ..errors import PosbenchError
 from ..train import Interrupted
 
@@ -23,11 +24,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
-
         console.print(f"posbench {__version__}")
         raise typer.Exit()
 

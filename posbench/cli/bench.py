@@ -8,10 +8,11 @@ import typer
 from rich.table import Table
 
 from ..bench import bench
-from ..compare import SEED_METHODS, parse_methods
+from ..common import resolve_device
+from ..compare import parse_methods
 from ..model import ModelConfig
+from ..positions import SEED_METHODS
 from ..runs import write_json
-from ..train import resolve_device
 from . import app, console
 
 DEFAULT = ModelConfig()

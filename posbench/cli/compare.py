@@ -8,10 +8,12 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..compare import SEED_METHODS, compare, parse_methods, parse_rope_scaling
+from ..compare import CompareConfig, compare, parse_methods, parse_rope_scaling
 from ..positions import METHODS
 from ..presets import PRESETS
 from . import app, console
+
+DEFAULT = CompareConfig()
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -51,29 +53,29 @@ def comparison_table(rows: list[dict]) -> Table:
 @app.command("compare")
 def compare_command(
     runs: list[Path] = typer.Argument(None, help="Existing run folders to compare (no training)."),
-    pos: str = typer.Option(",".join(SEED_METHODS), help="Methods to train and compare, comma-separated; any of "
+    pos: str = typer.Option(",".join(DEFAULT.methods), help="Methods to train and compare, comma-separated; any of "
                             + ", ".join(METHODS) + "."),
-    preset: str = typer.Option("quick", help="Experiment size: "
+    preset: str = typer.Option(DEFAULT.preset, help="Experiment size: "
                                + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + "."),
-    data: str = typer.Option("pydocs", help="Corpus: pydocs, stdlib, a .txt file or a folder with "
+    data: str = typer.Option(DEFAULT.data, help="Corpus: pydocs, stdlib, a .txt file or a folder with "
                              "train/valid/test.txt."),
     seq_len: int = typer.Option(None, help="Training length L (default: the preset's)."),
     max_len: int = typer.Option(None, help="Longest evaluation length (default: the preset's)."),
-    seed: int = typer.Option(0, help="One seed for every method."),
-    out: Path = typer.Option(Path("compare"), help="Folder for the runs and results.json/csv/png."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(DEFAULT.seed, help="One seed for every method."),
+    out: Path = typer.Option(DEFAULT.out, help="Folder for the runs and results.json/csv/png."),
+    device: str = typer.Option(DEFAULT.device, help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    embed_norm: bool = typer.Option(False, "--embed-norm", help="Train every method with a LayerNorm right "
-                                    "after the embedding (runs in --out/<method>+ln, labelled so)."),
+    embed_norm: bool = typer.Option(DEFAULT.embed_norm, "--embed-norm", help="Train every method with a LayerNorm "
+                                    "right after the embedding (runs in --out/<method>+ln, labelled so)."),
     rope_scaling: str = typer.Option(None, help="Also evaluate rotary/xpos runs with rescaled frequencies, no "
                                      "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk or yarn "
                                      "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),
 ) -> None:
     """Train every method under one config (reusing finished runs in --out), evaluate all at the same
     lengths, print one table and write results.json, results.csv and ppl_vs_length.png."""
-    methods = parse_methods(pos)
-    results = compare(runs or [], methods, preset, data, seq_len, max_len, seed, out, device, console,
-                      show_progress=not quiet, embed_norm=embed_norm, rope_scaling=parse_rope_scaling(rope_scaling))
+    cfg = CompareConfig(parse_methods(pos), preset, data, seq_len, max_len, seed, out, device, embed_norm,
+                        parse_rope_scaling(rope_scaling))
+    results = compare(cfg, runs or [], console, show_progress=not quiet)
     console.print(comparison_table(results["runs"]))
     tokens = {r["tokens"] for row in results["runs"] for r in row["results"]}
     console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length "

@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..data import BUILTINS, SPLITS, cache_dir, load_corpus, tokenize_corpus
-from ..fetch import SOURCES, data_dir, fetch, fetched_info
+from ..common import SPLITS, cache_dir, data_dir
+from ..corpora import BUILTINS, load_corpus
+from ..fetch import SOURCES, fetch, fetched_info
+from ..tokens import tokenize_corpus
 from ..train import TrainConfig
 from . import app, console
 

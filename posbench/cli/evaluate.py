@@ -10,10 +10,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..evaluate import MAX_TOKENS, EvalSettings, extrapolation_report, parse_lengths
+from ..common import resolve_device
+from ..evaluate import EvalSettings, extrapolation_report
 from ..fileio import atomic_write
 from ..runs import write_json
-from ..train import resolve_device
+from ..scoring import MAX_TOKENS, parse_lengths
 from . import app, console
 
 

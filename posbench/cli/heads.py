@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..heads import inspect_heads, param_labels, plot_report
+from ..heads import inspect_heads
+from ..plots import plot_heads
 from ..runs import write_json
 from . import app, console
 
@@ -32,7 +33,8 @@ def inspect_heads_command(
     console.print(f"[bold]{report['run']}[/] ({report['pos']}): {summary['samples']} windows of "
                   f"{report['length']} tokens from the {summary['split']} split", highlight=False)
     n_head = max(h["head"] for h in report["heads"]) + 1
-    title, labels = param_labels(summary["params"], n_head)
+    params = summary["params"]  # what the method says of itself: a column title and a label per head
+    title, labels = params.get("column", "param"), params.get("head_labels", ["–"] * n_head)
     for entry in summary["layers"]:
         table = Table(title=f"layer {entry['layer']}", title_justify="left")
         for name in ("head", title, "mean distance", "span50", "span90", "entropy", "sink"):
@@ -53,12 +55,10 @@ def inspect_heads_command(
             rho = entry["spearman_slope_mean_distance"]
             line += ", (slope, mean distance) = " + ("n/a" if rho is None else f"{rho:+.2f}")
         console.print(line, highlight=False)
-    if "scale" in summary["params"]:
-        console.print(f"  scaled-sinusoidal scale = {summary['params']['scale']:.4g}", highlight=False)
 
     if json_path is not None:
         write_json(json_path, report)
         console.print(f"wrote {json_path}", highlight=False)
     if plot is not None:
-        plot_report(report, plot)
+        plot_heads(report, plot)
         console.print(f"wrote {plot}", highlight=False)

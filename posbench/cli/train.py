@@ -21,7 +21,7 @@ DEFAULT_TRAIN = TrainConfig()
 
 @app.command("train")
 def train_command(
-    pos: str = typer.Option("alibi", help="Position method: " + ", ".join(METHODS) + "."),
+    pos: str = typer.Option(DEFAULT_MODEL.pos, help="Position method: " + ", ".join(METHODS) + "."),
     data: str = typer.Option(DEFAULT_TRAIN.data, help="Corpus: pydocs (builtin prose), stdlib (builtin code), "
                              "a .txt file, or a folder with train/valid/test.txt."),
     tokenizer: str = typer.Option(DEFAULT_TRAIN.tokenizer, help="bpe (sentencepiece, trained on the train split) "
@@ -31,8 +31,8 @@ def train_command(
     layers: int = typer.Option(DEFAULT_MODEL.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT_MODEL.n_head, help="Attention heads."),
     dim: int = typer.Option(DEFAULT_MODEL.d_model, help="Model width."),
-    embed_norm: bool = typer.Option(False, "--embed-norm", help="LayerNorm right after the embedding "
-                                    "(as in cramming; BigScience found it hurts)."),
+    embed_norm: bool = typer.Option(DEFAULT_MODEL.embed_norm, "--embed-norm", help="LayerNorm right after the "
+                                    "embedding (as in cramming; BigScience found it hurts)."),
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),
@@ -40,7 +40,7 @@ def train_command(
     minutes: float = typer.Option(None, help="Train for this many minutes instead of --steps."),
     seed: int = typer.Option(DEFAULT_TRAIN.seed, help="Seed for init, data order and tokenizer."),
     device: str = typer.Option(DEFAULT_TRAIN.device, help="auto, cpu or cuda."),
-    compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
+    compile: bool = typer.Option(DEFAULT_TRAIN.compile, "--compile", help="Use torch.compile."),
     save_every: int = typer.Option(DEFAULT_TRAIN.save_every, help="Checkpoint every N steps."),
     eval_every: int = typer.Option(DEFAULT_TRAIN.eval_every, help="Validation loss every N steps."),
     eval_tokens: int = typer.Option(DEFAULT_TRAIN.eval_tokens, help="Validation tokens per evaluation."),

@@ -26,9 +26,12 @@ METHODS: dict[str, type[PositionMethod]] = {
     "kerple": KerplePosition,
     "fire": FirePosition,
 }
+# what `posbench compare` trains by default: the methods of the papers posbench reproduces
+SEED_METHODS = ("none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5")
 
 __all__ = [
     "METHODS",
+    "SEED_METHODS",
     "PositionMethod",
     "alibi_slopes",
     "t5_relative_bucket",

@@ -39,3 +39,7 @@ class AlibiPosition(PositionMethod):
             return -self.slopes[:, None, None] * distance[None].float()  # (H, q, k)
 
         return self.cached(("alibi", q_len, k_len, start, self.slopes.device), build)
+
+    def describe(self, length: int) -> dict:
+        slopes = self.slopes.tolist()
+        return {"slope": slopes, "column": "slope", "head_labels": [f"{m:.4g}" for m in slopes]}

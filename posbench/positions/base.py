@@ -22,6 +22,8 @@ class PositionMethod(nn.Module):
     # True when score_bias depends on i - j alone: then every query chunk's bias is a slice of one
     # matrix, and long-window attention builds its mask once per call instead of once per chunk
     shift_invariant: bool = False
+    # True for methods whose rotary frequencies RoPE scaling (rope_scaling.py) can rescale at evaluation
+    rope_scalable: bool = False
 
     def __init__(self, config) -> None:  # config: posbench.model.ModelConfig
         super().__init__()
@@ -41,6 +43,12 @@ class PositionMethod(nn.Module):
     def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor | None:
         """(H, q_len, k_len) added to the attention scores before softmax, or None."""
         return None
+
+    def describe(self, length: int) -> dict:
+        """JSON-able parameters that shape attention, for probes and reports; {} when there are none.
+        A method with parameters also gives "column" (a table title) and "head_labels" (one short label
+        per head); a per-head ALiBi-like slope goes under "slope". `length`: the window reported on."""
+        return {}
 
     @property
     def has_score_bias(self) -> bool:

@@ -65,3 +65,8 @@ class FirePosition(PositionMethod):
         rows = max(1, BUDGET // (k_len * self.width))  # bounds the (rows, k, width) hidden layer
         bias = [self.mlp(u[s : s + rows, :, None]) for s in range(0, q_len, rows)]  # (rows, k, H) each
         return torch.cat(bias).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)
+
+    def describe(self, length: int) -> dict:
+        c, threshold = self.c.item(), self.threshold.item()
+        return {"fire": {"c": c, "L": threshold}, "column": "c / L",
+                "head_labels": [f"{c:.3g} / {threshold:.4g}"] * self.n_head}

@@ -53,3 +53,9 @@ class KerplePosition(PositionMethod):
         distance = self.cached(("kerple", q_len, k_len, start, device), build)
         # the parameters change every step, so only the distances are memoised
         return -self.r1[:, None, None] * torch.log1p(self.r2[:, None, None] * distance[None])  # (H, q, k)
+
+    def describe(self, length: int) -> dict:
+        """Per head r1 (the bias's depth) and r2 (how soon it bends) of -r1 log(1 + r2 d)."""
+        pairs = list(zip(self.r1.tolist(), self.r2.tolist(), strict=True))
+        return {"kerple": [{"head": h, "r1": r1, "r2": r2} for h, (r1, r2) in enumerate(pairs)],
+                "column": "r1 / r2", "head_labels": [f"{r1:.3g} / {r2:.3g}" for r1, r2 in pairs]}

@@ -16,6 +16,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 class RotaryPosition(PositionMethod):
     name = "rotary"
+    rope_scalable = True
     base = 10000.0
 
     def __init__(self, config) -> None:

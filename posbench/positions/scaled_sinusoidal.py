@@ -14,5 +14,9 @@ class ScaledSinusoidalPosition(SinusoidalPosition):
         super().__init__(config)
         self.scale = nn.Parameter(torch.tensor(config.d_model**-0.5))
 
+    def describe(self, length: int) -> dict:
+        scale = self.scale.item()
+        return {"scale": scale, "column": "scale", "head_labels": [f"{scale:.4g}"] * self.n_head}
+
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
         return x + self.scale * self.encoding(start, x.size(1), x.device, x.dtype)

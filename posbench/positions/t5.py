@@ -9,6 +9,8 @@ from torch import nn
 
 from .base import PositionMethod, relative_distance
 
+PROFILE_DISTANCES = (0, 16, 128)  # where describe() reads the learned bias off
+
 
 def t5_relative_bucket(
     relative_position: torch.Tensor,
@@ -56,3 +58,16 @@ class T5Position(PositionMethod):
 
         buckets = self.cached(("t5", q_len, k_len, start, device), build)  # (q, k)
         return self.bias(buckets).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)
+
+    def describe(self, length: int) -> dict:
+        """The learned bias per head at a few distances, and the distance < length it favours most."""
+        distance = torch.arange(max(length, *PROFILE_DISTANCES) + 1, device=self.bias.weight.device)
+        buckets = t5_relative_bucket(-distance, False, self.num_buckets, self.max_distance)
+        bias = self.bias(buckets).detach().cpu()  # (distances, H)
+        heads = [{"head": h, **{f"bias_d{d}": float(bias[d, h]) for d in PROFILE_DISTANCES},
+                  "peak_distance": int(bias[:length, h].argmax())}  # argmax: the nearest of equal peaks
+                 for h in range(self.n_head)]
+        labels = ["/".join(f"{b[f'bias_d{d}']:+.1f}" for d in PROFILE_DISTANCES) + f" @{b['peak_distance']}"
+                  for b in heads]
+        return {"t5_bias": heads, "column": "bias " + "/".join(map(str, PROFILE_DISTANCES)) + " @peak",
+                "head_labels": labels}

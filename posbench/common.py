@@ -1,0 +1,66 @@
+"""The bottom of the house: names every layer shares (splits, where files go) and the device and
+process-group set-up. Imports nothing of posbench but its errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .errors import PosbenchError
+
+SPLITS = ("train", "valid", "test")  # every corpus is cut into these
+HELD_OUT = ("valid", "test")  # the splits a run is evaluated and probed on
+RUNS_ROOT = Path("runs")  # where `posbench train` puts a run without --out
+
+
+def cache_dir() -> Path:
+    """Token caches and fetched corpora: $POSBENCH_CACHE, else ~/.cache/posbench."""
+    return Path(os.environ.get("POSBENCH_CACHE") or "~/.cache/posbench").expanduser()
+
+
+def data_dir() -> Path:
+    """Where fetched corpora are unpacked: $POSBENCH_DATA, else <cache_dir()>/corpora."""
+    return Path(os.environ.get("POSBENCH_DATA") or cache_dir() / "corpora").expanduser()
+
+
+def check_split(split: str) -> str:
+    if split not in HELD_OUT:
+        raise PosbenchError(f"--split must be valid or test, got '{split}'")
+    return split
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA when there is one), 'cpu' or 'cuda[:N]' -> a torch device, or a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PosbenchError("--device cuda was asked for, but this torch sees no CUDA device (use --device cpu)")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise PosbenchError(f"--device must be auto, cpu or cuda, got '{name}'")
+    return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); sets up torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), world
+
+
+@contextlib.contextmanager
+def rank0_first(rank: int, world: int):
+    """Rank 0 runs the block first (e.g. tokenises into the cache); the others then run it."""
+    if world > 1 and rank != 0:
+        dist.barrier()
+    yield
+    if world > 1 and rank == 0:
+        dist.barrier()

@@ -1,0 +1,84 @@
+"""The PNGs posbench writes: perplexity against length (compare) and the per-head span heatmap
+(inspect-heads). Matplotlib's object API only (no pyplot): no global backend state, Figure saves via Agg."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from .fileio import atomic_write
+
+
+def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
+    """Perplexity against evaluation length, log y, one line per method, a line at the training length."""
+    fig = Figure(figsize=(8.5, 4.5), dpi=120)
+    ax = fig.subplots()
+    for row in rows:
+        points = [(r["length"], r["ppl"]) for r in row["results"] if r["ppl"] is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=row["label"])
+    for L in sorted({row["train_len"] for row in rows}):
+        ax.axvline(L, color="grey", linestyle="--", linewidth=1)
+        ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("evaluation length (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.set_title("Train short, test long: perplexity by evaluation length")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_heads(report: dict, path: str | Path) -> None:
+    """PNG: a layer x head heatmap of span90 (log colour scale), and for ALiBi span90 against the
+    slope per layer (log-log). Spans of 0 (a head on its own token) are drawn at 0.5."""
+    heads = report["heads"]
+    layers = sorted({h["layer"] for h in heads})
+    n_head = max(h["head"] for h in heads) + 1
+    span = np.full((len(layers), n_head), np.nan)
+    for h in heads:
+        span[layers.index(h["layer"]), h["head"]] = h["span90"]
+    shown = np.maximum(span, 0.5)  # log scale: 0 cannot be drawn
+    alibi = heads[0]["slope"] is not None
+    fig = Figure(figsize=(6 + 0.35 * n_head + 5 * alibi, 1.2 + 0.55 * len(layers) + 2 * alibi), layout="constrained")
+    axes = fig.subplots(1, 1 + alibi, squeeze=False)[0]
+
+    ax = axes[0]
+    # a fixed range, 0 (drawn at 0.5) .. the window length, so plots of different runs compare
+    norm = LogNorm(vmin=0.5, vmax=max(report["length"], np.nanmax(shown)))
+    image = ax.imshow(shown, norm=norm, cmap="viridis", aspect="auto")
+    if span.size <= 256:  # the number itself, where there is room
+        for (r, c), value in np.ndenumerate(span):
+            color = "white" if norm(shown[r, c]) < 0.6 else "black"
+            ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(n_head))
+    ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"{report['pos']}: 90% attention span (tokens), length {report['length']}")
+    fig.colorbar(image, ax=ax, label="span90 (tokens, log scale)")
+
+    if alibi:
+        ax = axes[1]
+        rhos = {e["layer"]: e.get("spearman_slope_span90") for e in report["summary"]["layers"]}
+        for layer in layers:
+            rows = sorted((h for h in heads if h["layer"] == layer), key=lambda h: h["slope"])
+            rho = rhos.get(layer)
+            label = f"layer {layer}" + (f" (ρ = {rho:+.2f})" if rho is not None else "")
+            ax.plot([h["slope"] for h in rows], [max(h["span90"], 0.5) for h in rows], "o-", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("ALiBi slope m")
+        ax.set_ylabel("span90 (tokens)")
+        ax.set_title("span against slope (Spearman ρ per layer)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

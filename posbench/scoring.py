@@ -1,0 +1,232 @@
+"""Scoring a model on a token array: the quick `window_loss` used while training, and the length
+sweep behind `posbench eval-extrapolate` (train short, test long; Press et al. 2022).
+
+The sweep scores the same predictions at every length, so numbers across lengths compare:
+`n` next-token predictions (inputs tokens[0:n], targets tokens[1:n+1]) cut into windows of the
+evaluation length, either side by side (`nonoverlapping`) or sliding (`sliding`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from .errors import LengthError, PosbenchError
+from .model import GPT
+
+MODES = ("nonoverlapping", "sliding")
+MAX_TOKENS = 32768  # predictions scored at every length, by default
+BATCH_TOKENS = 16384  # input tokens per forward pass: short windows are batched, long ones go alone
+HEAD_CHUNK = 2048  # positions per cross-entropy slice, so no (T, vocab) log-softmax copy of the logits
+
+
+@torch.no_grad()
+def window_loss(model: GPT, tokens: np.ndarray, length: int, max_tokens: int, batch_size: int = 8) -> float:
+    """Mean next-token loss (nats) over non-overlapping windows of `length` from the start of
+    `tokens`, at most `max_tokens` predictions. Deterministic: no sampling, no RNG."""
+    n_windows = max(1, min((len(tokens) - 1) // length, max_tokens // length))
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for first in range(0, n_windows, batch_size):
+        starts = np.arange(first, min(first + batch_size, n_windows)) * length
+        windows = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(length + 1)], dtype=np.int64))
+        windows = windows.to(device)
+        logits = model(windows[:, :-1])
+        total += F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten(), reduction="sum").item()
+        count += windows[:, 1:].numel()
+    return total / count
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """nats per token -> bits per UTF-8 byte."""
+    return loss / math.log(2) / bytes_per_token
+
+
+# ----------------------------------------------------------------------------- the length sweep
+
+
+@dataclass
+class LengthResult:
+    length: int
+    mode: str
+    tokens: int  # predictions scored
+    loss: float | None = None  # mean nats per token; None when the model cannot run this length
+    bpb: float | None = None
+    error: str | None = None  # why there is no loss (e.g. `learned` past its table)
+    position_losses: np.ndarray | None = field(default=None, repr=False)  # (length,) mean loss per window offset
+
+    @property
+    def ppl(self) -> float | None:
+        return None if self.loss is None else perplexity(self.loss)
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'128,256,512' -> [128, 256, 512]; a clear error for anything that is not a positive integer."""
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PosbenchError(f"--lengths must be comma-separated integers, got '{text}'") from None
+    return check_lengths(lengths)
+
+
+def check_lengths(lengths: Sequence[int]) -> list[int]:
+    if not lengths:
+        raise PosbenchError("--lengths is empty")
+    if bad := [n for n in lengths if n <= 0]:
+        raise PosbenchError(f"--lengths must be positive, got {bad[0]}")
+    return sorted(set(lengths))
+
+
+def default_lengths(train_len: int, max_len: int) -> list[int]:
+    """The training length times 1, 2, 4, ... up to max_len, plus max_len itself."""
+    if max_len <= 0:
+        raise PosbenchError(f"--max-len must be positive, got {max_len}")
+    lengths, n = [], train_len
+    while n <= max_len:
+        lengths.append(n)
+        n *= 2
+    return check_lengths([*lengths, max_len])
+
+
+def scored_token_count(available: int, longest: int, max_tokens: int) -> int:
+    """How many predictions every length scores: the largest multiple of the longest length that
+    fits both the `available` predictions and max_tokens, but at least one longest window."""
+    if max_tokens <= 0:
+        raise PosbenchError(f"--max-tokens must be positive, got {max_tokens}")
+    if available < longest:
+        raise PosbenchError(f"the evaluation text has {available + 1} tokens, too few for a window of {longest} "
+                            f"(needs {longest + 1}); lower --max-len or use a larger split")
+    return longest * max(1, min(available, max_tokens) // longest)
+
+
+def windows(n: int, length: int, mode: str, stride: int | None = None) -> list[tuple[int, int, int]]:
+    """(start, end, first scored) input spans that score predictions 0..n-1 exactly once.
+
+    nonoverlapping: windows side by side, every prediction scored (the last window may be shorter).
+    sliding: full windows whose ends advance by `stride`; each scores only what the previous one
+    did not, its last `stride` predictions, which so get at least length - stride of context."""
+    if mode == "nonoverlapping":
+        return [(s, min(s + length, n), s) for s in range(0, n, length)]
+    if mode != "sliding":
+        raise PosbenchError(f"--mode must be nonoverlapping, sliding or both, got '{mode}'")
+    stride = min(stride or max(1, length // 2), length)  # a longer stride would skip predictions
+    spans, end = [], 0
+    while end < n:
+        new_end = min(n, end + stride if end else length)
+        spans.append((max(0, new_end - length), new_end, end))
+        end = new_end
+    return spans
+
+
+def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """(B, T) inputs and targets -> (B, T - first) next-token losses (nats) at positions first..
+
+    Cross-entropy runs over slices of positions: log-softmax over the vocabulary would otherwise
+    hold a second (B, T, vocab) float tensor next to the logits, the largest one at long lengths."""
+    logits = model(x)  # (B, T, V)
+    out = [F.cross_entropy(logits[:, s : s + HEAD_CHUNK].flatten(0, 1).float(), y[:, s : s + HEAD_CHUNK].flatten(),
+                           reduction="none").view(x.size(0), -1)
+           for s in range(first, x.size(1), HEAD_CHUNK)]
+    return torch.cat(out, dim=1)
+
+
+def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], length: int, batch_tokens: int,
+           track: bool, advance) -> tuple[float, np.ndarray | None]:
+    """Summed loss of the scored predictions of `spans`; with track, also the mean loss at each
+    offset of the full-length windows (all their positions, scored or not)."""
+    device = next(model.parameters()).device
+    total = 0.0
+    by_pos, full = torch.zeros(length, dtype=torch.float64), 0
+    for size, group in itertools.groupby(spans, key=lambda s: s[1] - s[0]):  # a short last window goes alone
+        group = list(group)
+        batch = max(1, batch_tokens // size)
+        for i in range(0, len(group), batch):
+            chunk = group[i : i + batch]
+            starts = np.array([s for s, _, _ in chunk])
+            ids = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(size + 1)], dtype=np.int64))
+            ids = ids.to(device)  # (B, size + 1)
+            skip = torch.tensor([f - s for s, _, f in chunk])[:, None]  # (B, 1) already scored by an earlier window
+            lo = 0 if track else int(skip.min())
+            losses = token_losses(model, ids[:, :-1], ids[:, 1:], lo).double().cpu()  # (B, size - lo)
+            total += losses.masked_fill(torch.arange(lo, size)[None] < skip, 0.0).sum().item()
+            if track and size == length:
+                by_pos += losses.sum(0)
+                full += len(chunk)
+            advance(len(chunk) * size)
+    return total, (by_pos / full).numpy() if track and full else None
+
+
+@torch.inference_mode()
+def evaluate_lengths(
+    model: GPT,
+    tokens: np.ndarray,
+    token_bytes: np.ndarray,
+    lengths: Sequence[int],
+    mode: str = "nonoverlapping",
+    stride: int | None = None,
+    max_tokens: int = MAX_TOKENS,
+    batch_tokens: int = BATCH_TOKENS,
+    progress: Progress | None = None,
+    label: str = "eval",
+) -> list[LengthResult]:
+    """Loss, perplexity and bits per byte of `model` at each length, on the same predictions.
+
+    mode: nonoverlapping, sliding or both (nonoverlapping results first). stride: sliding step,
+    default half the window. token_bytes: UTF-8 bytes of each token id (Tokenizer.token_bytes).
+    Results of the first mode carry position_losses, the loss at each offset of the window."""
+    lengths = check_lengths(lengths)
+    modes = MODES if mode == "both" else (mode,)
+    if stride is not None and stride <= 0:
+        raise PosbenchError(f"--stride must be positive, got {stride}")
+    n = scored_token_count(len(tokens) - 1, lengths[-1], max_tokens)
+    n_bytes = int(np.asarray(token_bytes)[np.asarray(tokens[1 : n + 1], dtype=np.int64)].sum())
+    plans = [(m, L, windows(n, L, m, stride)) for m in modes for L in lengths]
+    task = None
+    if progress is not None:
+        task = progress.add_task(label, total=sum(e - s for _, _, spans in plans for s, e, _ in spans))
+
+    def advance(count: int) -> None:
+        if progress is not None:
+            progress.advance(task, count)
+
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for m, L, spans in plans:
+            if progress is not None:
+                progress.update(task, description=f"eval {label} {m} {L}")
+            try:
+                total, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance)
+            except LengthError as e:
+                results.append(LengthResult(L, m, n, error=str(e)))
+                advance(sum(e - s for s, e, _ in spans))
+                continue
+            loss = total / n
+            results.append(LengthResult(L, m, n, loss, loss / math.log(2) * n / max(1, n_bytes),
+                                        position_losses=by_pos))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def position_loss(losses: np.ndarray, train_len: int) -> list[dict]:
+    """Mean loss over window positions [0, L), [L, 2L), [2L, 4L), ... (L = train_len), the last
+    bucket cut at the window's end: where inside a long window a method breaks."""
+    buckets, start, end = [], 0, train_len
+    while start < len(losses):
+        end = min(end, len(losses))
+        buckets.append({"start": start, "end": end, "loss": float(np.mean(losses[start:end]))})
+        start, end = end, 2 * end
+    return buckets

@@ -1,0 +1,126 @@
+"""Token ids of a corpus, cached on disk per (corpus hash, tokenizer settings), and the sampler that
+draws training batches from them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import SPLITS, cache_dir
+from .corpora import Corpus, load_corpus
+from .errors import PosbenchError
+from .fileio import atomic_write
+from .tokenizer import Tokenizer, train_tokenizer
+
+FORMAT_VERSION = 2  # bump when the cache layout or the tokenizer settings change (2: sampled by characters)
+
+@dataclass
+class TokenData:
+    tokenizer: Tokenizer
+    splits: dict[str, np.ndarray]  # token ids per split, memory-mapped
+    corpus: dict  # the Corpus.description
+    bytes_per_token: dict[str, float]  # per split: UTF-8 bytes / tokens
+
+
+def _load_cached(folder: Path, corpus: dict) -> TokenData | None:
+    """The cached TokenData, or None when anything is missing or inconsistent (then it is rebuilt)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        dtype = np.dtype(meta["dtype"])
+        splits = {}
+        for s in SPLITS:
+            path = folder / f"{s}.bin"
+            if meta["tokens"][s] < 1 or path.stat().st_size != meta["tokens"][s] * dtype.itemsize:
+                return None
+            splits[s] = np.memmap(path, dtype=dtype, mode="r", shape=(meta["tokens"][s],))
+        tok = Tokenizer.load(folder)
+    except (OSError, ValueError, KeyError, TypeError, PosbenchError):
+        return None
+    return TokenData(tok, splits, corpus, meta["bytes_per_token"])  # fresh description: the path may differ
+
+
+def prepare_data(spec: str = "pydocs", tokenizer: str = "bpe", vocab_size: int = 4096,
+                 seed: int = 0) -> TokenData:
+    """Load a corpus, train its tokenizer and tokenise every split, cached under cache_dir()/tokens/<key>/."""
+    if tokenizer not in ("bpe", "bytes"):
+        raise PosbenchError(f"Unknown tokenizer kind {tokenizer!r}: use bpe or bytes.")
+    return tokenize_corpus(load_corpus(spec), tokenizer, vocab_size, seed)
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer: str = "bpe", vocab_size: int = 4096, seed: int = 0) -> TokenData:
+    """prepare_data for an already loaded corpus (the cache key is its sha256 and the tokenizer settings)."""
+    if tokenizer not in ("bpe", "bytes"):
+        raise PosbenchError(f"Unknown tokenizer kind {tokenizer!r}: use bpe or bytes.")
+    if tokenizer == "bytes":
+        vocab_size, seed = 256, 0  # neither changes a byte tokenizer, so they must not split the cache
+    settings = {"format": FORMAT_VERSION, "corpus": corpus.description["sha256"], "tokenizer": tokenizer,
+                "vocab_size": vocab_size, "seed": seed}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+    folder = cache_dir() / "tokens" / key
+    if (cached := _load_cached(folder, corpus.description)) is not None:
+        return cached
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PosbenchError(f"Cannot create the token cache {folder} ({e.strerror}); set POSBENCH_CACHE.") from None
+    tok = train_tokenizer(corpus.splits["train"], tokenizer, vocab_size, seed)
+    dtype = np.dtype("<u2" if tok.vocab_size <= 65536 else "<u4")
+    counts, bpt = {}, {}
+    for s in SPLITS:
+        def write(tmp: Path, text: str = corpus.splits[s], split: str = s) -> None:
+            counts[split] = 0
+            with open(tmp, "wb") as f:  # chunk by chunk: never the whole split's ids in memory at once
+                for ids in tok.encode_chunks(text):
+                    f.write(ids.astype(dtype).tobytes())
+                    counts[split] += int(ids.size)
+
+        atomic_write(folder / f"{s}.bin", write)
+        bpt[s] = corpus.description["bytes"][s] / max(1, counts[s])
+    tok.save(folder)
+    meta = {"settings": settings, "corpus": corpus.description, "tokenizer": tok.describe(),
+            "dtype": dtype.str, "tokens": counts, "bytes_per_token": bpt}
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=2).encode())  # last: marks the cache complete
+    data = _load_cached(folder, corpus.description)
+    assert data is not None, f"token cache {folder} was written but does not read back"
+    return data
+
+
+
+
+class BatchSampler:
+    """Random windows of seq_len+1 tokens from a token array; x = window[:-1], y = window[1:]."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        if seq_len < 1 or batch_size < 1:
+            raise PosbenchError(f"seq_len and batch_size must be positive (got {seq_len} and {batch_size}).")
+        if not 0 <= rank < world_size:
+            raise PosbenchError(f"rank {rank} is outside world_size {world_size}.")
+        if len(tokens) < seq_len + 1:
+            raise PosbenchError(
+                f"The split has {len(tokens)} tokens, too few for seq_len {seq_len} (needs {seq_len + 1}).")
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.offsets = np.arange(seq_len + 1)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # every rank draws the same global batch and keeps its slice: N ranks see what one process would
+        starts = torch.randint(0, len(self.tokens) - self.seq_len, (self.batch_size * self.world_size,),
+                               generator=self.gen)
+        starts = starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].numpy()
+        windows = torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+    def state_dict(self) -> dict:
+        return {"generator": self.gen.get_state(), "global_batch": self.batch_size * self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        # same global batch size (any world size) after the restore: the same batches as the original run
+        self.gen.set_state(state["generator"])
