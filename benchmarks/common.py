@@ -29,7 +29,7 @@ def parse_shape_args(doc: str, steps: int, rounds: int) -> argparse.Namespace:
 
 
 def shape_config(args: argparse.Namespace, pos: str) -> ModelConfig:
-    return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, max_len=args.seq_len, pos=pos)
+    return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, train_len=args.seq_len, pos=pos)
 
 
 def best_train_rates(models: dict, args: argparse.Namespace) -> dict:

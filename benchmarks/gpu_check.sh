@@ -19,7 +19,7 @@ paper=(--layers 16 --dim 1024 --heads 8)
 $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" 2>&1 | tee "$out/device.txt"
 $py -m pytest -q -p no:cacheprovider tests/test_flex.py tests/test_model.py 2>&1 | tee "$out/tests.txt"
 for L in 512 1024; do
-    $py -m posbench bench --device cuda --seq-len "$L" --batch-size 8 --steps 10 --rounds 3 "${paper[@]}" \
+    $py -m posbench bench --device cuda --train-len "$L" --batch-size 8 --steps 10 --rounds 3 "${paper[@]}" \
         --json "$out/bench$L.json" 2>&1 | tee "$out/bench$L.txt"
 done
 $py -m posbench train --pos alibi --device cuda --compile --steps 300 --out "$out/alibi-compiled" \

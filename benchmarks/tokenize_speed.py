@@ -36,7 +36,7 @@ def paper_flops_per_step() -> float:
     """Training FLOPs of one `paper` step: 6 * params * tokens + attention (12 * layers * d * T per token)."""
     p = PRESETS["paper"]
     layers, d = p.model["n_layer"], p.model["d_model"]
-    seq, batch, vocab = p.train["seq_len"], p.train["batch_size"], p.train["vocab_size"]
+    seq, batch, vocab = p.train["train_len"], p.train["batch_size"], p.train["vocab_size"]
     params = 12 * layers * d * d + vocab * d
     tokens = seq * batch
     return 6 * params * tokens + 12 * layers * d * seq * tokens
@@ -107,7 +107,7 @@ def main() -> None:
 
         p = PRESETS["paper"].train
         tokens = data.splits["train"]  # memory-mapped, as in training
-        sampler = BatchSampler(tokens, p["seq_len"], p["batch_size"], seed=0)
+        sampler = BatchSampler(tokens, p["train_len"], p["batch_size"], seed=0)
         for _ in range(50):
             sampler.next_batch()
         t = time.perf_counter()

@@ -42,7 +42,7 @@ def xt_model(c: ModelConfig, pos: str) -> torch.nn.Module:
                       verbose=False, **flags)
     return TransformerWrapper(
         num_tokens=c.vocab_size,
-        max_seq_len=c.max_len,
+        max_seq_len=c.train_len,
         attn_layers=decoder,
         use_abs_pos_emb=pos == "learned",
         tie_embedding=True,

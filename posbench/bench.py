@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from .model import GPT, ModelConfig
 
 
-def train_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
+def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
     """Training tokens/s: forward + cross-entropy + backward + AdamW, after `warmup` steps."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, vocab, (batch, seq_len + 1), device=device)
+    x = torch.randint(0, vocab, (batch, train_len + 1), device=device)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
@@ -31,14 +31,14 @@ def train_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, ste
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     _sync(device)
-    return batch * seq_len * steps / (time.perf_counter() - start)
+    return batch * train_len * steps / (time.perf_counter() - start)
 
 
 @torch.inference_mode()
-def eval_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
+def eval_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
     """Evaluation tokens/s: forward passes only."""
     device = next(model.parameters()).device
-    x = torch.randint(0, vocab, (batch, seq_len), device=device)
+    x = torch.randint(0, vocab, (batch, train_len), device=device)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
@@ -46,27 +46,27 @@ def eval_rate(model: torch.nn.Module, batch: int, seq_len: int, vocab: int, step
         with _autocast(device):
             model(x)
     _sync(device)
-    return batch * seq_len * steps / (time.perf_counter() - start)
+    return batch * train_len * steps / (time.perf_counter() - start)
 
 
-def peak_memory(pos: str, model: dict, seq_len: int, batch: int, device: str, threads: int) -> float:
+def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, threads: int) -> float:
     """Peak memory (MB) of one training step and one evaluation step. On CUDA: the allocator's peak
     for this method. On the CPU, which keeps no such count: how far the steps raise the process's
     peak resident size above where it stood once the model was built (torch's own ~300 MB would
     otherwise swamp the differences), so bench() runs each method in a fresh process there."""
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    config = ModelConfig(pos=pos, max_len=seq_len, **model)
+    config = ModelConfig(pos=pos, train_len=train_len, **model)
     net = GPT(config).to(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     else:  # first-call set-up (thread pools, kernel caches, ~80 MB) is not the method's
-        train_rate(net, 1, seq_len, config.vocab_size, steps=1, warmup=0)
-        eval_rate(net.eval(), 1, seq_len, config.vocab_size, steps=1, warmup=0)
+        train_rate(net, 1, train_len, config.vocab_size, steps=1, warmup=0)
+        eval_rate(net.eval(), 1, train_len, config.vocab_size, steps=1, warmup=0)
         net.train()
         before = _reset_peak_rss_mb()
-    train_rate(net, batch, seq_len, config.vocab_size, steps=1, warmup=0)
-    eval_rate(net.eval(), batch, seq_len, config.vocab_size, steps=1, warmup=0)
+    train_rate(net, batch, train_len, config.vocab_size, steps=1, warmup=0)
+    eval_rate(net.eval(), batch, train_len, config.vocab_size, steps=1, warmup=0)
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20
     return _peak_rss_mb() - before
@@ -100,7 +100,7 @@ def _proc_status_mb(field: str) -> float:
 
 
 def bench(
-    methods: Sequence[str], model: dict, seq_len: int, batch: int, steps: int, device: str = "cpu",
+    methods: Sequence[str], model: dict, train_len: int, batch: int, steps: int, device: str = "cpu",
     threads: int | None = None, rounds: int = 2,
 ) -> list[dict]:
     """Rows per method with ratios to `none` (measured too, whether asked for or not). Speeds are
@@ -110,22 +110,22 @@ def bench(
     torch.set_num_threads(threads)
     names = ["none", *[m for m in methods if m != "none"]]
     dev = torch.device(device)
-    nets = {pos: GPT(ModelConfig(pos=pos, max_len=seq_len, **model)).to(dev) for pos in names}
+    nets = {pos: GPT(ModelConfig(pos=pos, train_len=train_len, **model)).to(dev) for pos in names}
     vocab = nets["none"].config.vocab_size
     rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}
             for pos, net in nets.items()}
     for net in nets.values():  # a throwaway pass: first-touch allocations would count against `none`
-        train_rate(net.train(), batch, seq_len, vocab, steps=1, warmup=0)
-        eval_rate(net.eval(), batch, seq_len, vocab, steps=1, warmup=0)
+        train_rate(net.train(), batch, train_len, vocab, steps=1, warmup=0)
+        eval_rate(net.eval(), batch, train_len, vocab, steps=1, warmup=0)
     for _ in range(rounds):
         for pos, net in nets.items():
             row = rows[pos]
-            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), batch, seq_len,
+            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), batch, train_len,
                                                                                   vocab, steps))
-            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, seq_len,
+            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, train_len,
                                                                                vocab, steps))
     del nets
-    args = [(pos, model, seq_len, batch, device, threads) for pos in names]
+    args = [(pos, model, train_len, batch, device, threads) for pos in names]
     if dev.type == "cpu":
         with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
             memory = pool.starmap(peak_memory, args, chunksize=1)

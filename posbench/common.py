@@ -64,3 +64,15 @@ def rank0_first(rank: int, world: int):
     yield
     if world > 1 and rank == 0:
         dist.barrier()
+
+
+def average_across_ranks(loss: torch.Tensor, elapsed: float, world: int) -> tuple[torch.Tensor, float]:
+    """The global batch's loss, and one clock for all ranks, in a single all-reduce (gloo has no AVG).
+
+    Each rank times its own steps; under --minutes a rank that kept its own clock would pick another
+    learning rate and stop at another step than the rest, and the others would wait for it forever.
+    """
+    both = loss.new_tensor([loss.item(), elapsed], dtype=torch.float64)  # float64: the clock runs for hours
+    dist.all_reduce(both)
+    both /= world
+    return both[0], both[1].item()

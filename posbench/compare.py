@@ -96,7 +96,7 @@ class CompareConfig:
     methods: Sequence[str] = SEED_METHODS
     preset: str = "quick"
     data: str = "pydocs"
-    seq_len: int | None = None  # training length L (None: the preset's)
+    train_len: int | None = None  # training length L (None: the preset's)
     max_len: int | None = None  # longest evaluation length (None: the preset's)
     seed: int = 0
     out: Path = Path("compare")
@@ -126,7 +126,7 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
         for k, (method, run_dir) in enumerate(jobs):
             progress.update(overall, description=f"[bold]compare[/] {method or run_dir.name} ({k + 1}/{len(jobs)})")
             if method is not None:
-                model_config, train_config = preset.configs(method, data=cfg.data, seq_len=cfg.seq_len,
+                model_config, train_config = preset.configs(method, data=cfg.data, train_len=cfg.train_len,
                                                             seed=cfg.seed, device=cfg.device)
                 model_config = replace(model_config, embed_norm=cfg.embed_norm)
                 summary = train(model_config, train_config, out=run_dir, console=console, progress=progress).summary

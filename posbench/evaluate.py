@@ -52,7 +52,7 @@ def run_report(run: str | Path | None, settings: EvalSettings = EvalSettings(),
     if tokenizer.vocab_size != model.config.vocab_size:
         raise PosbenchError(f"{run_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
                             f"{model.config.vocab_size}; the run folder is inconsistent")
-    train_len = int((config.get("train") or {}).get("seq_len", model.config.max_len))
+    train_len = model.config.train_len
     lengths = settings.lengths or default_lengths(train_len, settings.max_len)
     label = method_label(config["model"])
     scaling = None

@@ -179,7 +179,7 @@ def inspect_heads(run: str | Path | None = None, length: int | None = None, samp
     (default: the training length) from its held-out split, and return the report."""
     path = resolve_run(run)
     model, tokenizer, config = load_run(path)
-    length = length or config["train"]["seq_len"]
+    length = length or model.config.train_len
     n_layer = model.config.n_layer
     if layer is not None and not 0 <= layer < n_layer:
         raise PosbenchError(f"--layer {layer} is out of range: the model has layers 0..{n_layer - 1}")

@@ -40,7 +40,7 @@ class ModelConfig:
     n_layer: int = 4
     n_head: int = 8
     d_model: int = 192
-    max_len: int = 128  # the training length; also the table size of `learned`
+    train_len: int = 128  # the training length L; also the table size of `learned`
     pos: str = "alibi"  # the method of "Train Short, Test Long"
     tie_embeddings: bool = True
     dropout: float = 0.0
@@ -57,6 +57,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
+        """From config.json's "model"; a config written before the training length was named
+        train_len calls it max_len."""
+        values = {("train_len" if k == "max_len" else k): v for k, v in values.items()}
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

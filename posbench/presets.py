@@ -27,7 +27,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         "3 layers, d=128, 4 heads, BPE 1024, L=64, 600 steps of 32 windows; evaluated up to 16L",
         model=dict(n_layer=3, n_head=4, d_model=128),
-        train=dict(seq_len=64, batch_size=32, steps=600, warmup=50, lr=3e-3, vocab_size=1024, eval_every=300,
+        train=dict(train_len=64, batch_size=32, steps=600, warmup=50, lr=3e-3, vocab_size=1024, eval_every=300,
                    save_every=300),
         max_len=1024, eval_tokens=8192,
     ),
@@ -35,7 +35,7 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(
         "4 layers, d=192, 8 heads, L=128, 1500 steps of 16 windows; evaluated up to 16L",
         model=dict(n_layer=4, n_head=8, d_model=192),
-        train=dict(seq_len=128, batch_size=16, steps=1500, warmup=100, lr=2e-3, eval_every=500, save_every=500),
+        train=dict(train_len=128, batch_size=16, steps=1500, warmup=100, lr=2e-3, eval_every=500, save_every=500),
         max_len=2048, eval_tokens=32768,
     ),
     # the shape of the ALiBi paper's WikiText-103 model (Press et al. 2022, Sec. 4): 16 layers,
@@ -43,7 +43,7 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "16 layers, d=1024, 8 heads, L=512, 50k steps of 32 windows (GPU); evaluated up to 6L",
         model=dict(n_layer=16, n_head=8, d_model=1024),
-        train=dict(seq_len=512, batch_size=32, steps=50_000, warmup=2000, lr=3e-4, vocab_size=16384,
+        train=dict(train_len=512, batch_size=32, steps=50_000, warmup=2000, lr=3e-4, vocab_size=16384,
                    eval_every=2000, save_every=1000),
         max_len=3072, eval_tokens=262_144,
     ),

@@ -34,6 +34,17 @@ def write_json(path: Path, value: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
+def upgrade_config(config: dict) -> dict:
+    """config.json as this version names things: runs written before the training length had one
+    name call it "max_len" in "model" and "seq_len" in "train"."""
+    renames = {"model": ("max_len", "train_len"), "train": ("seq_len", "train_len")}
+    for section, (old, new) in renames.items():
+        values = config.get(section)
+        if isinstance(values, dict) and old in values:
+            config[section] = {(new if k == old else k): v for k, v in values.items()}
+    return config
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -67,7 +78,7 @@ def check_run_dir(path: Path) -> dict:
         raise PosbenchError(f"run folder {path} does not exist")
     if not (path / "config.json").is_file():
         raise PosbenchError(f"{path} is not a posbench run (no config.json)")
-    config = read_json(path / "config.json")
+    config = upgrade_config(read_json(path / "config.json"))
     if config.get("format", 0) > FORMAT:
         raise PosbenchError(
             f"{path} was written by posbench {config.get('posbench_version', '?')}, newer than this "
@@ -125,7 +136,7 @@ def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
         if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
             raise PosbenchError(f"{run_dir} exists and is not a posbench run; pick another --out or pass --overwrite")
         return None
-    old = read_json(run_dir / "config.json")
+    old = upgrade_config(read_json(run_dir / "config.json"))
     same = "model" in old and identity(old) == identity(config)
     if not same or overwrite:
         if not overwrite:

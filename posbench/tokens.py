@@ -94,25 +94,25 @@ def tokenize_corpus(corpus: Corpus, tokenizer: str = "bpe", vocab_size: int = 40
 
 
 class BatchSampler:
-    """Random windows of seq_len+1 tokens from a token array; x = window[:-1], y = window[1:]."""
+    """Random windows of length+1 tokens from a token array; x = window[:-1], y = window[1:]."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0,
+    def __init__(self, tokens: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1):
-        if seq_len < 1 or batch_size < 1:
-            raise PosbenchError(f"seq_len and batch_size must be positive (got {seq_len} and {batch_size}).")
+        if length < 1 or batch_size < 1:
+            raise PosbenchError(f"the window length and batch_size must be positive (got {length} and {batch_size}).")
         if not 0 <= rank < world_size:
             raise PosbenchError(f"rank {rank} is outside world_size {world_size}.")
-        if len(tokens) < seq_len + 1:
+        if len(tokens) < length + 1:
             raise PosbenchError(
-                f"The split has {len(tokens)} tokens, too few for seq_len {seq_len} (needs {seq_len + 1}).")
-        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+                f"The split has {len(tokens)} tokens, too few for a window of {length} (needs {length + 1}).")
+        self.tokens, self.length, self.batch_size = tokens, length, batch_size
         self.rank, self.world_size = rank, world_size
         self.gen = torch.Generator().manual_seed(seed)
-        self.offsets = np.arange(seq_len + 1)
+        self.offsets = np.arange(length + 1)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         # every rank draws the same global batch and keeps its slice: N ranks see what one process would
-        starts = torch.randint(0, len(self.tokens) - self.seq_len, (self.batch_size * self.world_size,),
+        starts = torch.randint(0, len(self.tokens) - self.length, (self.batch_size * self.world_size,),
                                generator=self.gen)
         starts = starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].numpy()
         windows = torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))

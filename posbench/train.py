@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import init_distributed, rank0_first, resolve_device
+from .common import average_across_ranks, init_distributed, rank0_first, resolve_device
 from .errors import PosbenchError
 from .model import GPT, ModelConfig
 from .progress import make_progress
@@ -40,7 +40,7 @@ class TrainConfig:
     data: str = "pydocs"
     tokenizer: str = "bpe"
     vocab_size: int = 4096
-    seq_len: int = 128
+    train_len: int = 128
     batch_size: int = 16  # global: split across ranks under torchrun
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -57,8 +57,16 @@ class TrainConfig:
     compile: bool = False
     save_every: int = 200
 
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """From config.json's "train"; a config written before the training length was named
+        train_len calls it seq_len."""
+        values = {("train_len" if k == "seq_len" else k): v for k, v in values.items()}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
     def validate(self) -> None:
-        for name in ("seq_len", "batch_size", "steps", "vocab_size", "eval_every", "save_every", "log_every"):
+        for name in ("train_len", "batch_size", "steps", "vocab_size", "eval_every", "save_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise PosbenchError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -119,12 +127,12 @@ def train(
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     with rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
         data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.seed)
-    model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, max_len=cfg.seq_len)
+    model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
     # checked before anything is written: a corpus too short for one window is an input error
-    sampler = BatchSampler(data.splits["train"], cfg.seq_len, cfg.batch_size // world, cfg.seed, rank, world)
-    if len(data.splits["valid"]) < cfg.seq_len + 1:
+    sampler = BatchSampler(data.splits["train"], cfg.train_len, cfg.batch_size // world, cfg.seed, rank, world)
+    if len(data.splits["valid"]) < cfg.train_len + 1:
         raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
-                            f"--seq-len {cfg.seq_len} + 1; use a longer corpus or a shorter --seq-len")
+                            f"--train-len {cfg.train_len} + 1; use a longer corpus or a shorter --train-len")
     config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
     checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
@@ -168,7 +176,7 @@ class _Loop:
         self.step, self.elapsed, self.resumed_from = 0, 0.0, 0
         self.last_loss = float("nan")
         self.budget = None if cfg.minutes is None else cfg.minutes * 60  # seconds, under --minutes
-        self.tokens_per_step = cfg.batch_size * cfg.seq_len
+        self.tokens_per_step = cfg.batch_size * cfg.train_len
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
         self.label = f"train {model_config.pos}"
@@ -227,7 +235,7 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         self.elapsed += time.perf_counter() - t0
         if self.world > 1:
-            loss, self.elapsed = _average_across_ranks(loss, self.elapsed, self.world)
+            loss, self.elapsed = average_across_ranks(loss, self.elapsed, self.world)
         self.last_loss = loss.item()
         if not math.isfinite(self.last_loss):
             raise PosbenchError(f"loss became {self.last_loss} at step {self.step + 1}; stopped without saving "
@@ -261,7 +269,7 @@ class _Loop:
     def validate(self) -> float:
         self.raw_model.eval()
         with self.autocast:
-            loss = window_loss(self.raw_model, self.data.splits["valid"], self.cfg.seq_len, self.cfg.eval_tokens)
+            loss = window_loss(self.raw_model, self.data.splits["valid"], self.cfg.train_len, self.cfg.eval_tokens)
         self.raw_model.train()
         return loss
 
@@ -285,15 +293,3 @@ class _Loop:
         if self.rank == 0:
             write_json(self.run_dir / "summary.json", summary)
         return summary
-
-
-def _average_across_ranks(loss: torch.Tensor, elapsed: float, world: int) -> tuple[torch.Tensor, float]:
-    """The global batch's loss, and one clock for all ranks, in a single all-reduce (gloo has no AVG).
-
-    Each rank times its own steps; under --minutes a rank that kept its own clock would pick another
-    learning rate and stop at another step than the rest, and the others would wait for it forever.
-    """
-    both = loss.new_tensor([loss.item(), elapsed], dtype=torch.float64)  # float64: the clock runs for hours
-    dist.all_reduce(both)
-    both /= world
-    return both[0], both[1].item()

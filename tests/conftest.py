@@ -8,7 +8,7 @@ ALL_METHODS = sorted(METHODS)
 
 
 def tiny_config(pos: str, **overrides) -> ModelConfig:
-    values = dict(vocab_size=64, n_layer=2, n_head=4, d_model=32, max_len=32, pos=pos)
+    values = dict(vocab_size=64, n_layer=2, n_head=4, d_model=32, train_len=32, pos=pos)
     values.update(overrides)
     return ModelConfig(**values)
 
@@ -50,7 +50,7 @@ def tiny_train(corpus_path: str, pos: str = "alibi", **overrides):
     from posbench.train import TrainConfig
 
     model = ModelConfig(n_layer=1, n_head=2, d_model=16, pos=pos)
-    values = dict(data=corpus_path, tokenizer="bytes", seq_len=16, batch_size=4, steps=6, warmup=2,
+    values = dict(data=corpus_path, tokenizer="bytes", train_len=16, batch_size=4, steps=6, warmup=2,
                   eval_every=3, eval_tokens=256, log_every=1, save_every=3, device="cpu")
     values.update(overrides)
     return model, TrainConfig(**values)

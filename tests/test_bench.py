@@ -12,7 +12,7 @@ from posbench.bench import bench, peak_memory
 
 def test_bench_rows_and_ratios():
     # batch 64 x 16 tokens: the (1024, 4096) logits and their gradient raise the peak RSS for sure
-    rows = bench(["none", "alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, seq_len=16, batch=64, steps=1,
+    rows = bench(["none", "alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=16, batch=64, steps=1,
                  device="cpu", threads=1)
     assert [r["pos"] for r in rows] == ["none", "alibi"]
     none, alibi = rows

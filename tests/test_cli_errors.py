@@ -50,12 +50,12 @@ def test_corpus_shorter_than_a_window(capsys, monkeypatch, tmp_path):
     (tmp_path / "short.txt").write_text("\n".join(["a few words"] * 40))
     out = tmp_path / "run"
     args = ["train", "--data", str(tmp_path / "short.txt"), *TINY, "--seq-len", "4096", "--out", str(out)]
-    assert_clear_error(args, "too few for seq_len 4096", capsys, monkeypatch)
+    assert_clear_error(args, "too few for a window of 4096", capsys, monkeypatch)
     assert not out.exists(), "nothing written for bad input"
 
 
 @pytest.mark.parametrize("flag,value,expected", [
-    ("--seq-len", "0", "--seq-len must be positive"),
+    ("--seq-len", "0", "--train-len must be positive"),
     ("--steps", "-3", "--steps must be positive"),
     ("--steps", "ten", "Invalid value for '--steps'"),
     ("--pos", "alibbi", "did you mean 'alibi'"),

@@ -27,7 +27,7 @@ def test_verdict_reads_the_numbers():
 @pytest.fixture
 def tiny_preset(monkeypatch):
     tiny = Preset("tiny", model=dict(n_layer=1, n_head=2, d_model=16),
-                  train=dict(seq_len=16, batch_size=4, steps=4, warmup=1, tokenizer="bytes", eval_every=2,
+                  train=dict(train_len=16, batch_size=4, steps=4, warmup=1, tokenizer="bytes", eval_every=2,
                              eval_tokens=128, save_every=2),
                   max_len=64, eval_tokens=64)
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)

@@ -247,7 +247,7 @@ TOKENS = np.arange(1000, dtype=np.uint16)  # token i == position i, so windows a
 
 
 def test_sampler_windows():
-    x, y = BatchSampler(TOKENS, seq_len=16, batch_size=8, seed=0).next_batch()
+    x, y = BatchSampler(TOKENS, length=16, batch_size=8, seed=0).next_batch()
     assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
     assert torch.equal(y, x + 1)  # y is x shifted by one
     assert torch.equal(x, x[:, :1] + torch.arange(16))  # contiguous windows
@@ -255,7 +255,7 @@ def test_sampler_windows():
 
 
 def test_sampler_reaches_both_ends():
-    s = BatchSampler(TOKENS[:20], seq_len=18, batch_size=64, seed=0)  # only starts 0 and 1 fit
+    s = BatchSampler(TOKENS[:20], length=18, batch_size=64, seed=0)  # only starts 0 and 1 fit
     x, y = s.next_batch()
     assert set(x[:, 0].tolist()) == {0, 1} and y.max() == 19
 
@@ -308,6 +308,6 @@ def test_sampler_reads_a_memmap(tmp_path):
 
 
 def test_sampler_too_short():
-    with pytest.raises(PosbenchError, match="has 10 tokens.*seq_len 16"):
+    with pytest.raises(PosbenchError, match="has 10 tokens.*a window of 16"):
         BatchSampler(TOKENS[:10], 16, 4, seed=0)
 

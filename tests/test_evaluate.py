@@ -76,7 +76,7 @@ def test_parse_lengths():
 
 def test_nonoverlapping_and_sliding_agree_when_stride_is_the_window():
     # 64 is the training length (the table size of `learned`); a stride above 32 is clamped to it
-    results = evaluate(tiny_model("learned", max_len=64), [32, 64], mode="both", stride=64, max_tokens=320)
+    results = evaluate(tiny_model("learned", train_len=64), [32, 64], mode="both", stride=64, max_tokens=320)
     for a, b in zip(results[:2], results[2:], strict=True):
         assert (a.mode, b.mode, a.length) == ("nonoverlapping", "sliding", b.length)
         assert a.tokens == b.tokens == 320

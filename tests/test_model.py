@@ -80,8 +80,8 @@ def test_chunked_attention_equals_unchunked(pos, monkeypatch):
 @pytest.mark.parametrize("pos", ALL_METHODS)
 def test_kv_cache_matches_full_forward(pos):
     # trained at 16 positions, decoded to 40: past the training length for every method but
-    # `learned`, whose table stops at max_len (it gets 64 rows here, and a clear error past them)
-    model = tiny_model(pos, max_len=64 if pos == "learned" else 16)
+    # `learned`, whose table stops at train_len (it gets 64 rows here, and a clear error past them)
+    model = tiny_model(pos, train_len=64 if pos == "learned" else 16)
     idx = torch.randint(0, 64, (2, 40))
     with torch.no_grad():
         full = model(idx)

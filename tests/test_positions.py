@@ -139,7 +139,7 @@ def test_rotary_any_length_and_norm_preserving():
 
 
 def test_learned_raises_past_its_table():
-    learned = METHODS["learned"](tiny_config("learned", max_len=16))
+    learned = METHODS["learned"](tiny_config("learned", train_len=16))
     learned.embed(torch.zeros(1, 16, 32), 0)
     with pytest.raises(LengthError, match="16 rows"):
         learned.embed(torch.zeros(1, 17, 32), 0)
@@ -236,7 +236,7 @@ def test_kerple_bias_formula_and_positive_parameters():
 def test_fire_bias_matches_hand_computation(monkeypatch):
     from posbench.positions import fire as fire_module
 
-    fire = METHODS["fire"](tiny_config("fire", max_len=8, n_head=2))
+    fire = METHODS["fire"](tiny_config("fire", train_len=8, n_head=2))
     assert fire.c.item() == pytest.approx(0.1) and fire.threshold.item() == pytest.approx(8.0)  # L = train length
     torch.manual_seed(0)
     with torch.no_grad():

@@ -73,7 +73,7 @@ def test_scaling_restarts_from_the_trained_frequencies_and_resets():
 
 
 def test_scaled_model_still_decodes_with_a_kv_cache():
-    model = tiny_model("rotary", max_len=16)
+    model = tiny_model("rotary", train_len=16)
     apply_rope_scaling(model, "linear", 2.5, train_len=16)
     idx = torch.randint(0, 64, (1, 30))
     with torch.no_grad():

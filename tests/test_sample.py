@@ -14,7 +14,7 @@ from .conftest import ALL_METHODS, run_cli, tiny_model, tiny_train
 @pytest.mark.parametrize("pos", ALL_METHODS)
 def test_greedy_generation_equals_argmax_of_full_forward_reruns(pos):
     # trained at 16 positions, decoded to 25: past the training length (learned: within its table)
-    model = tiny_model(pos, max_len=32 if pos == "learned" else 16)
+    model = tiny_model(pos, train_len=32 if pos == "learned" else 16)
     prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
     out = generate(model, prompt, 20, temperature=0)
     assert out.shape == (2, 25) and torch.equal(out[:, :5], prompt)
@@ -44,7 +44,7 @@ def test_same_seed_same_tokens_and_top_k():
 
 
 def test_learned_stops_at_its_table_with_a_clear_error():
-    model = tiny_model("learned", max_len=16)
+    model = tiny_model("learned", train_len=16)
     prompt = torch.zeros(1, 10, dtype=torch.long)
     assert generate(model, prompt, 7, temperature=0).shape == (1, 17)  # positions 0..15 fed
     with pytest.raises(LengthError, match="'learned' positions stop at 16: .* room for at most 7 new tokens, 8"):

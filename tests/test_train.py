@@ -126,3 +126,20 @@ def test_compiled_training_matches_eager(corpus, tmp_path):
     compiled = train(model_cfg, replace(cfg, compile=True), out=tmp_path / "compiled", show_progress=False).summary
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-4)
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-4)
+
+
+def test_a_run_written_before_the_training_length_was_renamed_loads_and_resumes(corpus, tmp_path):
+    """Run folders from before `train_len` call it max_len (model) and seq_len (train): they load
+    with the same training length, evaluate, and count as the same run for resume."""
+    model_cfg, cfg = tiny_train(corpus, "learned", steps=4, save_every=2)
+    run = train(model_cfg, cfg, out=tmp_path / "old", show_progress=False).run_dir
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["max_len"] = config["model"].pop("train_len")
+    config["train"]["seq_len"] = config["train"].pop("train_len")
+    (run / "config.json").write_text(json.dumps(config))
+    model, _, loaded = load_run(run)
+    assert model.config.train_len == 16 and model.pos.max_positions == 16
+    assert loaded["train"]["train_len"] == 16
+    (run / "summary.json").unlink()  # unfinished: the same config resumes instead of refusing
+    result = train(model_cfg, cfg, out=run, show_progress=False)
+    assert result.resumed_from == 4 and result.summary["steps"] == 4

@@ -21,7 +21,7 @@ DEFAULT = ModelConfig()
 @app.command("bench")
 def bench_command(
     pos: str = typer.Option(",".join(SEED_METHODS), help="Methods to measure, comma-separated."),
-    seq_len: int = typer.Option(512, help="Sequence length L."),
+    train_len: int = typer.Option(512, "--train-len", "--seq-len", help="Training length L (tokens per window)."),
     batch_size: int = typer.Option(8, help="Windows per step."),
     layers: int = typer.Option(DEFAULT.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT.n_head, help="Attention heads."),
@@ -39,10 +39,10 @@ def bench_command(
     model = {"n_layer": layers, "n_head": heads, "d_model": dim}
     ModelConfig(pos="none", **model)  # a bad shape fails here, with its message, before any process starts
     dev = str(resolve_device(device))
-    with console.status(f"measuring {len(methods)} methods at L = {seq_len} on {dev}"):
-        rows = bench(methods, model, seq_len, batch_size, steps, dev, threads, rounds)
+    with console.status(f"measuring {len(methods)} methods at L = {train_len} on {dev}"):
+        rows = bench(methods, model, train_len, batch_size, steps, dev, threads, rounds)
     memory = "peak GPU memory" if dev.startswith("cuda") else "step RSS"  # see bench.peak_memory
-    table = Table(title=f"speed and memory at L = {seq_len}, batch {batch_size}, {layers} layers, d = {dim}, "
+    table = Table(title=f"speed and memory at L = {train_len}, batch {batch_size}, {layers} layers, d = {dim}, "
                   f"{heads} heads, {dev}", title_justify="left")
     for name in ("method", "params", "train tok/s (× none)", "eval tok/s (× none)", f"{memory} MB (× none)"):
         table.add_column(name, justify="left" if name == "method" else "right")
@@ -53,6 +53,6 @@ def bench_command(
                       f"{r['peak_memory_mb']:,.0f} ({r['memory_vs_none']:.2f})")
     console.print(table)
     if json_path is not None:
-        write_json(json_path, {"seq_len": seq_len, "batch_size": batch_size, "model": model, "device": dev,
+        write_json(json_path, {"train_len": train_len, "batch_size": batch_size, "model": model, "device": dev,
                                "rows": rows})
         console.print(f"wrote {json_path}", highlight=False)

@@ -59,7 +59,7 @@ def compare_command(
                                + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + "."),
     data: str = typer.Option(DEFAULT.data, help="Corpus: pydocs, stdlib, a .txt file or a folder with "
                              "train/valid/test.txt."),
-    seq_len: int = typer.Option(None, help="Training length L (default: the preset's)."),
+    train_len: int = typer.Option(None, "--train-len", "--seq-len", help="Training length L (default: the preset's)."),
     max_len: int = typer.Option(None, help="Longest evaluation length (default: the preset's)."),
     seed: int = typer.Option(DEFAULT.seed, help="One seed for every method."),
     out: Path = typer.Option(DEFAULT.out, help="Folder for the runs and results.json/csv/png."),
@@ -73,7 +73,7 @@ def compare_command(
 ) -> None:
     """Train every method under one config (reusing finished runs in --out), evaluate all at the same
     lengths, print one table and write results.json, results.csv and ppl_vs_length.png."""
-    cfg = CompareConfig(parse_methods(pos), preset, data, seq_len, max_len, seed, out, device, embed_norm,
+    cfg = CompareConfig(parse_methods(pos), preset, data, train_len, max_len, seed, out, device, embed_norm,
                         parse_rope_scaling(rope_scaling))
     results = compare(cfg, runs or [], console, show_progress=not quiet)
     console.print(comparison_table(results["runs"]))

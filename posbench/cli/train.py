@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -27,7 +27,8 @@ def train_command(
     tokenizer: str = typer.Option(DEFAULT_TRAIN.tokenizer, help="bpe (sentencepiece, trained on the train split) "
                                   "or bytes."),
     vocab_size: int = typer.Option(DEFAULT_TRAIN.vocab_size, help="BPE vocabulary size."),
-    seq_len: int = typer.Option(DEFAULT_TRAIN.seq_len, help="Training length L (tokens per window)."),
+    train_len: int = typer.Option(DEFAULT_TRAIN.train_len, "--train-len", "--seq-len",
+                                  help="Training length L (tokens per window)."),
     layers: int = typer.Option(DEFAULT_MODEL.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT_MODEL.n_head, help="Attention heads."),
     dim: int = typer.Option(DEFAULT_MODEL.d_model, help="Model width."),
@@ -53,14 +54,12 @@ def train_command(
     if resume is not None:
         config = check_run_dir(resume)
         model_config = ModelConfig.from_dict(config["model"])
-        known = {f.name for f in fields(TrainConfig)}
-        train_config = TrainConfig(**{k: v for k, v in config["train"].items() if k in known})
-        train_config.device = device
+        train_config = replace(TrainConfig.from_dict(config["train"]), device=device)
         out = resume
     else:
         model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos, embed_norm=embed_norm)
         train_config = TrainConfig(
-            data=data, tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
+            data=data, tokenizer=tokenizer, vocab_size=vocab_size, train_len=train_len, batch_size=batch_size,
             lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,
             save_every=save_every, eval_every=eval_every, warmup=warmup, eval_tokens=eval_tokens,
             log_every=log_every,

@@ -30,7 +30,7 @@ class FirePosition(PositionMethod):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.train_len = float(config.max_len)
+        self.train_len = float(config.train_len)
         self.mlp = nn.Sequential(nn.Linear(1, self.width), nn.ReLU(), nn.Linear(self.width, config.n_head))
         self.c_raw = nn.Parameter(torch.tensor(math.log(math.expm1(self.init_c))))  # softplus^-1(0.1)
         self.L_multiplier = nn.Parameter(torch.tensor(1.0))  # L = |multiplier| * train_len

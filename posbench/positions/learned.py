@@ -12,8 +12,8 @@ class LearnedPosition(PositionMethod):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.max_len = self.max_positions = config.max_len
-        self.table = nn.Embedding(config.max_len, config.d_model)
+        self.max_len = self.max_positions = config.train_len
+        self.table = nn.Embedding(config.train_len, config.d_model)
         nn.init.normal_(self.table.weight, std=EMBED_INIT_STD)
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:

@@ -62,7 +62,7 @@ def yarn_attention_scale(factor: float) -> float:
 def apply_rope_scaling(model, kind: str | None, factor: float, train_len: int) -> None:
     """Rescale the rotary frequencies of `model` (a posbench GPT whose method is rotary or xpos) in
     place: kind linear | ntk | yarn (None or "none": back to the trained frequencies), factor s > 0,
-    train_len L = the run's training length (config["train"]["seq_len"]; only yarn uses it).
+    train_len L = the run's training length (config["train"]["train_len"]; only yarn uses it).
     Always computed from the trained frequencies, so applying twice does not compound. The weights
     and state_dict are untouched; the change lives until the model is reloaded."""
     pos = model.pos
