@@ -15,6 +15,9 @@ from .errors import LengthError, PosbenchError
 from .model import GPT, KVCache
 from .runs import load_run, resolve_run
 
+# `posbench sample`'s defaults (the CLI reads them from here)
+NEW_TOKENS, TEMPERATURE, TOP_K, SEED = 200, 0.8, 50, 0
+
 
 def check_room(model: GPT, prompt_len: int, n_tokens: int) -> None:
     """A clear LengthError when the method cannot encode the positions generation needs: the prompt
@@ -72,11 +75,11 @@ def generate(model: GPT, idx: torch.Tensor, n_tokens: int, temperature: float = 
 def sample_text(
     run: str | Path | None,
     prompt: str,
-    n_tokens: int,
-    temperature: float = 0.8,
-    top_k: int | None = 50,
-    seed: int = 0,
-    device: str = "cpu",
+    n_tokens: int = NEW_TOKENS,
+    temperature: float = TEMPERATURE,
+    top_k: int | None = TOP_K,
+    seed: int = SEED,
+    device: str = "auto",
 ) -> dict:
     """Load a run, continue `prompt` by n_tokens tokens: {"run", "pos", "prompt", "completion",
     "prompt_tokens", "new_tokens"} (completion = the decoded new tokens only)."""

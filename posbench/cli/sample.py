@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from ..sample import sample_text
+from ..sample import NEW_TOKENS, SEED, TEMPERATURE, TOP_K, sample_text
 from . import app, console
 
 
@@ -15,10 +15,10 @@ from . import app, console
 def sample_command(
     run: Path = typer.Argument(None, help="Run folder (default: the newest under runs/)."),
     prompt: str = typer.Option("\n", show_default=False, help="Text to continue (default: a newline)."),
-    tokens: int = typer.Option(200, help="New tokens to generate."),
-    temperature: float = typer.Option(0.8, help="Softmax temperature; 0 = greedy (argmax)."),
-    top_k: int = typer.Option(50, help="Draw only from the k most likely tokens; 0 = from all."),
-    seed: int = typer.Option(0, help="Seed of the draws (same seed, same text)."),
+    tokens: int = typer.Option(NEW_TOKENS, help="New tokens to generate."),
+    temperature: float = typer.Option(TEMPERATURE, help="Softmax temperature; 0 = greedy (argmax)."),
+    top_k: int = typer.Option(TOP_K, help="Draw only from the k most likely tokens; 0 = from all."),
+    seed: int = typer.Option(SEED, help="Seed of the draws (same seed, same text)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Continue a prompt with a trained run, decoding with a KV cache."""
