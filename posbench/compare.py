@@ -103,11 +103,12 @@ def compare(
     device: str = "auto",
     console: Console | None = None,
     show_progress: bool = True,
-    embed_norm: bool = False,
+    embed_norm: bool | None = None,
     rope_scaling: Sequence[tuple[str, float | None]] = (),
 ) -> dict:
-    """Train (or reuse / continue) one run per method in out/<method> (out/<method>+ln with
-    embed_norm: a LayerNorm after the embedding), or take existing `runs`; evaluate all at the same
+    """Train (or reuse / continue) one run per method in out/<label> (the method's label, e.g.
+    alibi+ln with embed_norm True: a LayerNorm after the embedding; None: as each method's reference
+    code, so only scaled-sinusoidal has one), or take existing `runs`; evaluate all at the same
     lengths; write results.json, results.csv and ppl_vs_length.png. Each (kind, factor) in
     rope_scaling adds a row per rotary run, evaluated with rescaled frequencies (e.g. rotary+yarn×4)."""
     chosen = get_preset(preset)
@@ -116,19 +117,19 @@ def compare(
                             device=str(resolve_device(device)))
     started = time.perf_counter()
     out = Path(out)
-    suffix = "+ln" if embed_norm else ""  # as method_label names such runs
-    jobs = [(None, Path(r)) for r in runs] or [(m, out / f"{m}{suffix}") for m in methods]
+    jobs = [(None, None, Path(r)) for r in runs]
+    for m in methods if not runs else ():
+        model_config, train_config = chosen.configs(m, data=data, seq_len=seq_len, seed=seed, device=device)
+        model_config = replace(model_config, embed_norm=embed_norm)
+        jobs.append((m, (model_config, train_config), out / model_config.label()))  # as method_label names it
     progress = make_progress(console, disable=not show_progress)
     rows = []
     with progress:
         overall = progress.add_task("[bold]compare[/]", total=len(jobs))
-        for k, (method, run_dir) in enumerate(jobs):
+        for k, (method, configs, run_dir) in enumerate(jobs):
             progress.update(overall, description=f"[bold]compare[/] {method or run_dir.name} ({k + 1}/{len(jobs)})")
-            if method is not None:
-                model_config, train_config = chosen.configs(method, data=data, seq_len=seq_len, seed=seed,
-                                                            device=device)
-                model_config = replace(model_config, embed_norm=embed_norm)
-                result = train(model_config, train_config, out=run_dir, console=console, progress=progress)
+            if configs is not None:
+                result = train(*configs, out=run_dir, console=console, progress=progress)
                 summary = result.summary
             else:
                 summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None

@@ -30,6 +30,13 @@ except ImportError:  # pragma: no cover - older torch: SDPA with a float mask ev
 MASK_BUDGET = 1 << 24
 
 
+# What a config.json written before issue 13 meant by the fields it lacks: the variant those runs
+# were trained with, so they keep loading and evaluating exactly as they were trained.
+# New runs get the dataclass defaults below, the reference implementations (docs/methods.md).
+LEGACY = {"embed_norm": False, "sinusoid_ratio": 1.0, "t5_max_distance": 128, "fire_init_L": None,
+          "softplus_params": True}
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 4096
@@ -41,7 +48,21 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     mlp_ratio: int = 4
-    embed_norm: bool = False  # a LayerNorm right after the embedding (cramming; BigScience found it hurts)
+    # a LayerNorm right after the embedding (BigScience found it hurts); None: as the method's
+    # reference code (on for scaled-sinusoidal, as cramming's configs; off for the others)
+    embed_norm: bool | None = None
+    # sinusoidal: the sinusoid's RMS : the token embeddings' std at init; Vaswani / fairseq scale
+    # tokens (init std d^-1/2) by sqrt(d) to std 1 against a sinusoid of RMS 1/sqrt(2)
+    sinusoid_ratio: float = 0.5**0.5
+    # t5: distances >= this share the last bucket; None: min(128, max_len) (at least 17), so every
+    # bucket reachable at evaluation was trained at max_len (T5's 128 is below its training length)
+    t5_max_distance: int | None = None
+    # fire: the fixed init_L of the threshold |multiplier| * init_L (512 in the FIRE paper's code);
+    # None: the training length (posbench before issue 13)
+    fire_init_L: float | None = 512.0
+    # fire's c and kerple's r1, r2 as softplus of a raw parameter (posbench before issue 13) instead
+    # of the reference code's raw parameters (FIRE |c|; KERPLE clamps r >= 0.01 after each step)
+    softplus_params: bool = False
 
     def __post_init__(self) -> None:
         if self.pos not in METHODS:
@@ -50,14 +71,39 @@ class ModelConfig:
             raise PosbenchError(f"unknown position method '{self.pos}'; {hint}choose from {', '.join(METHODS)}")
         if self.d_model % self.n_head:
             raise PosbenchError(f"--dim {self.d_model} is not divisible by --heads {self.n_head}")
+        if self.embed_norm is None:
+            self.embed_norm = METHODS[self.pos].reference_embed_norm
+        if not self.sinusoid_ratio > 0 or (self.fire_init_L is not None and not self.fire_init_L > 0):
+            raise PosbenchError("sinusoid_ratio and fire_init_L must be positive")
+        if self.t5_max_distance is not None and self.t5_max_distance <= 16:
+            raise PosbenchError("t5_max_distance must exceed 16, the exact buckets' range")
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
+        """A config.json's "model"; a field it lacks that its method reads gets its LEGACY value."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {k: v for k, v in values.items() if k in known}
+        method = METHODS.get(values.get("pos", cls.pos))
+        reads = ("embed_norm", *method.settings) if method is not None else ()
+        legacy = {k: v for k, v in LEGACY.items() if k in reads and k not in values}
+        return cls(**values, **legacy)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def label(self) -> str:
+        """The method as tables show it: pos, then +tag per setting off its default, e.g. "alibi+ln",
+        "scaled-sinusoidal+noln" (without its reference LayerNorm), "t5+t5_max_distance=128"."""
+        method = METHODS[self.pos]
+        tags = []
+        if self.embed_norm != method.reference_embed_norm:
+            tags.append("ln" if self.embed_norm else "noln")
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in method.settings:
+            value = getattr(self, name)
+            if value != defaults[name]:
+                tags.append(name if value is True else f"{name}={'L' if value is None else format(value, 'g')}")
+        return "+".join((self.pos, *tags))
 
 
 def causal_attention(
@@ -211,8 +257,9 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.pos = METHODS[config.pos](config)  # shared by all layers (T5's bias table is, too)
-        # Geiping & Goldstein 2022 (cramming) normalise the embedding; Le Scao et al. 2022 (BigScience,
-        # "What Language Model to Train if You Have One Million GPU Hours?") found it hurts zero-shot
+        # Geiping & Goldstein 2022 (cramming) normalise the embedding (on by default for the method whose
+        # reference has it, scaled-sinusoidal); Le Scao et al. 2022 (BigScience, "What Language Model to
+        # Train if You Have One Million GPU Hours?") found it hurts zero-shot
         self.ln_e = nn.LayerNorm(config.d_model) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))

@@ -37,9 +37,10 @@ def run_config(model: ModelConfig, train: dict, data: dict, tokenizer: dict) -> 
 
 
 def method_label(model: dict) -> str:
-    """The method as tables show it, from config.json's "model": "alibi", or "alibi+ln" for a run
-    with --embed-norm."""
-    return model["pos"] + ("+ln" if model.get("embed_norm") else "")
+    """The method as tables show it, from config.json's "model": "alibi", "alibi+ln" for a run with
+    --embed-norm, and a +tag per other setting off its default (ModelConfig.label); a config written
+    before a setting existed is read with that setting's legacy value, so old runs say what they are."""
+    return ModelConfig.from_dict(model).label()
 
 
 def save_weights(run_dir: Path, model: GPT, config: dict) -> None:

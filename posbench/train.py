@@ -66,7 +66,8 @@ NOT_IDENTITY = {"device", "compile", "save_every", "log_every"}
 
 def identity(config: dict) -> dict:
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
-    return {"model": config["model"], "train": train, "data": config["data"]}
+    # through from_dict: a config.json written before a setting existed reads as its legacy variant
+    return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
 
 
 class Interrupted(Exception):
@@ -227,6 +228,7 @@ def train(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
                 optimizer.step()
+                raw_model.pos.after_step()  # e.g. KERPLE's in-place clamp of r1, r2
                 optimizer.zero_grad(set_to_none=True)
                 elapsed += time.perf_counter() - t0
                 if world > 1:

@@ -31,8 +31,10 @@ def train_command(
     layers: int = typer.Option(DEFAULT_MODEL.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT_MODEL.n_head, help="Attention heads."),
     dim: int = typer.Option(DEFAULT_MODEL.d_model, help="Model width."),
-    embed_norm: bool = typer.Option(False, "--embed-norm", help="LayerNorm right after the embedding "
-                                    "(as in cramming; BigScience found it hurts)."),
+    embed_norm: bool | None = typer.Option(None, "--embed-norm/--no-embed-norm", help="LayerNorm right after "
+                                           "the embedding (BigScience found it hurts). Default: as the method's "
+                                           "reference: on for scaled-sinusoidal, whose cramming code has it; off "
+                                           "for the others. --no-embed-norm drops scaled-sinusoidal's."),
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),

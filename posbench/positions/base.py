@@ -1,4 +1,4 @@
-"""The position interface: three hooks, each a no-op by default.
+"""The position interface: three hooks, each a no-op by default, and `after_step` for the training loop.
 
 A method overrides only the hooks it needs; `Attention` calls all three and never names a method.
 Positions are absolute indices: queries sit at `start .. start+q_len-1`, keys at `0 .. k_len-1`
@@ -22,6 +22,12 @@ class PositionMethod(nn.Module):
     # True when score_bias depends on i - j alone: then every query chunk's bias is a slice of one
     # matrix, and long-window attention builds its mask once per call instead of once per chunk
     shift_invariant: bool = False
+    # the ModelConfig fields this method reads (beyond the shape): compare's labels show those not
+    # at their default, and a config.json written before they existed gets their legacy values
+    settings: tuple[str, ...] = ()
+    # whether the method's reference implementation puts a LayerNorm right after the embedding:
+    # the default of ModelConfig.embed_norm (--embed-norm / --no-embed-norm override it)
+    reference_embed_norm: bool = False
 
     def __init__(self, config) -> None:  # config: posbench.model.ModelConfig
         super().__init__()
@@ -41,6 +47,10 @@ class PositionMethod(nn.Module):
     def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor | None:
         """(H, q_len, k_len) added to the attention scores before softmax, or None."""
         return None
+
+    def after_step(self) -> None:
+        """Called by the training loop right after each optimizer step (a method whose reference
+        code projects its parameters back into range in place does it here)."""
 
     @property
     def has_score_bias(self) -> bool:
