@@ -106,11 +106,10 @@ def compare(
     embed_norm: bool | None = None,
     rope_scaling: Sequence[tuple[str, float | None]] = (),
 ) -> dict:
-    """Train (or reuse / continue) one run per method in out/<label> (the method's label, e.g.
-    alibi+ln with embed_norm True: a LayerNorm after the embedding; None: as each method's reference
-    code, so only scaled-sinusoidal has one), or take existing `runs`; evaluate all at the same
-    lengths; write results.json, results.csv and ppl_vs_length.png. Each (kind, factor) in
-    rope_scaling adds a row per rotary run, evaluated with rescaled frequencies (e.g. rotary+yarn×4)."""
+    """Train (or reuse / continue) one run per method in out/<label> (alibi+ln: embed_norm True, a
+    LayerNorm after the embedding; None: as each method's reference), or take existing `runs`; evaluate
+    all at the same lengths; write results.json, results.csv and ppl_vs_length.png. Each (kind, factor)
+    in rope_scaling adds a row per rotary run, evaluated with rescaled frequencies (e.g. rotary+yarn×4)."""
     chosen = get_preset(preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
     settings = EvalSettings(max_len=max_len or chosen.max_len, max_tokens=chosen.eval_tokens,
@@ -121,7 +120,7 @@ def compare(
     for m in methods if not runs else ():
         model_config, train_config = chosen.configs(m, data=data, seq_len=seq_len, seed=seed, device=device)
         model_config = replace(model_config, embed_norm=embed_norm)
-        jobs.append((m, (model_config, train_config), out / model_config.label()))  # as method_label names it
+        jobs.append((m, (model_config, train_config), out / model_config.label()))  # as tables label it
     progress = make_progress(console, disable=not show_progress)
     rows = []
     with progress:

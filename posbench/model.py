@@ -49,19 +49,15 @@ class ModelConfig:
     dropout: float = 0.0
     mlp_ratio: int = 4
     # a LayerNorm right after the embedding (BigScience found it hurts); None: as the method's
-    # reference code (on for scaled-sinusoidal, as cramming's configs; off for the others)
+    # reference code (on for scaled-sinusoidal, as cramming; off for the others)
     embed_norm: bool | None = None
-    # sinusoidal: the sinusoid's RMS : the token embeddings' std at init; Vaswani / fairseq scale
-    # tokens (init std d^-1/2) by sqrt(d) to std 1 against a sinusoid of RMS 1/sqrt(2)
+    # sinusoidal: sinusoid RMS : token std at init (Vaswani / fairseq: tokens std 1, sinusoid 1/sqrt 2)
     sinusoid_ratio: float = 0.5**0.5
-    # t5: distances >= this share the last bucket; None: min(128, max_len) (at least 17), so every
-    # bucket reachable at evaluation was trained at max_len (T5's 128 is below its training length)
+    # t5: distances >= this share the last bucket; None: min(128, max_len), at least 17
     t5_max_distance: int | None = None
-    # fire: the fixed init_L of the threshold |multiplier| * init_L (512 in the FIRE paper's code);
-    # None: the training length (posbench before issue 13)
+    # fire: the fixed init_L of its threshold |multiplier| * init_L (FIRE's code: 512); None: max_len
     fire_init_L: float | None = 512.0
-    # fire's c and kerple's r1, r2 as softplus of a raw parameter (posbench before issue 13) instead
-    # of the reference code's raw parameters (FIRE |c|; KERPLE clamps r >= 0.01 after each step)
+    # fire's c, kerple's r1, r2 as softplus(raw) (before issue 13), not the reference's raw parameters
     softplus_params: bool = False
 
     def __post_init__(self) -> None:

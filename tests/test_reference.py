@@ -295,39 +295,3 @@ def test_the_training_loop_calls_after_step_once_per_optimizer_step(corpus, tmp_
     model_config, train_config = tiny_train(corpus, pos="kerple", steps=4)
     train(model_config, train_config, out=tmp_path / "run", show_progress=False)
     assert len(calls) == 4
-
-
-# --- runs written before issue 13 ----------------------------------------------------------------
-
-
-OLD_MODEL = dict(vocab_size=64, n_layer=1, n_head=4, d_model=32, max_len=64, tie_embeddings=True, dropout=0.0,
-                 mlp_ratio=4)  # a config.json "model" without the settings issue 13 added
-
-
-@pytest.mark.parametrize("pos, legacy_keys, label", [
-    ("sinusoidal", set(), "sinusoidal+sinusoid_ratio=1"),
-    ("scaled-sinusoidal", {"pos.scale"}, "scaled-sinusoidal+noln"),
-    ("t5", {"pos.bias.weight"}, "t5+t5_max_distance=128"),
-    ("fire", {"pos.c_raw", "pos.L_multiplier"}, "fire+fire_init_L=L+softplus_params"),
-    ("kerple", {"pos.r1_raw", "pos.r2_raw"}, "kerple+softplus_params"),
-    ("alibi", set(), "alibi"),
-])
-def test_an_old_config_builds_the_old_variant(pos, legacy_keys, label):
-    for with_embed_norm in (True, False):  # embed_norm itself is older than issue 13, or absent
-        values = {**OLD_MODEL, "pos": pos, **({"embed_norm": False} if with_embed_norm else {})}
-        config = ModelConfig.from_dict(values)
-        model = GPT(config)
-        assert config.label() == label
-        assert model.ln_e is None and "ln_e.weight" not in model.state_dict()
-        assert {k for k in model.state_dict() if k.startswith("pos.") and "mlp" not in k} == legacy_keys
-    old = model.pos
-    if pos == "sinusoidal":  # PE RMS equal to the token std, 1:1
-        assert old.amplitude / math.sqrt(2) == pytest.approx(0.02)
-    if pos == "t5":
-        assert old.max_distance == 128
-    if pos == "fire":
-        assert old.init_L == 64.0 and old.c.item() == pytest.approx(0.1)
-    if pos == "kerple":
-        assert old.r1.min().item() >= 0.01 and old.r1_raw.requires_grad
-    fresh = ModelConfig(**{**OLD_MODEL, "pos": pos})  # a new run of the same shape: the reference
-    assert fresh.label() == pos
