@@ -40,3 +40,15 @@ def test_an_old_config_builds_the_old_variant(pos, legacy_keys, label):
     assert fresh.label() == pos
     if label == pos:  # nothing changed for this method: the old run is the new config (compare reuses it)
         assert config == fresh
+
+
+def test_an_old_run_folder_is_the_same_run_for_resume_and_reuse():
+    """`train --resume` and compare rebuild the config through from_dict: train's identity check must
+    see the old config.json (without the new keys) as that same run, not as a different config."""
+    from posbench.train import identity
+
+    old = {"model": {**OLD_MODEL, "pos": "kerple"}, "train": {"seq_len": 64}, "data": {"name": "x"}}
+    rebuilt = {**old, "model": ModelConfig.from_dict(old["model"]).to_dict()}
+    assert identity(old) == identity(rebuilt)
+    reference = {**old, "model": ModelConfig(**old["model"]).to_dict()}  # a new run: another variant
+    assert identity(old) != identity(reference)
