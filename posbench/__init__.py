@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .model import GPT, ModelConfig  # noqa: E402
+from .config import ModelConfig  # noqa: E402
+from .model import GPT  # noqa: E402
 from .runs import load_run  # noqa: E402
 
 __all__ = ["GPT", "ModelConfig", "load_run", "__version__"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .model import GPT, ModelConfig
+from .config import ModelConfig
+from .model import GPT
 
 
 def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:

@@ -16,10 +16,10 @@ from rich.console import Console
 
 from . import __version__
 from .common import resolve_device
+from .config import ModelConfig
 from .errors import PosbenchError
 from .evaluate import EvalSettings, run_report
 from .fileio import atomic_write
-from .model import ModelConfig
 from .plots import plot_ppl_vs_length
 from .positions import METHODS, SEED_METHODS
 from .presets import get_preset
@@ -101,35 +101,37 @@ class CompareConfig:
     seed: int = 0
     out: Path = Path("compare")
     device: str = "auto"
-    embed_norm: bool = False  # train every method with a LayerNorm after the embedding (runs labelled +ln)
+    # a LayerNorm after the embedding for every method (True, runs labelled +ln) or none (False);
+    # None: as each method's reference (only scaled-sinusoidal has one)
+    embed_norm: bool | None = None
     # (kind, factor) pairs: each adds a row per rotary run, evaluated with rescaled frequencies
     rope_scaling: Sequence[tuple[str, float | None]] = ()
 
 
 def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (), console: Console | None = None,
             show_progress: bool = True) -> dict:
-    """Train (or reuse / continue) one run per method in out/<method> (out/<method>+ln with
-    embed_norm), or take existing `runs`; evaluate all at the same lengths; write results.json,
-    results.csv and ppl_vs_length.png. Rope scaling adds rows like rotary+yarn×4."""
+    """Train (or reuse / continue) one run per method in out/<label> (e.g. alibi+ln with embed_norm
+    True), or take existing `runs`; evaluate all at the same lengths; write results.json, results.csv
+    and ppl_vs_length.png. Rope scaling adds rows like rotary+yarn×4."""
     preset = get_preset(cfg.preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
     settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=preset.eval_tokens,
                             device=str(resolve_device(cfg.device)))
     started = time.perf_counter()
-    out = Path(cfg.out)
-    suffix = "+ln" if cfg.embed_norm else ""  # as method_label names such runs
-    jobs = [(None, Path(r)) for r in runs] or [(m, out / f"{m}{suffix}") for m in cfg.methods]
+    jobs = [(None, None, Path(r)) for r in runs]
+    for m in cfg.methods if not runs else ():
+        model_config, train_config = preset.configs(m, data=cfg.data, train_len=cfg.train_len, seed=cfg.seed,
+                                                    device=cfg.device)
+        model_config = replace(model_config, embed_norm=cfg.embed_norm)
+        jobs.append((m, (model_config, train_config), Path(cfg.out) / model_config.label()))  # as tables label it
     progress = make_progress(console, disable=not show_progress)
     rows = []
     with progress:
         overall = progress.add_task("[bold]compare[/]", total=len(jobs))
-        for k, (method, run_dir) in enumerate(jobs):
+        for k, (method, configs, run_dir) in enumerate(jobs):
             progress.update(overall, description=f"[bold]compare[/] {method or run_dir.name} ({k + 1}/{len(jobs)})")
-            if method is not None:
-                model_config, train_config = preset.configs(method, data=cfg.data, train_len=cfg.train_len,
-                                                            seed=cfg.seed, device=cfg.device)
-                model_config = replace(model_config, embed_norm=cfg.embed_norm)
-                summary = train(model_config, train_config, out=run_dir, console=console, progress=progress).summary
+            if configs is not None:
+                summary = train(*configs, out=run_dir, console=console, progress=progress).summary
             else:
                 summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
             rows += _evaluate_run(run_dir, summary, settings, cfg.rope_scaling, progress)

@@ -1,24 +1,22 @@
 """A pre-LayerNorm GPT decoder whose position information comes from one pluggable module.
 
-Read top to bottom: ModelConfig, causal_attention (the one attention kernel), Attention, MLP, Block,
-GPT. The position method is built once per model and handed to every attention layer, which calls
-its three hooks without knowing which method it is.
+Read top to bottom: causal_attention (the one attention kernel), Attention, MLP, Block, GPT (its
+settings, ModelConfig, are in config.py). The position method is built once per model and handed to
+every attention layer, which calls its three hooks without knowing which method it is.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import PosbenchError
+from .config import ModelConfig
 from .flex import flex_attention, flex_biased_attention
 from .positions import METHODS, PositionMethod, relative_distance
 from .positions.base import EMBED_INIT_STD
@@ -32,39 +30,6 @@ PROBE_BUDGET = 1 << 22
 
 # A probe's callback: (layer, first query position of the chunk, p: (B, H, chunk, keys) probabilities)
 Visit = Callable[[int, int, torch.Tensor], None]
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 4096
-    n_layer: int = 4
-    n_head: int = 8
-    d_model: int = 192
-    train_len: int = 128  # the training length L; also the table size of `learned`
-    pos: str = "alibi"  # the method of "Train Short, Test Long"
-    tie_embeddings: bool = True
-    dropout: float = 0.0
-    mlp_ratio: int = 4
-    embed_norm: bool = False  # a LayerNorm right after the embedding (cramming; BigScience found it hurts)
-
-    def __post_init__(self) -> None:
-        if self.pos not in METHODS:
-            close = difflib.get_close_matches(self.pos, METHODS, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise PosbenchError(f"unknown position method '{self.pos}'; {hint}choose from {', '.join(METHODS)}")
-        if self.d_model % self.n_head:
-            raise PosbenchError(f"--dim {self.d_model} is not divisible by --heads {self.n_head}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        """From config.json's "model"; a config written before the training length was named
-        train_len calls it max_len."""
-        values = {("train_len" if k == "max_len" else k): v for k, v in values.items()}
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def causal_attention(
@@ -220,8 +185,9 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.pos = METHODS[config.pos](config)  # shared by all layers (T5's bias table is, too)
-        # Geiping & Goldstein 2022 (cramming) normalise the embedding; Le Scao et al. 2022 (BigScience,
-        # "What Language Model to Train if You Have One Million GPU Hours?") found it hurts zero-shot
+        # Geiping & Goldstein 2022 (cramming) normalise the embedding (on by default for the method whose
+        # reference has it, scaled-sinusoidal); Le Scao et al. 2022 (BigScience, "What Language Model to
+        # Train if You Have One Million GPU Hours?") found it hurts zero-shot
         self.ln_e = nn.LayerNorm(config.d_model) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))

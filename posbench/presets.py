@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .config import ModelConfig
 from .errors import PosbenchError
-from .model import ModelConfig
 from .train import TrainConfig
 
 

@@ -18,10 +18,11 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .common import RUNS_ROOT, check_split
+from .config import ModelConfig
 from .corpora import load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
-from .model import GPT, ModelConfig
+from .model import GPT
 from .tokenizer import Tokenizer
 from .tokens import prepare_data
 
@@ -59,9 +60,10 @@ def run_config(model: ModelConfig, train: dict, data: dict, tokenizer: dict) -> 
 
 
 def method_label(model: dict) -> str:
-    """The method as tables show it, from config.json's "model": "alibi", or "alibi+ln" for a run
-    with --embed-norm."""
-    return model["pos"] + ("+ln" if model.get("embed_norm") else "")
+    """The method as tables show it, from config.json's "model": "alibi", "alibi+ln" for a run with
+    --embed-norm, and a +tag per other setting off its default (ModelConfig.label); a config written
+    before a setting existed is read with that setting's legacy value, so old runs say what they are."""
+    return ModelConfig.from_dict(model).label()
 
 
 def save_weights(run_dir: Path, model: GPT, config: dict) -> None:
@@ -127,7 +129,8 @@ def identity(config: dict) -> dict:
     """What makes two configs the same run: model, data and every training setting that changes what
     is computed (not the device, compile, or how often it saves and logs)."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
-    return {"model": config["model"], "train": train, "data": config["data"]}
+    # through from_dict: a config.json written before a setting existed reads as its legacy variant
+    return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
 
 
 def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:

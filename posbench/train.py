@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from .common import average_across_ranks, init_distributed, rank0_first, resolve_device
+from .config import ModelConfig
 from .errors import PosbenchError
-from .model import GPT, ModelConfig
+from .model import GPT
 from .progress import make_progress
 from .runs import (
     claim_run_dir,
@@ -232,6 +233,7 @@ class _Loop:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
+        self.raw_model.pos.after_step()  # e.g. KERPLE's in-place clamp of r1, r2
         self.optimizer.zero_grad(set_to_none=True)
         self.elapsed += time.perf_counter() - t0
         if self.world > 1:

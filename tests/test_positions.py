@@ -70,12 +70,13 @@ def test_t5_buckets_monotone_and_clamped():
 
 
 def test_t5_bias_gathers_table_per_bucket():
-    t5 = METHODS["t5"](tiny_config("t5"))
+    t5 = METHODS["t5"](tiny_config("t5"))  # L = 32: max_distance min(128, L) = 32
+    assert t5.max_distance == 32
     torch.nn.init.normal_(t5.bias.weight)
     bias = t5.score_bias(200, 200, 0)  # (H, q, k)
     assert torch.equal(bias[:, 150, 150], t5.bias.weight[0])
     assert torch.equal(bias[:, 199, 0], t5.bias.weight[31])
-    assert torch.equal(bias[:, 20, 0], t5.bias.weight[t5_relative_bucket(torch.tensor(-20), False)])
+    assert torch.equal(bias[:, 20, 0], t5.bias.weight[t5_relative_bucket(torch.tensor(-20), False, 32, 32)])
 
 
 def test_sinusoid_matches_vaswani_formula():
@@ -91,8 +92,10 @@ def test_sinusoid_matches_vaswani_formula():
 def test_sinusoidal_embed_adds_table_at_offset():
     sin = METHODS["sinusoidal"](tiny_config("sinusoidal"))
     x = torch.zeros(1, 4, 32)
-    # scaled to the token embeddings' init size (RMS 0.02), the 1:1 ratio of Vaswani's sqrt(d) scaling
-    assert torch.allclose(sin.embed(x, 10)[0], 0.02 * 2**0.5 * sinusoid_table(torch.arange(10, 14), 32))
+    # scaled against the token embeddings' init size (std 0.02) to Vaswani's ratio: RMS 0.02 / sqrt(2)
+    assert torch.allclose(sin.embed(x, 10)[0], 0.02 * sinusoid_table(torch.arange(10, 14), 32))
+    legacy = METHODS["sinusoidal"](tiny_config("sinusoidal", sinusoid_ratio=1.0))  # runs before issue 13: 1:1
+    assert torch.allclose(legacy.embed(x, 10)[0], 0.02 * 2**0.5 * sinusoid_table(torch.arange(10, 14), 32))
 
 
 def test_scaled_sinusoidal_scale_init_and_learnable():
@@ -212,8 +215,10 @@ def test_xpos_raises_where_its_scale_would_overflow():
         xpos.rotate(q, q, limit)
 
 
-def test_kerple_bias_formula_and_positive_parameters():
-    kerple = METHODS["kerple"](tiny_config("kerple", n_head=4))
+def test_kerple_legacy_softplus_bias_formula_and_positive_parameters():
+    # the variant of runs before issue 13 (config.json without softplus_params); the reference
+    # variant's clamp is checked in tests/test_reference.py
+    kerple = METHODS["kerple"](tiny_config("kerple", n_head=4, softplus_params=True))
     # the paper's code initialises r1 ~ U(0, 2), r2 ~ U(0, 1)
     assert (kerple.r1 > 0).all() and (kerple.r1 <= 2).all() and (kerple.r2 <= 1).all()
     with torch.no_grad():
@@ -236,13 +241,13 @@ def test_kerple_bias_formula_and_positive_parameters():
 def test_fire_bias_matches_hand_computation(monkeypatch):
     from posbench.positions import fire as fire_module
 
-    fire = METHODS["fire"](tiny_config("fire", train_len=8, n_head=2))
-    assert fire.c.item() == pytest.approx(0.1) and fire.threshold.item() == pytest.approx(8.0)  # L = train length
+    fire = METHODS["fire"](tiny_config("fire", train_len=8, n_head=2, fire_init_L=8.0))
+    assert fire.c.item() == pytest.approx(0.1) and fire.threshold.item() == pytest.approx(8.0)  # L = init_L
     torch.manual_seed(0)
     with torch.no_grad():
         for p in fire.mlp.parameters():
             p.normal_(0, 1)
-        fire.c_raw.fill_(0.3)
+        fire.c_param.fill_(-0.3)  # used as |c|, as the reference code
         fire.L_multiplier.fill_(-0.75)  # L = |-0.75| * 8 = 6: rows 7.. normalise by their own position
     c, L = fire.c.item(), 6.0
     w1, b1 = fire.mlp[0].weight[:, 0].tolist(), fire.mlp[0].bias.tolist()
@@ -271,7 +276,8 @@ def test_registry_has_the_new_methods():
 def test_shift_invariant_flag_tells_the_truth(pos):
     """Attention slices every query chunk's mask out of one matrix when a method says its bias
     depends on i - j alone; a method that said so wrongly would get wrong scores at long lengths."""
-    method = METHODS[pos](tiny_config(pos))
+    # FIRE's bias depends on i - j alone while every query lies below its threshold: put it within reach
+    method = METHODS[pos](tiny_config(pos, fire_init_L=8.0))
     torch.manual_seed(0)
     with torch.no_grad():
         for p in method.parameters():  # off the init, where a zero table would hide any position effect

@@ -40,13 +40,14 @@ def test_yarn_keeps_fast_pairs_interpolates_slow_ones_and_scales_attention():
     model = tiny_model("rotary")  # head dim 8: theta = 1, 0.1, 0.01, 0.001
     theta = model.pos.inv_freq("cpu")
     L, s = 512, 4.0
-    # turns within L: r = L theta / (2 pi) = 81.5 (> beta = 32: kept), 8.15 (ramp), 0.81 and 0.08 (< alpha = 1)
+    # the reference code's correction range (HF _compute_yarn_parameters): pair index where a pair
+    # turns 32 times within L = 0.41 -> floor 0, where it turns once = 1.91 -> ceil 2; the ramp over
+    # pairs 0..3 is 0, 0.5, 1, 1 (tests/test_reference.py checks more settings against that code)
     apply_rope_scaling(model, "yarn", s, train_len=L)
     scaled = model.pos.inv_freq("cpu")
     assert scaled[0].item() == pytest.approx(1.0)
     assert torch.allclose(scaled[2:], theta[2:] / s)
-    gamma = (L * 0.1 / (2 * math.pi) - 1) / (32 - 1)
-    assert scaled[1].item() == pytest.approx((1 - gamma) * 0.1 / s + gamma * 0.1, rel=1e-5)
+    assert scaled[1].item() == pytest.approx(0.5 * 0.1 / s + 0.5 * 0.1, rel=1e-5)
     assert 0.1 / s < scaled[1].item() < 0.1
     # attention temperature: sqrt(1/t) = 0.1 ln s + 1 on q and k each, so the logits gain its square
     m = 0.1 * math.log(s) + 1

@@ -10,7 +10,7 @@ from rich.table import Table
 from ..bench import bench
 from ..common import resolve_device
 from ..compare import parse_methods
-from ..model import ModelConfig
+from ..config import ModelConfig
 from ..positions import SEED_METHODS
 from ..runs import write_json
 from . import app, console

@@ -65,8 +65,12 @@ def compare_command(
     out: Path = typer.Option(DEFAULT.out, help="Folder for the runs and results.json/csv/png."),
     device: str = typer.Option(DEFAULT.device, help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    embed_norm: bool = typer.Option(DEFAULT.embed_norm, "--embed-norm", help="Train every method with a LayerNorm "
-                                    "right after the embedding (runs in --out/<method>+ln, labelled so)."),
+    embed_norm: bool | None = typer.Option(DEFAULT.embed_norm, "--embed-norm/--no-embed-norm",
+                                           help="Train every method with (or without) a LayerNorm right after "
+                                           "the embedding; runs in --out/<label>, labelled e.g. alibi+ln, "
+                                           "scaled-sinusoidal+noln. "
+                                           "Default: as each method's reference: on for scaled-sinusoidal "
+                                           "(cramming), off for the others."),
     rope_scaling: str = typer.Option(None, help="Also evaluate rotary/xpos runs with rescaled frequencies, no "
                                      "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk or yarn "
                                      "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),

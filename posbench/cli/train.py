@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..model import ModelConfig
+from ..config import ModelConfig
 from ..positions import METHODS
 from ..runs import check_run_dir, method_label
 from ..train import TrainConfig, train
@@ -32,8 +32,10 @@ def train_command(
     layers: int = typer.Option(DEFAULT_MODEL.n_layer, help="Transformer layers."),
     heads: int = typer.Option(DEFAULT_MODEL.n_head, help="Attention heads."),
     dim: int = typer.Option(DEFAULT_MODEL.d_model, help="Model width."),
-    embed_norm: bool = typer.Option(DEFAULT_MODEL.embed_norm, "--embed-norm", help="LayerNorm right after the "
-                                    "embedding (as in cramming; BigScience found it hurts)."),
+    embed_norm: bool | None = typer.Option(None, "--embed-norm/--no-embed-norm", help="LayerNorm right after "
+                                           "the embedding (BigScience found it hurts). Default: as the method's "
+                                           "reference: on for scaled-sinusoidal, whose cramming code has it; off "
+                                           "for the others. --no-embed-norm drops scaled-sinusoidal's."),
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),

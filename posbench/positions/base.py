@@ -1,4 +1,4 @@
-"""The position interface: three hooks, each a no-op by default.
+"""The position interface: three hooks, each a no-op by default, and `after_step` for the training loop.
 
 A method overrides only the hooks it needs; `Attention` calls all three and never names a method.
 Positions are absolute indices: queries sit at `start .. start+q_len-1`, keys at `0 .. k_len-1`
@@ -24,8 +24,14 @@ class PositionMethod(nn.Module):
     shift_invariant: bool = False
     # True for methods whose rotary frequencies RoPE scaling (rope_scaling.py) can rescale at evaluation
     rope_scalable: bool = False
+    # the ModelConfig fields this method reads (beyond the shape): compare's labels show those not
+    # at their default, and a config.json written before they existed gets their legacy values
+    settings: tuple[str, ...] = ()
+    # whether the method's reference implementation puts a LayerNorm right after the embedding:
+    # the default of ModelConfig.embed_norm (--embed-norm / --no-embed-norm override it)
+    reference_embed_norm: bool = False
 
-    def __init__(self, config) -> None:  # config: posbench.model.ModelConfig
+    def __init__(self, config) -> None:  # config: posbench.config.ModelConfig
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.d_model // config.n_head
@@ -49,6 +55,10 @@ class PositionMethod(nn.Module):
         A method with parameters also gives "column" (a table title) and "head_labels" (one short label
         per head); a per-head ALiBi-like slope goes under "slope". `length`: the window reported on."""
         return {}
+
+    def after_step(self) -> None:
+        """Called by the training loop right after each optimizer step (a method whose reference
+        code projects its parameters back into range in place does it here)."""
 
     @property
     def has_score_bias(self) -> bool:

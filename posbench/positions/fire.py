@@ -5,9 +5,11 @@ Transformers", Sec. 3): the score of key j for query i gets, per head,
 
 f_theta a small MLP (1 -> 32 -> ReLU -> H, one value per head), c > 0 learned (the log transform
 that sharpens short distances), L a learned threshold (progressive interpolation: queries past L see
-distances normalised into [0, 1], shorter ones a fixed scale). As the paper's reference code:
-c starts at 0.1, L = |multiplier| * the training length with the multiplier learned from 1.
-Here c = softplus(raw), positive by construction."""
+distances normalised into [0, 1], shorter ones a fixed scale). As the paper's appendix code (class
+FIRE): c is a raw parameter from 0.1 used as |c|; L = |L_multiplier| * init_L with the multiplier
+learned from 1 and init_L a fixed constant (512 there; ModelConfig.fire_init_L); eps = 1e-6 added to
+the normaliser's log. Runs before issue 13 (ModelConfig.softplus_params, fire_init_L None) used
+c = softplus(raw) and init_L = the training length."""
 
 from __future__ import annotations
 
@@ -24,25 +26,32 @@ BUDGET = 1 << 22  # hidden activations (q x k x width) per MLP call; longer bias
 
 class FirePosition(PositionMethod):
     name = "fire"
+    settings = ("fire_init_L", "softplus_params")
     width = 32  # the MLP's hidden width
     init_c = 0.1
     eps = 1e-6  # keeps psi(max(i, L)) away from 0 in the division
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.train_len = float(config.train_len)
+        # a plain float, not a buffer: the state dict stays as it was before init_L became a setting
+        self.init_L = float(config.train_len if config.fire_init_L is None else config.fire_init_L)
+        self.softplus = config.softplus_params
         self.mlp = nn.Sequential(nn.Linear(1, self.width), nn.ReLU(), nn.Linear(self.width, config.n_head))
-        self.c_raw = nn.Parameter(torch.tensor(math.log(math.expm1(self.init_c))))  # softplus^-1(0.1)
-        self.L_multiplier = nn.Parameter(torch.tensor(1.0))  # L = |multiplier| * train_len
+        if self.softplus:  # legacy: state dict key c_raw, softplus^-1(0.1)
+            self.c_raw = nn.Parameter(torch.tensor(math.log(math.expm1(self.init_c))))
+        else:
+            self.c_param = nn.Parameter(torch.tensor(self.init_c))
+        self.L_multiplier = nn.Parameter(torch.tensor(1.0))  # L = |multiplier| * init_L
 
     @property
     def c(self) -> torch.Tensor:
-        return F.softplus(self.c_raw)
+        """c > 0: |c_param| as the reference (log(|c x| + 1) with x >= 0), or softplus(c_raw)."""
+        return F.softplus(self.c_raw) if self.softplus else self.c_param.abs()
 
     @property
     def threshold(self) -> torch.Tensor:
-        """L, the learned threshold (starts at the training length)."""
-        return self.L_multiplier.abs() * self.train_len
+        """L, the learned threshold (starts at init_L)."""
+        return self.L_multiplier.abs() * self.init_L
 
     def psi(self, x: torch.Tensor) -> torch.Tensor:
         """psi(x) = log(c x + 1), the paper's log transform."""
@@ -50,7 +59,7 @@ class FirePosition(PositionMethod):
 
     def normalized_distance(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
         """(q, k) psi(i - j) / psi(max(i, L)), the MLP's input; 0 on future keys (masked anyway)."""
-        device = self.c_raw.device
+        device = self.L_multiplier.device
 
         def build():
             return relative_distance(q_len, k_len, start, device).clamp(min=0).float()  # (q, k)

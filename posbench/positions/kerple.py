@@ -2,9 +2,11 @@
 Length Extrapolation", the logarithmic kernel, KERPLE-log): each head adds -r1 * log(1 + r2 * |i - j|)
 to the score of key j for query i, with r1, r2 > 0 learned per head.
 
-The paper's code keeps r1, r2 >= 0.01 by clamping the parameters in place after each step; here
-r = 0.01 + softplus(raw), positive by construction and with a gradient everywhere. Initial values as
-in the paper's code: r1 ~ U(0, 2), r2 ~ U(0, 1)."""
+As the paper's code (chijames/KERPLE, megatron/mpu/layers.py, ParallelKerpleLog): r1 (bias_p) ~
+U(0, 2), r2 (bias_a) ~ U(0, 1), raw parameters clamped in place to >= 0.01 before each use. Here the
+clamp runs at init and in after_step, right after each optimizer step: the same values at every
+forward pass. Runs before issue 13 (ModelConfig.softplus_params) used r = 0.01 + softplus(raw),
+which moves r at sigmoid(raw) times the reference's speed."""
 
 from __future__ import annotations
 
@@ -22,30 +24,49 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+def floored(r: torch.Tensor) -> torch.Tensor:
+    """max(r, 0.01) in value, with the gradient of r itself (the reference clamps .data in place,
+    so its gradient always reaches the parameter, computed at the clamped value)."""
+    return r + (r.clamp(min=FLOOR) - r).detach()
+
+
 class KerplePosition(PositionMethod):
     name = "kerple"
     shift_invariant = True
+    settings = ("softplus_params",)
 
     def __init__(self, config) -> None:
         super().__init__(config)
         H = config.n_head
-        r1 = (2 * torch.rand(H)).clamp(min=2 * FLOOR)  # U(0, 2), as the paper's bias_p
-        r2 = torch.rand(H).clamp(min=2 * FLOOR)  # U(0, 1), as the paper's bias_a
-        self.r1_raw = nn.Parameter(inverse_softplus(r1 - FLOOR))  # (H,)
-        self.r2_raw = nn.Parameter(inverse_softplus(r2 - FLOOR))  # (H,)
+        self.softplus = config.softplus_params
+        r1, r2 = 2 * torch.rand(H), torch.rand(H)  # U(0, 2) and U(0, 1), as the paper's bias_p, bias_a
+        if self.softplus:  # legacy: state dict keys r1_raw, r2_raw
+            self.r1_raw = nn.Parameter(inverse_softplus(r1.clamp(min=2 * FLOOR) - FLOOR))  # (H,)
+            self.r2_raw = nn.Parameter(inverse_softplus(r2.clamp(min=2 * FLOOR) - FLOOR))  # (H,)
+        else:
+            self.r1_param = nn.Parameter(r1.clamp(min=FLOOR))  # (H,)
+            self.r2_param = nn.Parameter(r2.clamp(min=FLOOR))  # (H,)
 
+    # Read through floored(), which changes nothing in training (after_step keeps the parameters >=
+    # 0.01); for parameters set by hand it gives what the reference's in-place clamp before use gives.
     @property
     def r1(self) -> torch.Tensor:
         """(H,) the kernel's scale, >= 0.01."""
-        return FLOOR + F.softplus(self.r1_raw)
+        return FLOOR + F.softplus(self.r1_raw) if self.softplus else floored(self.r1_param)
 
     @property
     def r2(self) -> torch.Tensor:
         """(H,) the kernel's distance scale, >= 0.01."""
-        return FLOOR + F.softplus(self.r2_raw)
+        return FLOOR + F.softplus(self.r2_raw) if self.softplus else floored(self.r2_param)
+
+    def after_step(self) -> None:
+        if not self.softplus:  # the reference's in-place clamp (ParallelKerpleLog.forward)
+            with torch.no_grad():
+                self.r1_param.clamp_(min=FLOOR)
+                self.r2_param.clamp_(min=FLOOR)
 
     def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
-        device = self.r1_raw.device
+        device = self.r1.device
 
         def build():  # future keys (negative distance) are masked anyway; 0 keeps log1p finite
             return relative_distance(q_len, k_len, start, device).clamp(min=0).float()  # (q, k)

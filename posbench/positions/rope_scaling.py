@@ -7,15 +7,17 @@ linear  position interpolation (Chen et al. 2023, "Extending Context Window of L
 ntk     NTK-aware scaling (bloc97 2023; YaRN paper Sec. 3.1): base -> base * s^(d / (d - 2)); the
         fastest pair (i = 0) keeps its frequency, the slowest is divided by exactly s.
 yarn    YaRN (Peng et al. 2023, "YaRN: Efficient Context Window Extension of Large Language Models",
-        Sec. 3.2 "NTK-by-parts" and 3.4): per pair, r_i = L / lambda_i with wavelength
-        lambda_i = 2 pi / theta_i; ramp gamma(r) = 0 if r < alpha, 1 if r > beta, else
-        (r - alpha) / (beta - alpha), alpha = 1, beta = 32;
-        theta_i -> (1 - gamma(r_i)) theta_i / s + gamma(r_i) theta_i (pairs that turn many times
-        within L are kept, pairs slower than L are interpolated), plus the attention temperature
-        sqrt(1/t) = 0.1 ln(s) + 1 multiplying q and k each (the logits by its square), as the
-        reference code does by scaling cos and sin. (The reference code ramps linearly over the
-        pair index between the floor/ceil of the pairs where r = beta and r = alpha; this is the
-        paper's ramp in r.)
+        Sec. 3.2 "NTK-by-parts" and 3.4), as the authors' code computes it (mirrored by HF transformers
+        `_compute_yarn_parameters`, src/transformers/modeling_rope_utils.py): the pair index where
+        pair i turns r times within L is c(r) = d ln(L / (2 pi r)) / (2 ln base); low = floor(c(32)),
+        high = ceil(c(1)) (beta_fast = 32, beta_slow = 1), clamped to [0, d-1]; a linear ramp over
+        the pair index, ramp_i = clamp((i - low) / (high - low), 0, 1), and
+        theta_i -> theta_i / s * ramp_i + theta_i * (1 - ramp_i): pairs that turn many times within
+        L are kept, pairs slower than L are interpolated. Plus the attention temperature
+        sqrt(1/t) = 0.1 ln(s) + 1 multiplying cos and sin (hence q and k each, the logits by its
+        square), as that code does. (The paper's prose ramps linearly in r = L / lambda instead;
+        posbench followed that before issue 13, which put pair 0 of the quick preset at 0.34x the
+        reference's frequency.)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..errors import PosbenchError
 from .rotary import RotaryPosition
 
 KINDS = ("linear", "ntk", "yarn")
-YARN_ALPHA, YARN_BETA = 1.0, 32.0
+YARN_BETA_FAST, YARN_BETA_SLOW = 32.0, 1.0  # turns within L: kept above beta_fast, interpolated below beta_slow
 
 
 def ntk_inv_freq(inv_freq: torch.Tensor, base: float, factor: float) -> torch.Tensor:
@@ -41,17 +43,28 @@ def ntk_inv_freq(inv_freq: torch.Tensor, base: float, factor: float) -> torch.Te
     return new_base ** (-2 * i / d)
 
 
-def yarn_ramp(inv_freq: torch.Tensor, train_len: int, alpha: float = YARN_ALPHA, beta: float = YARN_BETA
-              ) -> torch.Tensor:
-    """(d/2,) gamma(r_i) in [0, 1]: 1 keeps pair i (extrapolation), 0 interpolates it."""
-    r = train_len * inv_freq / (2 * math.pi)  # L / wavelength: turns of pair i within L
-    return ((r - alpha) / (beta - alpha)).clamp(0, 1)
+def yarn_correction_dim(turns: float, dim: int, base: float, train_len: int) -> float:
+    """The (fractional) pair index whose frequency turns `turns` times within train_len positions:
+    base^(-2i/dim) * L / (2 pi) = turns, solved for i."""
+    return dim * math.log(train_len / (turns * 2 * math.pi)) / (2 * math.log(base))
 
 
-def yarn_inv_freq(inv_freq: torch.Tensor, factor: float, train_len: int) -> torch.Tensor:
-    """(d/2,) YaRN's NTK-by-parts frequencies: a per-pair blend of theta / s and theta."""
-    gamma = yarn_ramp(inv_freq, train_len)
-    return (1 - gamma) * inv_freq / factor + gamma * inv_freq
+def yarn_ramp(dim: int, base: float, train_len: int) -> torch.Tensor:
+    """(dim/2,) in [0, 1] over the pair index: 0 keeps pair i (extrapolation), 1 interpolates it.
+    low/high are floored/ceiled and clamped to [0, dim-1] as in the reference code."""
+    low = max(math.floor(yarn_correction_dim(YARN_BETA_FAST, dim, base, train_len)), 0)
+    high = min(math.ceil(yarn_correction_dim(YARN_BETA_SLOW, dim, base, train_len)), dim - 1)
+    if high == low:  # the reference's guard against a zero-width ramp
+        high += 0.001
+    pair = torch.arange(dim // 2, dtype=torch.float32)
+    return ((pair - low) / (high - low)).clamp(0, 1)
+
+
+def yarn_inv_freq(inv_freq: torch.Tensor, factor: float, train_len: int, base: float) -> torch.Tensor:
+    """(d/2,) YaRN's NTK-by-parts frequencies: per pair, theta / s where the ramp is 1, theta where
+    it is 0, a linear blend in between (d = 2 * len(inv_freq), the rotary base `base`)."""
+    ramp = yarn_ramp(2 * inv_freq.numel(), base, train_len).to(inv_freq.device)
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp)
 
 
 def yarn_attention_scale(factor: float) -> float:
@@ -86,6 +99,6 @@ def apply_rope_scaling(model, kind: str | None, factor: float, train_len: int) -
     elif kind == "ntk":
         inv_freq = ntk_inv_freq(trained, pos.base, factor)
     else:
-        inv_freq = yarn_inv_freq(trained, factor, train_len)
+        inv_freq = yarn_inv_freq(trained, factor, train_len, pos.base)
         attn_scale = yarn_attention_scale(factor)
     pos.set_frequencies(inv_freq, attn_scale, {"kind": kind, "factor": factor, "train_len": train_len})

@@ -1,5 +1,9 @@
 """Scaled sinusoidal: the Vaswani sinusoid times one learnable scalar initialised to d^-1/2
-(Hua et al. 2022, "Transformer Quality in Linear Time"; used by cramming, Geiping & Goldstein 2022)."""
+(Hua et al. 2022, "Transformer Quality in Linear Time"), as cramming (Geiping & Goldstein 2022,
+cramming/architectures/embeddings.py `ScaledSinosoidal`) uses it: word embedding + scale * sinusoid,
+then the embedding block's LayerNorm (EmbeddingComponent; normalization on in cramming's configs).
+That LayerNorm is GPT.ln_e, on by default for this method (reference_embed_norm); a run with
+--no-embed-norm drops it and is labelled scaled-sinusoidal+noln."""
 
 import torch
 from torch import nn
@@ -9,6 +13,8 @@ from .sinusoidal import SinusoidalPosition
 
 class ScaledSinusoidalPosition(SinusoidalPosition):
     name = "scaled-sinusoidal"
+    settings = ()  # the learned scale replaces sinusoidal's fixed ratio
+    reference_embed_norm = True
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -1,9 +1,11 @@
 """Fixed sinusoidal positions added to the token embeddings (Vaswani et al. 2017, Sec. 3.5).
 
-Vaswani et al. multiply the token embeddings by sqrt(d), which makes them about as large as the
-unit sinusoid. Here token embeddings keep GPT-2's init (std 0.02, tied with the output layer), so
-the sinusoid is scaled down to that size instead: the same 1:1 ratio of token to position signal.
-At full amplitude it would drown the tokens 35:1 and the model learns slowly (seen in practice)."""
+Vaswani et al. (and fairseq, the ALiBi paper's baselines) initialise token embeddings with std
+d^-1/2 and multiply them by sqrt(d): tokens of std 1 against a sinusoid of RMS 1/sqrt(2), so
+position : token = 0.71 at init. Here token embeddings keep GPT-2's init (std 0.02, tied with the
+output layer), so the sinusoid is scaled to that size instead, keeping the reference's ratio
+(ModelConfig.sinusoid_ratio, default 1/sqrt(2); runs before issue 13 used 1.0). At full amplitude it
+would drown the tokens 35:1 and the model learns slowly (seen in practice)."""
 
 import math
 
@@ -11,15 +13,18 @@ import torch
 
 from .base import EMBED_INIT_STD, PositionMethod, sinusoid_table
 
-AMPLITUDE = EMBED_INIT_STD * math.sqrt(2)  # the sinusoid's RMS (1/sqrt 2) equals the embeddings' std
+SINUSOID_RMS = 1 / math.sqrt(2)  # of a unit sin/cos table, over positions and channels
 
 
 class SinusoidalPosition(PositionMethod):
     name = "sinusoidal"
+    settings = ("sinusoid_ratio",)
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.d_model = config.d_model
+        # scale so RMS(PE) = ratio * std(tokens at init)
+        self.amplitude = config.sinusoid_ratio * EMBED_INIT_STD / SINUSOID_RMS
 
     def encoding(self, start: int, T: int, device, dtype) -> torch.Tensor:
         """(T, D) table for positions start .. start+T-1, memoised per window."""
@@ -28,4 +33,4 @@ class SinusoidalPosition(PositionMethod):
                                                        self.d_model).to(dtype))
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x + AMPLITUDE * self.encoding(start, x.size(1), x.device, x.dtype)
+        return x + self.amplitude * self.encoding(start, x.size(1), x.device, x.dtype)

@@ -1,0 +1,85 @@
+"""ModelConfig: the one dataclass that says what model a run trains, as config.json's "model" records it.
+
+A config.json written by an older posbench lacks fields added since, or names them differently:
+from_dict reads it as the model that run was actually trained with."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, fields
+
+from .errors import PosbenchError
+from .positions import METHODS
+
+# What a config.json written before issue 13 meant by the fields it lacks: the variant those runs
+# were trained with, so they keep loading and evaluating exactly as they were trained.
+# New runs get the dataclass defaults below, the reference implementations (docs/methods.md).
+LEGACY = {"embed_norm": False, "sinusoid_ratio": 1.0, "t5_max_distance": 128, "fire_init_L": None,
+          "softplus_params": True}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 4096
+    n_layer: int = 4
+    n_head: int = 8
+    d_model: int = 192
+    train_len: int = 128  # the training length L; also the table size of `learned`
+    pos: str = "alibi"  # the method of "Train Short, Test Long"
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    mlp_ratio: int = 4
+    # a LayerNorm right after the embedding (BigScience found it hurts); None: as the method's
+    # reference code (on for scaled-sinusoidal, as cramming; off for the others)
+    embed_norm: bool | None = None
+    # sinusoidal: sinusoid RMS : token std at init (Vaswani / fairseq: tokens std 1, sinusoid 1/sqrt 2)
+    sinusoid_ratio: float = 0.5**0.5
+    # t5: distances >= this share the last bucket; None: min(128, train_len), at least 17
+    t5_max_distance: int | None = None
+    # fire: the fixed init_L of its threshold |multiplier| * init_L (FIRE's code: 512); None: train_len
+    fire_init_L: float | None = 512.0
+    # fire's c, kerple's r1, r2 as softplus(raw) (before issue 13), not the reference's raw parameters
+    softplus_params: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pos not in METHODS:
+            close = difflib.get_close_matches(self.pos, METHODS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PosbenchError(f"unknown position method '{self.pos}'; {hint}choose from {', '.join(METHODS)}")
+        if self.d_model % self.n_head:
+            raise PosbenchError(f"--dim {self.d_model} is not divisible by --heads {self.n_head}")
+        if self.embed_norm is None:
+            self.embed_norm = METHODS[self.pos].reference_embed_norm
+        if not self.sinusoid_ratio > 0 or (self.fire_init_L is not None and not self.fire_init_L > 0):
+            raise PosbenchError("sinusoid_ratio and fire_init_L must be positive")
+        if self.t5_max_distance is not None and self.t5_max_distance <= 16:
+            raise PosbenchError("t5_max_distance must exceed 16, the exact buckets' range")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """A config.json's "model"; a field it lacks that its method reads gets its LEGACY value, and
+        a config written before the training length was named train_len calls it max_len."""
+        values = {("train_len" if k == "max_len" else k): v for k, v in values.items()}
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        method = METHODS.get(values.get("pos", cls.pos))
+        reads = ("embed_norm", *method.settings) if method is not None else ()
+        legacy = {k: v for k, v in LEGACY.items() if k in reads and k not in values}
+        return cls(**values, **legacy)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        """The method as tables show it: pos, then +tag per setting off its default, e.g. "alibi+ln",
+        "scaled-sinusoidal+noln" (without its reference LayerNorm), "t5+t5_max_distance=128"."""
+        method = METHODS[self.pos]
+        tags = []
+        if self.embed_norm != method.reference_embed_norm:
+            tags.append("ln" if self.embed_norm else "noln")
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in method.settings:
+            value = getattr(self, name)
+            if value != defaults[name]:
+                tags.append(name if value is True else f"{name}={'L' if value is None else format(value, 'g')}")
+        return "+".join((self.pos, *tags))

@@ -1,0 +1,55 @@
+"""Run folders trained before issue 13 (config.json without the settings it added) keep loading and
+evaluating exactly as they were trained: ModelConfig.from_dict gives them their legacy variant."""
+
+import math
+
+import pytest
+
+from posbench import GPT, ModelConfig
+from posbench.runs import identity
+
+OLD_MODEL = dict(vocab_size=64, n_layer=1, n_head=4, d_model=32, max_len=64, tie_embeddings=True, dropout=0.0,
+                 mlp_ratio=4)  # a config.json "model" without the settings issue 13 added (and max_len, not train_len)
+# what a new run's config.json holds for those settings: the reference variants
+NEW_RUN = dict(embed_norm=None, sinusoid_ratio=0.5**0.5, t5_max_distance=None, fire_init_L=512.0, softplus_params=False)
+
+
+@pytest.mark.parametrize("pos, legacy_keys, label", [
+    ("sinusoidal", set(), "sinusoidal+sinusoid_ratio=1"),
+    ("scaled-sinusoidal", {"pos.scale"}, "scaled-sinusoidal+noln"),
+    ("t5", {"pos.bias.weight"}, "t5+t5_max_distance=128"),
+    ("fire", {"pos.c_raw", "pos.L_multiplier"}, "fire+fire_init_L=L+softplus_params"),
+    ("kerple", {"pos.r1_raw", "pos.r2_raw"}, "kerple+softplus_params"),
+    ("alibi", set(), "alibi"),
+])
+def test_an_old_config_builds_the_old_variant(pos, legacy_keys, label):
+    for with_embed_norm in (True, False):  # embed_norm itself is older than issue 13, or absent
+        values = {**OLD_MODEL, "pos": pos, **({"embed_norm": False} if with_embed_norm else {})}
+        config = ModelConfig.from_dict(values)
+        model = GPT(config)
+        assert config.label() == label
+        assert model.ln_e is None and "ln_e.weight" not in model.state_dict()
+        assert {k for k in model.state_dict() if k.startswith("pos.") and "mlp" not in k} == legacy_keys
+    old = model.pos
+    if pos == "sinusoidal":  # PE RMS equal to the token std, 1:1
+        assert old.amplitude / math.sqrt(2) == pytest.approx(0.02)
+    if pos == "t5":
+        assert old.max_distance == 128
+    if pos == "fire":
+        assert old.init_L == 64.0 and old.c.item() == pytest.approx(0.1)
+    if pos == "kerple":
+        assert old.r1.min().item() >= 0.01 and old.r1_raw.requires_grad
+    fresh = ModelConfig.from_dict({**OLD_MODEL, "pos": pos, **NEW_RUN})  # a new run of the same shape
+    assert fresh.label() == pos
+    if label == pos:  # nothing changed for this method: the old run is the new config (compare reuses it)
+        assert config == fresh
+
+
+def test_an_old_run_folder_is_the_same_run_for_resume_and_reuse():
+    """`train --resume` and compare rebuild the config through from_dict: train's identity check must
+    see the old config.json (without the new keys) as that same run, not as a different config."""
+    old = {"model": {**OLD_MODEL, "pos": "kerple"}, "train": {"seq_len": 64}, "data": {"name": "x"}}
+    rebuilt = {**old, "model": ModelConfig.from_dict(old["model"]).to_dict()}
+    assert identity(old) == identity(rebuilt)
+    reference = {**old, "model": ModelConfig.from_dict({**old["model"], **NEW_RUN}).to_dict()}  # another variant
+    assert identity(old) != identity(reference)
