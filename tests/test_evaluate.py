@@ -29,7 +29,7 @@ from posbench.evaluate import (
 from posbench.positions import METHODS, PositionMethod
 from posbench.train import train
 
-from .conftest import tiny_model, tiny_train, write_corpus
+from .helpers import tiny_model, tiny_train, write_corpus
 
 TOKENS = np.random.default_rng(0).integers(0, 64, 400).astype(np.uint16)
 BYTES = np.random.default_rng(1).integers(1, 4, 64)  # made-up UTF-8 lengths per token id

@@ -22,7 +22,7 @@ from posbench.data import SPLITS, load_corpus, prepare_data, train_tokenizer
 from posbench.errors import PosbenchError
 from posbench.fetch import SOURCES, data_dir
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 ARCHIVE = SOURCES["wikitext-2"].archive
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from posbench import model as model_module
 from posbench.model import causal_mask, flex_biased_attention
 
-from .conftest import tiny_model
+from .helpers import tiny_model
 
 pytestmark = pytest.mark.skipif(model_module.flex_attention is None, reason="torch without FlexAttention")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")

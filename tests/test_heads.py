@@ -25,7 +25,7 @@ from posbench.heads import (
 from posbench.positions import alibi_slopes
 from posbench.train import train
 
-from .conftest import ALL_METHODS, tiny_model, tiny_train, write_corpus
+from .helpers import ALL_METHODS, tiny_model, tiny_train, write_corpus
 
 N = 12
 

@@ -9,7 +9,7 @@ from posbench.errors import LengthError, PosbenchError
 from posbench.model import KVCache, ModelConfig, causal_attention
 from posbench.positions import METHODS
 
-from .conftest import ALL_METHODS, tiny_model
+from .helpers import ALL_METHODS, tiny_model
 
 
 @pytest.mark.parametrize("pos", ALL_METHODS)

@@ -9,7 +9,7 @@ from posbench.errors import LengthError
 from posbench.positions import METHODS, alibi_slopes, sinusoid_table, t5_relative_bucket
 from posbench.positions.rotary import RotaryPosition
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 
 def reference_alibi_slopes(n: int) -> list[float]:

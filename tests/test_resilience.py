@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from posbench.runs import atomic_write
 from posbench.train import train
 
-from .conftest import tiny_train
+from .helpers import tiny_train
 
 STEPS = 400
 

@@ -9,7 +9,7 @@ from posbench.errors import PosbenchError
 from posbench.model import KVCache
 from posbench.positions.rope_scaling import apply_rope_scaling, yarn_attention_scale
 
-from .conftest import tiny_model
+from .helpers import tiny_model
 
 F32 = torch.float32
 

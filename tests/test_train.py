@@ -12,7 +12,7 @@ from posbench.errors import PosbenchError
 from posbench.positions import METHODS
 from posbench.train import Interrupted, TrainConfig, lr_at, train
 
-from .conftest import tiny_train
+from .helpers import tiny_train
 
 
 def losses(run_dir):
