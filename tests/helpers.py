@@ -59,3 +59,42 @@ def run_cli(args, capsys, monkeypatch):
         cli.main()
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+def capture_saved_models(monkeypatch) -> list[GPT]:
+    """Copies of the in-memory model, taken each time training writes model.safetensors (a spy on
+    posbench.train.save_weights): what a test compares the written file against."""
+    import copy
+
+    from posbench import train as train_module
+
+    saved, write = [], train_module.save_weights
+
+    def spy(run_dir, model, config):
+        saved.append(copy.deepcopy(model).eval())
+        return write(run_dir, model, config)
+
+    monkeypatch.setattr(train_module, "save_weights", spy)
+    return saved
+
+
+def initial_weights(config: dict) -> dict[str, torch.Tensor]:
+    """The state_dict a run described by `config` (config.json) starts from: the same seed, the same init."""
+    torch.manual_seed(config["train"]["seed"])
+    return GPT(ModelConfig.from_dict(config["model"])).state_dict()
+
+
+def assert_trained(weights: dict[str, torch.Tensor], config: dict) -> None:
+    """Weights a run really trained: no matrix all zero, and every tensor moved from its init."""
+    init = initial_weights(config)
+    assert weights.keys() == init.keys()
+    for name, tensor in weights.items():
+        if tensor.ndim >= 2:
+            assert tensor.abs().max() > 0, f"{name} is all zero"
+        assert not torch.equal(tensor, init[name]), f"{name} is still at its init"
+
+
+def logits_on(model: GPT, tokens) -> torch.Tensor:
+    """(1, T, vocab) logits of `model` in eval mode on one sequence of token ids."""
+    with torch.no_grad():
+        return model.eval()(torch.as_tensor(tokens, dtype=torch.long)[None])
