@@ -1,26 +1,8 @@
+"""Fixtures only; the helpers tests import live in tests/helpers.py."""
+
 import pytest
-import torch
 
-from posbench import GPT, ModelConfig
-from posbench.positions import METHODS
-
-ALL_METHODS = sorted(METHODS)
-
-
-def tiny_config(pos: str, **overrides) -> ModelConfig:
-    values = dict(vocab_size=64, n_layer=2, n_head=4, d_model=32, train_len=32, pos=pos)
-    values.update(overrides)
-    return ModelConfig(**values)
-
-
-def tiny_model(pos: str, seed: int = 0, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    model = GPT(tiny_config(pos, **overrides))
-    # random (not zero) parameters everywhere, so a bias or scale that is ignored shows up
-    with torch.no_grad():
-        for p in model.pos.parameters():
-            p.normal_(0, 0.5)
-    return model.eval()
+from .helpers import write_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -28,42 +10,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POSBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def write_corpus(folder, n_lines: int = 400) -> str:
-    """A small deterministic English-like text file; returns its path."""
-    import random
-
-    rng = random.Random(0)
-    words = "the a position method trains short and tests long while heads attend far or near".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + "." for _ in range(n_lines)]
-    path = folder / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 @pytest.fixture
 def corpus(tmp_path):
     return write_corpus(tmp_path)
-
-
-def tiny_train(corpus_path: str, pos: str = "alibi", **overrides):
-    """(ModelConfig, TrainConfig) for a run of a few seconds."""
-    from posbench.train import TrainConfig
-
-    model = ModelConfig(n_layer=1, n_head=2, d_model=16, pos=pos)
-    values = dict(data=corpus_path, tokenizer="bytes", train_len=16, batch_size=4, steps=6, warmup=2,
-                  eval_every=3, eval_tokens=256, log_every=1, save_every=3, device="cpu")
-    values.update(overrides)
-    return model, TrainConfig(**values)
-
-
-def run_cli(args, capsys, monkeypatch):
-    """(exit code, stdout, stderr) of `posbench ARGS`, run in-process through the real entry point."""
-    import sys
-
-    from posbench import cli
-
-    monkeypatch.setattr(sys, "argv", ["posbench", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err

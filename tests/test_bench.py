@@ -1,24 +1,77 @@
 """`posbench bench`: rows per method, ratios to `none` measured in the same run."""
 
 import json
+import math
 import multiprocessing
 import sys
+import types
 
 import pytest
 
+from posbench import bench as bench_module
 from posbench import cli
 from posbench.bench import bench, peak_memory
 
 
-def test_bench_rows_and_ratios():
+def test_bench_measures_each_asked_method_in_order():
     # batch 64 x 16 tokens: the (1024, 4096) logits and their gradient raise the peak RSS for sure
     rows = bench(["none", "alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=16, batch=64, steps=1,
                  device="cpu", threads=1)
     assert [r["pos"] for r in rows] == ["none", "alibi"]
-    none, alibi = rows
-    assert none["train_vs_none"] == none["eval_vs_none"] == none["memory_vs_none"] == 1.0
-    assert alibi["train_vs_none"] == pytest.approx(alibi["train_tokens_per_s"] / none["train_tokens_per_s"])
     assert all(r["train_tokens_per_s"] > 0 and r["eval_tokens_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
+    assert rows[0]["params"] == rows[1]["params"], "ALiBi adds no parameters"
+
+
+class InProcessPool:
+    """Stands in for the spawn pool bench() measures CPU memory in, so monkeypatched functions apply."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def starmap(self, func, iterable, chunksize=1):
+        return [func(*args) for args in iterable]
+
+
+def fake_measurements(monkeypatch, speeds: dict, memory: dict):
+    """bench() with hand-made numbers: speeds[pos] = (train, eval) tokens/s of each call in turn
+    (the throwaway pass first, then one per round), memory[pos] = MB."""
+    calls = {("train", pos): iter(train) for pos, (train, _) in speeds.items()}
+    calls |= {("eval", pos): iter(evals) for pos, (_, evals) in speeds.items()}
+    monkeypatch.setattr(bench_module, "train_rate", lambda net, *a, **k: next(calls["train", net.config.pos]))
+    monkeypatch.setattr(bench_module, "eval_rate", lambda net, *a, **k: next(calls["eval", net.config.pos]))
+    monkeypatch.setattr(bench_module, "peak_memory", lambda pos, *a: memory[pos])
+    monkeypatch.setattr(bench_module.multiprocessing, "get_context",
+                        lambda method: types.SimpleNamespace(Pool=InProcessPool))
+
+
+def test_ratios_are_each_method_over_none_from_the_best_round(monkeypatch):
+    # per call: the throwaway pass (fast here, and it must not count), then rounds 1 and 2
+    speeds = {"none": ([9000.0, 1000.0, 900.0], [9000.0, 1800.0, 2000.0]),
+              "alibi": ([9000.0, 700.0, 800.0], [9000.0, 2500.0, 2400.0]),
+              "t5": ([9000.0, 500.0, 400.0], [9000.0, 1000.0, 500.0])}
+    fake_measurements(monkeypatch, speeds, {"none": 10.0, "alibi": 15.0, "t5": 40.0})
+    rows = bench(["alibi", "t5"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=8, batch=1, steps=1,
+                 device="cpu", threads=1, rounds=2)
+    assert [r["pos"] for r in rows] == ["alibi", "t5"], "none is measured, but only asked rows are returned"
+    alibi, t5 = rows
+    assert (alibi["train_tokens_per_s"], alibi["eval_tokens_per_s"], alibi["peak_memory_mb"]) == (800.0, 2500.0, 15.0)
+    # train: 800 / 1000 and 500 / 1000; eval: 2500 / 2000 and 1000 / 2000; memory: 15 / 10 and 40 / 10
+    assert (alibi["train_vs_none"], alibi["eval_vs_none"], alibi["memory_vs_none"]) == pytest.approx((0.8, 1.25, 1.5))
+    assert (t5["train_vs_none"], t5["eval_vs_none"], t5["memory_vs_none"]) == pytest.approx((0.5, 0.5, 4.0))
+
+
+def test_memory_ratio_is_nan_when_none_adds_no_memory(monkeypatch):
+    fake_measurements(monkeypatch, {"none": ([1.0] * 3, [1.0] * 3), "alibi": ([2.0] * 3, [2.0] * 3)},
+                      {"none": 0.0, "alibi": 3.0})
+    [alibi] = bench(["alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=8, batch=1, steps=1,
+                    device="cpu", threads=1, rounds=2)
+    assert alibi["train_vs_none"] == 2.0 and math.isnan(alibi["memory_vs_none"])
 
 
 def test_cpu_step_memory_counts_the_step_not_the_process():

@@ -9,7 +9,7 @@ from posbench import cli
 from posbench.errors import PosbenchError
 from posbench.train import train
 
-from .conftest import run_cli, tiny_train, write_corpus
+from .helpers import run_cli, tiny_train, write_corpus
 
 TINY = ["--layers", "1", "--heads", "2", "--dim", "16", "--tokenizer", "bytes", "--seq-len", "16",
         "--batch-size", "2", "--steps", "2", "--device", "cpu"]

@@ -9,7 +9,7 @@ from posbench import cli, presets
 from posbench.compare import verdict
 from posbench.presets import Preset
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 
 def rows(*pairs):

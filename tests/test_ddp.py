@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from posbench.train import train
 
-from .conftest import tiny_train
+from .helpers import tiny_train
 
 TINY = ["--tokenizer", "bytes", "--pos", "alibi", "--layers", "1", "--heads", "2", "--dim", "16",
         "--seq-len", "16", "--batch-size", "4", "--device", "cpu"]

@@ -21,7 +21,7 @@ from posbench.positions import METHODS, PositionMethod
 from posbench.scoring import evaluate_lengths, parse_lengths, position_loss, scored_token_count, windows
 from posbench.train import train
 
-from .conftest import tiny_model, tiny_train, write_corpus
+from .helpers import tiny_model, tiny_train, write_corpus
 
 TOKENS = np.random.default_rng(0).integers(0, 64, 400).astype(np.uint16)
 BYTES = np.random.default_rng(1).integers(1, 4, 64)  # made-up UTF-8 lengths per token id

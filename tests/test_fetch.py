@@ -26,7 +26,7 @@ from posbench.fetch import SOURCES
 from posbench.tokenizer import train_tokenizer
 from posbench.tokens import prepare_data
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 ARCHIVE = SOURCES["wikitext-2"].archive
 

@@ -25,7 +25,7 @@ from posbench.runs import held_out_tokens, load_run
 from posbench.tokens import prepare_data
 from posbench.train import train
 
-from .conftest import ALL_METHODS, tiny_model, tiny_train, write_corpus
+from .helpers import ALL_METHODS, tiny_model, tiny_train, write_corpus
 
 N = 12
 

@@ -9,7 +9,7 @@ from posbench.errors import LengthError
 from posbench.positions import METHODS, alibi_slopes, sinusoid_table, t5_relative_bucket
 from posbench.positions.rotary import RotaryPosition
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 
 def reference_alibi_slopes(n: int) -> list[float]:
@@ -37,15 +37,25 @@ def test_alibi_slopes_known_values():
     assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
 
 
-def test_alibi_bias_is_minus_slope_times_distance():
-    alibi = METHODS["alibi"](tiny_config("alibi", n_head=8))
-    bias = alibi.score_bias(5, 5, 0)  # (H, q, k)
-    slopes = alibi_slopes(8)
-    for i in range(5):
-        for j in range(i + 1):
-            assert torch.allclose(bias[:, i, j], -slopes * (i - j))
-    # with an offset (KV cache / chunk), the bias is that of the absolute positions
-    assert torch.allclose(alibi.score_bias(2, 5, 3), bias[:, 3:5, :5])
+def paper_alibi_slope(h: int, n: int) -> float:
+    """Slope of head h (1-based) of n, n a power of two: Press et al. 2022, "Train Short, Test Long",
+    Sec. 3 - the geometric sequence that starts at 2^(-8/n) with ratio 2^(-8/n), i.e. 2^(-8/n * h)."""
+    return 2.0 ** (-8.0 / n * h)
+
+
+@pytest.mark.parametrize("n_head", [4, 8])
+def test_alibi_bias_is_minus_slope_times_distance(n_head):
+    """Every causal cell of the bias against the paper's -m * (i - j), slopes from the paper's rule
+    (not from alibi_slopes), with queries starting at 0 and mid-sequence (KV cache, query chunk)."""
+    alibi = METHODS["alibi"](tiny_config("alibi", n_head=n_head))
+    for q_len, k_len, start in ((6, 6, 0), (3, 9, 6), (4, 40, 36)):
+        bias = alibi.score_bias(q_len, k_len, start)  # (H, q, k)
+        assert bias.shape == (n_head, q_len, k_len)
+        for a in range(q_len):
+            i = start + a
+            for j in range(i + 1):
+                expected = [-paper_alibi_slope(h, n_head) * (i - j) for h in range(1, n_head + 1)]
+                assert bias[:, a, j].tolist() == pytest.approx(expected, rel=1e-6, abs=0), (start, i, j)
     assert not list(alibi.parameters()), "ALiBi slopes are fixed, not learned"
 
 
@@ -69,14 +79,46 @@ def test_t5_buckets_monotone_and_clamped():
     assert (bi[301:] >= 16).all() and (bi[:300] < 16).all()
 
 
-def test_t5_bias_gathers_table_per_bucket():
-    t5 = METHODS["t5"](tiny_config("t5"))  # L = 32: max_distance min(128, L) = 32
-    assert t5.max_distance == 32
-    torch.nn.init.normal_(t5.bias.weight)
-    bias = t5.score_bias(200, 200, 0)  # (H, q, k)
-    assert torch.equal(bias[:, 150, 150], t5.bias.weight[0])
-    assert torch.equal(bias[:, 199, 0], t5.bias.weight[31])
-    assert torch.equal(bias[:, 20, 0], t5.bias.weight[t5_relative_bucket(torch.tensor(-20), False, 32, 32)])
+def hf_t5_bucket(relative_position: int, bidirectional: bool = False, num_buckets: int = 32,
+                 max_distance: int = 128) -> int:
+    """`T5Attention._relative_position_bucket` of huggingface/transformers,
+    src/transformers/models/t5/modeling_t5.py, transcribed for one int (relative_position = key - query)."""
+    relative_buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        relative_buckets += (relative_position > 0) * num_buckets
+        relative_position = abs(relative_position)
+    else:
+        relative_position = -min(relative_position, 0)
+    max_exact = num_buckets // 2
+    if relative_position < max_exact:
+        return relative_buckets + relative_position
+    large = max_exact + int(math.log(relative_position / max_exact) / math.log(max_distance / max_exact)
+                            * (num_buckets - max_exact))
+    return relative_buckets + min(large, num_buckets - 1)
+
+
+def test_t5_reference_bucket_transcription_hand_values():
+    # exact below 16; then 16 + floor(log(d/16)/log(8) * 16), clamped at 31; future keys -> bucket 0
+    assert [hf_t5_bucket(-d) for d in (0, 1, 15, 16, 31, 32, 64, 127, 128, 1000)] == \
+        [0, 1, 15, 16, 21, 21, 26, 31, 31, 31]
+    assert hf_t5_bucket(5) == 0
+
+
+@pytest.mark.parametrize("q_len, k_len, start", [(24, 24, 0), (5, 160, 155), (7, 60, 50), (3, 12, 20)])
+def test_t5_bias_at_every_cell_is_the_table_row_of_the_bucket_of_i_minus_j(q_len, k_len, start):
+    """Query i = start + a, key j: bias[h, a, j] = table[bucket(j - i), h], the bucket as T5's code
+    computes it (unidirectional, 32 buckets, max distance 128), at every cell of the grid - future
+    keys (bucket 0) included - and with queries starting mid-sequence."""
+    t5 = METHODS["t5"](tiny_config("t5", t5_max_distance=128))
+    with torch.no_grad():  # a distinct value per (bucket, head), so any wrong row shows
+        t5.bias.weight.copy_(torch.arange(32 * 4, dtype=torch.float32).view(32, 4))
+    bias = t5.score_bias(q_len, k_len, start)  # (H, q, k)
+    assert bias.shape == (4, q_len, k_len)
+    for a in range(q_len):
+        i = start + a
+        for j in range(k_len):
+            assert bias[:, a, j].tolist() == t5.bias.weight[hf_t5_bucket(j - i)].tolist(), (i, j)
 
 
 def test_sinusoid_matches_vaswani_formula():
@@ -113,25 +155,34 @@ def rotary_scores(rotate, q, k, m, n):
     return (qm * kn).sum(-1)
 
 
-def test_rotary_scores_depend_only_on_offset():
-    rope = RotaryPosition(tiny_config("rotary"))
+def check_scores_depend_only_on_offset(rotate, **tolerance):
+    """Raises AssertionError unless the score of q at m and k at n depends on m - n alone, and on it."""
     torch.manual_seed(0)
     q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
     for offset in (0, 3, 50):
-        ref = rotary_scores(rope.rotate, q, k, offset, 0)
+        ref = rotary_scores(rotate, q, k, offset, 0)
         for shift in (1, 17, 1000):
-            assert torch.allclose(rotary_scores(rope.rotate, q, k, offset + shift, shift), ref, atol=1e-4)
-    # the property is not trivial: different offsets give different scores...
-    assert not torch.allclose(rotary_scores(rope.rotate, q, k, 5, 0), rotary_scores(rope.rotate, q, k, 0, 0))
+            assert torch.allclose(rotary_scores(rotate, q, k, offset + shift, shift), ref, **tolerance)
+    # the property is not trivial: different offsets give different scores
+    assert not torch.allclose(rotary_scores(rotate, q, k, 5, 0), rotary_scores(rotate, q, k, 0, 0))
 
 
-def test_a_noop_rotation_would_fail_the_offset_test():
-    # ...and a method that does not rotate gives offset-independent scores, which the check above rejects
-    def noop(q, k, start):
+def test_rotary_scores_depend_only_on_offset():
+    check_scores_depend_only_on_offset(RotaryPosition(tiny_config("rotary")).rotate, atol=1e-4)
+
+
+def test_the_offset_check_rejects_a_noop_rotation_and_a_query_only_rotation():
+    def noop(q, k, start):  # scores blind to position
         return q, k
 
-    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
-    assert torch.allclose(rotary_scores(noop, q, k, 5, 0), rotary_scores(noop, q, k, 0, 0))
+    rope = RotaryPosition(tiny_config("rotary"))
+
+    def query_only(q, k, start):  # scores that depend on the query's absolute position
+        return rope.rotate(q, k, start)[0], k
+
+    for wrong in (noop, query_only):
+        with pytest.raises(AssertionError):
+            check_scores_depend_only_on_offset(wrong, atol=1e-4)
 
 
 def test_rotary_any_length_and_norm_preserving():
@@ -172,13 +223,7 @@ def test_xpos_zeta_and_decay_formula():
 
 
 def test_xpos_scores_depend_only_on_offset():
-    xpos = METHODS["xpos"](tiny_config("xpos"))
-    torch.manual_seed(0)
-    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
-    for offset in (0, 3, 50):
-        ref = rotary_scores(xpos.rotate, q, k, offset, 0)
-        for shift in (1, 17, 1000):
-            assert torch.allclose(rotary_scores(xpos.rotate, q, k, offset + shift, shift), ref, rtol=1e-4, atol=1e-5)
+    check_scores_depend_only_on_offset(METHODS["xpos"](tiny_config("xpos")).rotate, rtol=1e-4, atol=1e-5)
 
 
 def test_xpos_is_rotary_times_the_decay_per_pair():

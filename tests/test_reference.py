@@ -15,7 +15,7 @@ from posbench.positions import METHODS
 from posbench.positions.rope_scaling import apply_rope_scaling
 from posbench.train import train
 
-from .conftest import tiny_train
+from .helpers import tiny_train
 
 
 def gpt(pos: str, **overrides) -> GPT:

@@ -9,7 +9,7 @@ from posbench.errors import PosbenchError
 from posbench.model import KVCache
 from posbench.positions.rope_scaling import apply_rope_scaling, yarn_attention_scale
 
-from .conftest import tiny_model
+from .helpers import tiny_model
 
 F32 = torch.float32
 
@@ -70,7 +70,9 @@ def test_scaling_restarts_from_the_trained_frequencies_and_resets():
         assert not torch.allclose(once, before, atol=1e-4), "the memoised tables were dropped"
         apply_rope_scaling(model, "none", 1.0, train_len=16)
         assert torch.allclose(model(idx), before) and torch.allclose(fresh(idx), before)
-    assert model.state_dict().keys() == fresh.state_dict().keys(), "weights untouched, nothing new saved"
+    weights, untouched = model.state_dict(), fresh.state_dict()
+    assert weights.keys() == untouched.keys(), "nothing new saved"
+    assert all(torch.equal(weights[name], untouched[name]) for name in weights), "weights untouched"
 
 
 def test_scaled_model_still_decodes_with_a_kv_cache():

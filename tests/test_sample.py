@@ -8,7 +8,7 @@ from posbench.errors import LengthError, PosbenchError
 from posbench.sample import generate, next_token
 from posbench.train import train
 
-from .conftest import ALL_METHODS, run_cli, tiny_model, tiny_train
+from .helpers import ALL_METHODS, run_cli, tiny_model, tiny_train
 
 
 @pytest.mark.parametrize("pos", ALL_METHODS)

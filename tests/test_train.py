@@ -12,7 +12,7 @@ from posbench.errors import PosbenchError
 from posbench.positions import METHODS
 from posbench.train import Interrupted, TrainConfig, lr_at, train
 
-from .conftest import tiny_train
+from .helpers import assert_trained, capture_saved_models, logits_on, tiny_train
 
 
 def losses(run_dir):
@@ -29,20 +29,27 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 @pytest.mark.parametrize("pos", sorted(METHODS))
-def test_every_method_trains_and_writes_a_loadable_run(pos, corpus, tmp_path):
+def test_every_method_trains_and_load_run_gives_the_in_memory_models_logits(pos, corpus, tmp_path, monkeypatch):
+    saved = capture_saved_models(monkeypatch)
     model_cfg, cfg = tiny_train(corpus, pos)
     result = train(model_cfg, cfg, out=tmp_path / pos, show_progress=False)
     run = result.run_dir
     for name in ("config.json", "model.safetensors", "metrics.jsonl", "summary.json", "checkpoint.pt"):
         assert (run / name).is_file(), name
+    assert result.summary["steps"] == 6
     model, tokenizer, config = load_run(run)
     assert config["model"]["pos"] == pos and config["posbench_version"]
-    # plain safetensors loads the weights too, and they are the model's
+    trained = saved[-1]  # the model in memory when training wrote its last weights
+    # plain safetensors loads the weights too, and they are the trained model's, value for value
     plain = load_file(str(run / "model.safetensors"))
-    assert set(plain) == set(model.state_dict())
-    x = torch.as_tensor(tokenizer.encode("the position"), dtype=torch.long)[None]
-    assert model(x).shape == (1, x.size(1), tokenizer.vocab_size)
-    assert result.summary["steps"] == 6
+    expected = trained.state_dict()
+    assert plain.keys() == expected.keys()
+    assert all(torch.equal(plain[name], expected[name]) for name in plain), "saved weights are the model's"
+    assert_trained(plain, config)
+    tokens = tokenizer.encode("the position")  # within the 16 rows of `learned`
+    logits = logits_on(model, tokens)
+    assert logits.shape == (1, len(tokens), tokenizer.vocab_size)
+    assert torch.equal(logits, logits_on(trained, tokens))
 
 
 def test_same_seed_same_losses_and_loss_goes_down(corpus, tmp_path):
@@ -56,8 +63,12 @@ def test_same_seed_same_losses_and_loss_goes_down(corpus, tmp_path):
     assert c != a
 
 
-def test_interrupt_saves_and_resume_is_exact(corpus, tmp_path, monkeypatch):
-    model_cfg, cfg = tiny_train(corpus, "t5", steps=8, save_every=100)
+def test_ctrl_c_checkpoint_newer_than_the_periodic_one_resumes_bitwise_with_dropout(corpus, tmp_path, monkeypatch):
+    """Dropout draws from torch's global RNG, so the resumed run matches the uninterrupted one only if
+    the checkpoint restores that RNG too. Ctrl-C arrives at step 5, after the periodic checkpoint of
+    step 4: resuming from step 5 proves the interrupt saved its own checkpoint."""
+    model_cfg, cfg = tiny_train(corpus, "t5", steps=8, save_every=4)
+    model_cfg = replace(model_cfg, dropout=0.1)
     whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False).run_dir
 
     from posbench import tokens as data_module
@@ -76,11 +87,18 @@ def test_interrupt_saves_and_resume_is_exact(corpus, tmp_path, monkeypatch):
         train(model_cfg, cfg, out=tmp_path / "cut", show_progress=False)
     assert info.value.step == 5
     monkeypatch.setattr(data_module.BatchSampler, "next_batch", original)
+    saved = capture_saved_models(monkeypatch)
     resumed = train(model_cfg, cfg, out=tmp_path / "cut", show_progress=False)
-    assert resumed.resumed_from == 5
-    a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.resumed_from == 5, "resumed from the Ctrl-C checkpoint, not the periodic one of step 4"
     assert losses(whole) == losses(resumed.run_dir)
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (whole_model, tokenizer, config), (resumed_model, _, _) = load_run(whole), load_run(resumed.run_dir)
+    assert config["model"]["dropout"] == 0.1
+    assert_trained(b, config)
+    tokens = tokenizer.encode("heads attend far or near")
+    assert torch.equal(logits_on(resumed_model, tokens), logits_on(whole_model, tokens))
+    assert torch.equal(logits_on(resumed_model, tokens), logits_on(saved[-1], tokens))
 
 
 def test_finished_run_is_reused_and_a_different_config_refused(corpus, tmp_path):

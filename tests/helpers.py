@@ -1,0 +1,100 @@
+"""Helpers the tests import (conftest.py keeps only fixtures): tiny models and runs, a corpus, the CLI."""
+
+import pytest
+import torch
+
+from posbench import GPT, ModelConfig
+from posbench.positions import METHODS
+
+ALL_METHODS = sorted(METHODS)
+
+
+def tiny_config(pos: str, **overrides) -> ModelConfig:
+    values = dict(vocab_size=64, n_layer=2, n_head=4, d_model=32, train_len=32, pos=pos)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def tiny_model(pos: str, seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(pos, **overrides))
+    # random (not zero) parameters everywhere, so a bias or scale that is ignored shows up
+    with torch.no_grad():
+        for p in model.pos.parameters():
+            p.normal_(0, 0.5)
+    return model.eval()
+
+
+def write_corpus(folder, n_lines: int = 400) -> str:
+    """A small deterministic English-like text file; returns its path."""
+    import random
+
+    rng = random.Random(0)
+    words = "the a position method trains short and tests long while heads attend far or near".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + "." for _ in range(n_lines)]
+    path = folder / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def tiny_train(corpus_path: str, pos: str = "alibi", **overrides):
+    """(ModelConfig, TrainConfig) for a run of a few seconds."""
+    from posbench.train import TrainConfig
+
+    model = ModelConfig(n_layer=1, n_head=2, d_model=16, pos=pos)
+    values = dict(data=corpus_path, tokenizer="bytes", train_len=16, batch_size=4, steps=6, warmup=2,
+                  eval_every=3, eval_tokens=256, log_every=1, save_every=3, device="cpu")
+    values.update(overrides)
+    return model, TrainConfig(**values)
+
+
+def run_cli(args, capsys, monkeypatch):
+    """(exit code, stdout, stderr) of `posbench ARGS`, run in-process through the real entry point."""
+    import sys
+
+    from posbench import cli
+
+    monkeypatch.setattr(sys, "argv", ["posbench", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def capture_saved_models(monkeypatch) -> list[GPT]:
+    """Copies of the in-memory model, taken each time training writes model.safetensors (a spy on
+    posbench.train.save_weights): what a test compares the written file against."""
+    import copy
+
+    from posbench import train as train_module
+
+    saved, write = [], train_module.save_weights
+
+    def spy(run_dir, model, config):
+        saved.append(copy.deepcopy(model).eval())
+        return write(run_dir, model, config)
+
+    monkeypatch.setattr(train_module, "save_weights", spy)
+    return saved
+
+
+def initial_weights(config: dict) -> dict[str, torch.Tensor]:
+    """The state_dict a run described by `config` (config.json) starts from: the same seed, the same init."""
+    torch.manual_seed(config["train"]["seed"])
+    return GPT(ModelConfig.from_dict(config["model"])).state_dict()
+
+
+def assert_trained(weights: dict[str, torch.Tensor], config: dict) -> None:
+    """Weights a run really trained: no matrix all zero, and every tensor moved from its init."""
+    init = initial_weights(config)
+    assert weights.keys() == init.keys()
+    for name, tensor in weights.items():
+        if tensor.ndim >= 2:
+            assert tensor.abs().max() > 0, f"{name} is all zero"
+        assert not torch.equal(tensor, init[name]), f"{name} is still at its init"
+
+
+def logits_on(model: GPT, tokens) -> torch.Tensor:
+    """(1, T, vocab) logits of `model` in eval mode on one sequence of token ids."""
+    with torch.no_grad():
+        return model.eval()(torch.as_tensor(tokens, dtype=torch.long)[None])
