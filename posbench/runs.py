@@ -21,6 +21,7 @@ from .common import RUNS_ROOT, check_split
 from .corpora import load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
+from .lock import LOCK_NAME
 from .model import GPT, ModelConfig
 from .tokenizer import Tokenizer
 from .tokens import prepare_data
@@ -130,10 +131,18 @@ def identity(config: dict) -> dict:
     return {"model": config["model"], "train": train, "data": config["data"]}
 
 
+def run_files(run_dir: Path) -> list[Path]:
+    """What is in the folder, less the lock file (which is not part of a run)."""
+    return [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
+
+
 def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
-    """Check `run_dir` may take this run. Returns the checkpoint to resume from, if any."""
+    """Check `run_dir` may take this run (call it holding the folder's lock). Returns the checkpoint
+    to resume from, if any."""
+    for tmp in run_dir.glob(".*.tmp"):  # a killed writer's half-written file; the lock says it is gone
+        tmp.unlink(missing_ok=True)
     if not (run_dir / "config.json").is_file():
-        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        if run_files(run_dir) and not overwrite:
             raise PosbenchError(f"{run_dir} exists and is not a posbench run; pick another --out or pass --overwrite")
         return None
     old = upgrade_config(read_json(run_dir / "config.json"))
@@ -144,7 +153,11 @@ def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
                 f"{run_dir} holds a run with a different config; pass --overwrite to replace it, "
                 "or choose another --out"
             )
-        shutil.rmtree(run_dir)
+        for path in run_files(run_dir):  # the lock file stays: this process holds it
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         return None
     if (run_dir / "summary.json").is_file():
         return None  # finished: nothing to do
