@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .common import RUNS_ROOT, check_split
@@ -70,7 +71,9 @@ def save_weights(run_dir: Path, model: GPT, config: dict) -> None:
     in its metadata so the weights file alone says what it is."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"posbench_config": json.dumps(config)}
-    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    # serialised in memory, written by Python: a full disk is then an OSError atomic_write can name
+    # (safetensors' own file writer reports it opaquely, or not at all)
+    atomic_write(run_dir / "model.safetensors", safetensors_bytes(state, metadata=metadata))
 
 
 def check_run_dir(path: Path) -> dict:
@@ -171,7 +174,13 @@ def save_checkpoint(path: Path, model: GPT, optimizer, sampler, step: int, elaps
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
         "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(),
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict, tmp: Path) -> None:
+    # through a Python file: torch's own path writer turns a full disk into an opaque RuntimeError
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path, model: GPT, optimizer, sampler, device) -> tuple[int, float]:
