@@ -202,8 +202,8 @@ class _Loop:
         if self.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(model)
         # the bar's loss and speed ride in its description, so the task renders in any Progress
-        total = self.cfg.steps if self.budget is None else self.budget
-        task = progress.add_task(self.label, total=total, completed=self.done())
+        total, unit = (self.cfg.steps, "steps") if self.budget is None else (self.budget, "s")
+        task = progress.add_task(self.label, total=total, completed=self.done(), unit=unit)
         self.raw_model.train()
         self.window = (time.perf_counter(), 0)  # (start, steps) of the current tokens/s window
         self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
