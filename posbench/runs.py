@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .common import RUNS_ROOT, check_split
@@ -22,6 +23,7 @@ from .config import ModelConfig
 from .corpora import load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
+from .lock import LOCK_NAME
 from .model import GPT
 from .tokenizer import Tokenizer
 from .tokens import prepare_data
@@ -71,7 +73,9 @@ def save_weights(run_dir: Path, model: GPT, config: dict) -> None:
     in its metadata so the weights file alone says what it is."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"posbench_config": json.dumps(config)}
-    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    # serialised in memory, written by Python: a full disk is then an OSError atomic_write can name
+    # (safetensors' own file writer reports it opaquely, or not at all)
+    atomic_write(run_dir / "model.safetensors", safetensors_bytes(state, metadata=metadata))
 
 
 def check_run_dir(path: Path) -> dict:
@@ -133,10 +137,18 @@ def identity(config: dict) -> dict:
     return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
 
 
+def run_files(run_dir: Path) -> list[Path]:
+    """What is in the folder, less the lock file (which is not part of a run)."""
+    return [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
+
+
 def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
-    """Check `run_dir` may take this run. Returns the checkpoint to resume from, if any."""
+    """Check `run_dir` may take this run (call it holding the folder's lock). Returns the checkpoint
+    to resume from, if any."""
+    for tmp in run_dir.glob(".*.tmp"):  # a killed writer's half-written file; the lock says it is gone
+        tmp.unlink(missing_ok=True)
     if not (run_dir / "config.json").is_file():
-        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        if run_files(run_dir) and not overwrite:
             raise PosbenchError(f"{run_dir} exists and is not a posbench run; pick another --out or pass --overwrite")
         return None
     old = upgrade_config(read_json(run_dir / "config.json"))
@@ -147,7 +159,11 @@ def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
                 f"{run_dir} holds a run with a different config; pass --overwrite to replace it, "
                 "or choose another --out"
             )
-        shutil.rmtree(run_dir)
+        for path in run_files(run_dir):  # the lock file stays: this process holds it
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         return None
     if (run_dir / "summary.json").is_file():
         return None  # finished: nothing to do
@@ -161,7 +177,13 @@ def save_checkpoint(path: Path, model: GPT, optimizer, sampler, step: int, elaps
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
         "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(),
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict, tmp: Path) -> None:
+    # through a Python file: torch's own path writer turns a full disk into an opaque RuntimeError
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path, model: GPT, optimizer, sampler, device) -> tuple[int, float]:

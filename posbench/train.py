@@ -19,6 +19,7 @@ from rich.progress import Progress
 from .common import average_across_ranks, init_distributed, rank0_first, resolve_device
 from .config import ModelConfig
 from .errors import PosbenchError
+from .lock import lock_run_dir
 from .model import GPT
 from .progress import make_progress
 from .runs import (
@@ -136,20 +137,21 @@ def train(
                             f"--train-len {cfg.train_len} + 1; use a longer corpus or a shorter --train-len")
     config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
-    checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
-    if finished:
-        return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)
-    if rank == 0:
-        write_json(run_dir / "config.json", config)
-        data.tokenizer.save(run_dir)
+    with lock_run_dir(run_dir, enabled=rank == 0):  # one writer per folder; before claiming, which may delete
+        checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
+        if finished:
+            return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)
+        if rank == 0:
+            write_json(run_dir / "config.json", config)
+            data.tokenizer.save(run_dir)
 
-    loop = _Loop(model_config, cfg, config, data, sampler, run_dir, device, rank, world)
-    if checkpoint is not None:
-        loop.resume(checkpoint)
-    if rank != 0:
-        console, show_progress = Console(quiet=True), False
-    loop.run(progress or make_progress(console or Console(), disable=not show_progress), own=progress is None)
-    return TrainResult(run_dir, loop.summarize(), resumed_from=loop.resumed_from)
+        loop = _Loop(model_config, cfg, config, data, sampler, run_dir, device, rank, world)
+        if checkpoint is not None:
+            loop.resume(checkpoint)
+        if rank != 0:
+            console, show_progress = Console(quiet=True), False
+        loop.run(progress or make_progress(console or Console(), disable=not show_progress), own=progress is None)
+        return TrainResult(run_dir, loop.summarize(), resumed_from=loop.resumed_from)
 
 
 def _claim(run_dir: Path, config: dict, overwrite: bool, rank: int, world: int) -> tuple[Path | None, bool]:
@@ -201,8 +203,8 @@ class _Loop:
         if self.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(model)
         # the bar's loss and speed ride in its description, so the task renders in any Progress
-        total = self.cfg.steps if self.budget is None else self.budget
-        task = progress.add_task(self.label, total=total, completed=self.done())
+        total, unit = (self.cfg.steps, "steps") if self.budget is None else (self.budget, "s")
+        task = progress.add_task(self.label, total=total, completed=self.done(), unit=unit)
         self.raw_model.train()
         self.window = (time.perf_counter(), 0)  # (start, steps) of the current tokens/s window
         self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
