@@ -28,6 +28,7 @@ from .runs import (
     run_config,
     save_checkpoint,
     save_weights,
+    tokenizer_seed,
     truncate_metrics,
     write_json,
 )
@@ -52,7 +53,9 @@ class TrainConfig:
     eval_every: int = 200
     eval_tokens: int = 16384
     log_every: int = 10
-    seed: int = 0
+    seed: int = 0  # model init and the order of training batches
+    # the tokenizer's seed (None: seed): compare's seeds share one tokenizer, so all score the same windows
+    tokenizer_seed: int | None = None
     device: str = "auto"
     compile: bool = False
     save_every: int = 200
@@ -126,7 +129,7 @@ def train(
     if cfg.batch_size % world:
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     with rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
-        data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.seed)
+        data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, tokenizer_seed(asdict(cfg)))
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
     # checked before anything is written: a corpus too short for one window is an input error
     sampler = BatchSampler(data.splits["train"], cfg.train_len, cfg.batch_size // world, cfg.seed, rank, world)
