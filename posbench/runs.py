@@ -184,6 +184,24 @@ def load_checkpoint(path: Path, model: GPT, optimizer, sampler, device) -> tuple
     return state["step"], state["elapsed"]
 
 
+def loss_curve(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """(tokens seen, loss) points from metrics.jsonl: "train" (the logged training loss) and "val".
+    A line that does not parse (a run still writing it) is skipped; no file, no points."""
+    train = upgrade_config(read_json(run_dir / "config.json")).get("train") or {}
+    per_step = train.get("batch_size", 0) * train.get("train_len", 0)
+    curve: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for name, key in (("train", "loss"), ("val", "val_loss")):
+            if key in record:
+                curve[name].append((record["step"] * per_step, record[key]))
+    return curve
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint, so a resumed run's metrics read as one run."""
     if not path.is_file():
