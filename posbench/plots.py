@@ -24,8 +24,12 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
             (line,) = ax.plot([r["length"] for r in points], [r["ppl"] for r in points], marker="o",
                               label=row["label"])
             band = [(r["length"], *r["ppl_ci"]) for r in points if r.get("ppl_ci")]
-            if band:
+            if len(band) > 1:
                 ax.fill_between(*zip(*band, strict=True), color=line.get_color(), alpha=0.2, linewidth=0)
+            elif band:  # one length (e.g. learned, n/a past L): the interval as an error bar
+                n, low, high = band[0]
+                ppl = next(r["ppl"] for r in points if r["length"] == n)
+                ax.errorbar([n], [ppl], yerr=[[ppl - low], [high - ppl]], color=line.get_color(), capsize=3)
     for L in sorted({row["train_len"] for row in rows}):
         ax.axvline(L, color="grey", linestyle="--", linewidth=1)
         ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
@@ -105,7 +109,10 @@ def plot_heads(report: dict, path: str | Path) -> None:
         for layer in layers:
             rows = sorted((h for h in heads if h["layer"] == layer), key=lambda h: h["slope"])
             rho = rhos.get(layer)
-            label = f"layer {layer}" + (f" (ρ = {rho:+.2f})" if rho is not None else "")
+            ci = next((e.get("spearman_slope_span90_ci") for e in report["summary"]["layers"]
+                       if e["layer"] == layer), None)
+            label = f"layer {layer}" + (f" (ρ = {rho:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "") + ")"
+                                        if rho is not None else "")
             ax.plot([h["slope"] for h in rows], [max(h["span90"], 0.5) for h in rows], "o-", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")

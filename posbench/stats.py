@@ -93,7 +93,8 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_S
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
+    """The central 95% of bootstrap samples."""
     tail = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
@@ -105,7 +106,7 @@ def bootstrap_mean_loss(w: Windows) -> tuple[float, float] | None:
     if len(w.loss) < 2:
         return None
     idx = resample_indices(len(w.loss))
-    return _percentiles(w.loss[idx].sum(1) / w.tokens[idx].sum(1))
+    return percentile_interval(w.loss[idx].sum(1) / w.tokens[idx].sum(1))
 
 
 def ppl_interval(w: Windows) -> Interval | None:
@@ -119,7 +120,7 @@ def bpb_interval(w: Windows) -> Interval | None:
         return None
     idx = resample_indices(len(w.loss))
     samples = w.loss[idx].sum(1) / math.log(2) / np.maximum(w.bytes[idx].sum(1), 1)
-    return Interval(float(w.loss.sum() / math.log(2) / max(w.bytes.sum(), 1)), *_percentiles(samples))
+    return Interval(float(w.loss.sum() / math.log(2) / max(w.bytes.sum(), 1)), *percentile_interval(samples))
 
 
 def paired_ratio(a: Windows, b: Windows) -> Interval | None:
@@ -136,7 +137,7 @@ def paired_ratio(a: Windows, b: Windows) -> Interval | None:
     idx = resample_indices(len(a.loss))
     tokens = a.tokens[idx].sum(1)
     diff = (a.loss[idx].sum(1) - b.loss[idx].sum(1)) / tokens  # exactly 0 for a compared with itself
-    low, high = _percentiles(diff)
+    low, high = percentile_interval(diff)
     return Interval(ratio, math.exp(min(low, 700.0)), math.exp(min(high, 700.0)))
 
 
