@@ -26,6 +26,7 @@ from .positions import METHODS, SEED_METHODS
 from .presets import Preset, get_preset
 from .progress import make_progress
 from .runs import loss_curve, read_json, write_json
+from .tokens import prepare_data
 from .train import Interrupted, train
 from .verdicts import Entry, add_comparisons, method_row
 
@@ -93,6 +94,8 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=preset.eval_tokens,
                             device=str(resolve_device(cfg.device)))
     started = time.perf_counter()
+    if not runs:
+        _check_inputs(cfg, preset)
     suffix = "+ln" if cfg.embed_norm else ""  # as method_label names such runs
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     jobs: list[Job] = ([(Path(r).name, None, [(None, Path(r))]) for r in runs]
@@ -116,6 +119,14 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
                     evaluated.setdefault(name, []).extend(entries)
             progress.advance(overall)
     return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
+
+
+def _check_inputs(cfg: CompareConfig, preset: Preset) -> None:
+    """Bad input every method shares (a missing corpus, --train-len 0) is one error and exit code 2
+    before anything trains, not a failure per method. The tokenised corpus is cached for the runs."""
+    _, train_config = preset.configs(cfg.methods[0], data=cfg.data, train_len=cfg.train_len, seed=cfg.seed)
+    train_config.validate()
+    prepare_data(cfg.data, train_config.tokenizer, train_config.vocab_size, cfg.seed)
 
 
 def failure_reason(e: BaseException) -> str:

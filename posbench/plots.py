@@ -39,7 +39,8 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
     ax.set_ylabel("perplexity")
     ax.set_title("Train short, test long: perplexity by evaluation length")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
+    if ax.get_legend_handles_labels()[0]:  # every method failed: an empty plot, no legend
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 

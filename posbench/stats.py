@@ -100,13 +100,29 @@ def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def resampled_sums(*arrays: np.ndarray) -> list[np.ndarray]:
+    """For each array of per-window values, its sum over each of RESAMPLES resamples of the windows
+    (drawn with replacement, from the fixed seed): (RESAMPLES,) each. Every array is resampled with
+    the same indices, and so is any other call with as many windows: that pairs two evaluations.
+    Drawn in blocks, so memory stays bounded with tens of thousands of windows (sliding, stride 1)."""
+    n = len(arrays[0])
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    block = max(1, 2**22 // n)
+    sums: list[list[np.ndarray]] = [[] for _ in arrays]
+    for start in range(0, RESAMPLES, block):
+        idx = rng.integers(0, n, size=(min(block, RESAMPLES - start), n))
+        for out, a in zip(sums, arrays, strict=True):
+            out.append(a[idx].sum(1))
+    return [np.concatenate(out) for out in sums]
+
+
 def bootstrap_mean_loss(w: Windows) -> tuple[float, float] | None:
     """95% percentile interval of the mean loss per prediction, resampling whole windows; None with
     fewer than two windows (one window has no spread to resample)."""
     if len(w.loss) < 2:
         return None
-    idx = resample_indices(len(w.loss))
-    return percentile_interval(w.loss[idx].sum(1) / w.tokens[idx].sum(1))
+    loss, tokens = resampled_sums(w.loss, w.tokens)
+    return percentile_interval(loss / tokens)
 
 
 def ppl_interval(w: Windows) -> Interval | None:
@@ -118,8 +134,8 @@ def bpb_interval(w: Windows) -> Interval | None:
     """Bits per byte, its interval resampling the windows' bytes along with their losses."""
     if len(w.loss) < 2:
         return None
-    idx = resample_indices(len(w.loss))
-    samples = w.loss[idx].sum(1) / math.log(2) / np.maximum(w.bytes[idx].sum(1), 1)
+    loss, n_bytes = resampled_sums(w.loss, w.bytes)
+    samples = loss / math.log(2) / np.maximum(n_bytes, 1)
     return Interval(float(w.loss.sum() / math.log(2) / max(w.bytes.sum(), 1)), *percentile_interval(samples))
 
 
@@ -129,16 +145,11 @@ def paired_ratio(a: Windows, b: Windows) -> Interval | None:
     score the same predictions (then they cannot be paired) or there are fewer than two blocks."""
     size = max(a.length, b.length)
     a, b = a.blocks(size), b.blocks(size)
-    if len(a.tokens) != len(b.tokens) or not np.array_equal(a.tokens, b.tokens):
+    if len(a.tokens) != len(b.tokens) or not np.array_equal(a.tokens, b.tokens) or len(a.loss) < 2:
         return None
-    ratio = math.exp(min(a.mean_loss - b.mean_loss, 700.0))
-    if len(a.loss) < 2:
-        return None
-    idx = resample_indices(len(a.loss))
-    tokens = a.tokens[idx].sum(1)
-    diff = (a.loss[idx].sum(1) - b.loss[idx].sum(1)) / tokens  # exactly 0 for a compared with itself
-    low, high = percentile_interval(diff)
-    return Interval(ratio, math.exp(min(low, 700.0)), math.exp(min(high, 700.0)))
+    loss_a, loss_b, tokens = resampled_sums(a.loss, b.loss, a.tokens)
+    low, high = percentile_interval((loss_a - loss_b) / tokens)  # exactly 0 for a compared with itself
+    return Interval(*(math.exp(min(x, 700.0)) for x in (a.mean_loss - b.mean_loss, low, high)))
 
 
 def seed_ratio(a: Sequence[float], b: Sequence[float]) -> Interval:

@@ -191,3 +191,11 @@ def test_a_failing_method_costs_only_itself(tiny_preset, corpus, tmp_path, capsy
     assert (out / "alibi" / "model.safetensors").stat().st_mtime_ns == before
     results = json.loads((out / "results.json").read_text())
     assert [r["label"] for r in results["runs"]] == ["rotary", "alibi"] and results["failures"] == []
+
+
+def test_bad_input_shared_by_every_method_is_one_error(tiny_preset, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["compare", "--pos", "alibi,rotary", "--preset", "tiny", "--data", str(tmp_path / "x.txt"),
+                            "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"], capsys, monkeypatch)
+    assert code == 2 and "does not exist" in err and not (tmp_path / "o").exists()
+    code, _, err = run_cli(["compare", "--seeds", "0"], capsys, monkeypatch)
+    assert code == 2 and "--seeds must be at least 1" in err

@@ -101,3 +101,5 @@ def test_windows_from_a_real_evaluation_add_up():
         w = r.windows
         assert w.tokens.sum() == r.tokens and w.loss.sum() / r.tokens == pytest.approx(r.loss)
         assert w.loss.sum() / math.log(2) / w.bytes.sum() == pytest.approx(r.bpb)
+        itself = paired_ratio(w, w)
+        assert (itself.value, itself.low, itself.high) == (1.0, 1.0, 1.0)
