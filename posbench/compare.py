@@ -70,6 +70,7 @@ class CompareConfig:
     rope_scaling: Sequence[tuple[str, float | None]] = ()
     # seeds per method: seed, seed+1, ... (init and data order; one tokenizer, so the same windows)
     seeds: int = 1
+    eval_tokens: int | None = None  # predictions scored at every length (None: the preset's); more, narrower intervals
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -91,7 +92,7 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     fails is recorded in results["failures"] with its reason, and the others go on."""
     preset = get_preset(cfg.preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
-    settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=preset.eval_tokens,
+    settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=cfg.eval_tokens or preset.eval_tokens,
                             device=str(resolve_device(cfg.device)))
     started = time.perf_counter()
     if not runs:

@@ -142,13 +142,16 @@ def bpb_interval(w: Windows) -> Interval | None:
 def paired_ratio(a: Windows, b: Windows) -> Interval | None:
     """ppl(a) / ppl(b) on the same predictions, with a paired bootstrap: both are cut into blocks of
     the longer window, and every resample takes the same blocks from both. None when the two did not
-    score the same predictions (then they cannot be paired) or there are fewer than two blocks."""
+    score as many predictions in as many blocks (then they cannot be paired) or there are fewer than
+    two blocks."""
     size = max(a.length, b.length)
     a, b = a.blocks(size), b.blocks(size)
-    if len(a.tokens) != len(b.tokens) or not np.array_equal(a.tokens, b.tokens) or len(a.loss) < 2:
+    if len(a.tokens) != len(b.tokens) or a.tokens.sum() != b.tokens.sum() or len(a.loss) < 2:
         return None
-    loss_a, loss_b, tokens = resampled_sums(a.loss, b.loss, a.tokens)
-    low, high = percentile_interval((loss_a - loss_b) / tokens)  # exactly 0 for a compared with itself
+    # a window that straddles a block boundary counts in the block it starts in: each side divides by
+    # its own tokens, so lengths that do not divide each other still pair block by block
+    loss_a, tokens_a, loss_b, tokens_b = resampled_sums(a.loss, a.tokens, b.loss, b.tokens)
+    low, high = percentile_interval(loss_a / tokens_a - loss_b / tokens_b)  # exactly 0 for a compared with itself
     return Interval(*(math.exp(min(x, 700.0)) for x in (a.mean_loss - b.mean_loss, low, high)))
 
 

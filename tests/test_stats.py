@@ -103,3 +103,18 @@ def test_windows_from_a_real_evaluation_add_up():
         assert w.loss.sum() / math.log(2) / w.bytes.sum() == pytest.approx(r.bpb)
         itself = paired_ratio(w, w)
         assert (itself.value, itself.low, itself.high) == (1.0, 1.0, 1.0)
+
+
+def split(per_token: np.ndarray, length: int) -> Windows:
+    first = np.arange(0, len(per_token), length)
+    ends = np.minimum(first + length, len(per_token))
+    loss = np.array([per_token[f:e].sum() for f, e in zip(first, ends, strict=True)])
+    return Windows(length, first, loss, ends - first, ends - first)
+
+
+def test_lengths_that_do_not_divide_each_other_still_pair():
+    per_token = np.random.default_rng(0).normal(3, 1, 960)
+    r = paired_ratio(split(per_token, 24), split(per_token, 16))  # blocks of 24: windows of 16 straddle them
+    assert r.value == pytest.approx(1.0) and r.low <= 1 <= r.high and r.high / r.low < 1.1
+    worse = paired_ratio(split(per_token + 0.1, 24), split(per_token, 16))
+    assert worse.value == pytest.approx(math.exp(0.1)) and worse.low > 1
