@@ -29,6 +29,7 @@ from .runs import loss_curve, read_json, write_json
 from .tokens import prepare_data
 from .train import Interrupted, train
 from .verdicts import Entry, add_comparisons, method_row
+from .verdicts import verdict as verdict  # compare.verdict, as before verdicts.py
 
 
 def parse_rope_scaling(text: str | None) -> list[tuple[str, float | None]]:
