@@ -8,6 +8,7 @@ import torch
 
 import posbench.compare as compare_module
 from posbench import cli, presets
+from posbench.errors import PosbenchError
 from posbench.presets import Preset
 from posbench.runs import identity
 from posbench.verdicts import verdict
@@ -199,3 +200,10 @@ def test_bad_input_shared_by_every_method_is_one_error(tiny_preset, tmp_path, ca
     assert code == 2 and "does not exist" in err and not (tmp_path / "o").exists()
     code, _, err = run_cli(["compare", "--seeds", "0"], capsys, monkeypatch)
     assert code == 2 and "--seeds must be at least 1" in err
+
+
+def test_failure_reason_is_one_line():
+    nan = "loss became nan at step 3; stopped without saving. Try a lower --lr."
+    assert compare_module.failure_reason(PosbenchError(nan)) == nan
+    assert compare_module.failure_reason(RuntimeError("boom\n  at line 3")) == "RuntimeError: boom"
+    assert compare_module.failure_reason(ValueError()) == "ValueError"
