@@ -1,5 +1,6 @@
-"""`posbench compare`: the same experiment across position methods — train each under one config,
-evaluate each at the same lengths, one table of numbers, a verdict per method, one plot."""
+"""`posbench compare`: the same experiment across position methods — train each under one config
+(with --seeds, several times), evaluate each at the same lengths on the same windows, one table of
+numbers with their intervals, a verdict per method (verdicts.py reads the numbers), two plots."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from . import __version__
 from .common import resolve_device
 from .config import ModelConfig
 from .errors import PosbenchError
-from .evaluate import EvalSettings, run_report
+from .evaluate import EvalSettings, evaluate_run
 from .fileio import atomic_write
-from .plots import plot_ppl_vs_length
+from .plots import plot_loss_curves, plot_ppl_vs_length
 from .positions import METHODS, SEED_METHODS
-from .presets import get_preset
+from .presets import Preset, get_preset
 from .progress import make_progress
-from .runs import read_json, write_json
-from .train import train
+from .runs import loss_curve, read_json, write_json
+from .tokens import prepare_data
+from .train import Interrupted, train
+from .verdicts import Entry, add_comparisons, method_row
+from .verdicts import verdict as verdict  # compare.verdict, as before verdicts.py
 
 
 def parse_rope_scaling(text: str | None) -> list[tuple[str, float | None]]:
@@ -50,45 +54,6 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def verdict(results: Sequence[dict], train_len: int) -> str:
-    """Read off the numbers, never the method's name: flat (<= 1.1x the perplexity at L at every
-    length), explodes (> 2x somewhere: say from which length), or degrades in between."""
-    base = next((r["ppl"] for r in results if r["length"] == train_len and r["ppl"] is not None), None)
-    if base is None:
-        return "no perplexity at the training length"
-    longer = [r for r in results if r["length"] > train_len]
-    if longer and all(r["ppl"] is None for r in longer):
-        return "cannot run past L"
-    ratios = [(r["length"], r["ppl"] / base) for r in longer if r["ppl"] is not None]
-    worst = max((ratio for _, ratio in ratios), default=1.0)
-    if worst <= 1.1:
-        return "extrapolates" + (f" (improves to {min(r for _, r in ratios):.2f}x)" if ratios and
-                                 min(r for _, r in ratios) < 0.97 else "")
-    exploded = [length for length, ratio in ratios if ratio > 2]
-    if exploded:
-        return f"explodes by {exploded[0] / train_len:g}xL (up to {worst:.1f}x)"
-    return f"degrades (up to {worst:.2f}x)"
-
-
-def method_row(report: dict, summary: dict | None, label: str | None = None) -> dict:
-    """One method's row: the eval-extrapolate entry plus its label (the method as tables show it,
-    e.g. "alibi+ln"), params, speed, ppl at L, ratio, verdict."""
-    L = report["train_len"]
-    by_length = {r["length"]: r["ppl"] for r in report["results"]}
-    longest = max(by_length)
-    at_l, at_max = by_length.get(L), by_length[longest]
-    return {
-        **report,
-        "label": label or report.get("label") or report["pos"],
-        "params": summary.get("params") if summary else None,
-        "train_tokens_per_s": summary.get("tokens_per_s") if summary else None,
-        "val_ppl": summary.get("val_ppl") if summary else None,
-        "ppl_at_L": at_l,
-        "max_len_ratio": at_max / at_l if at_l and at_max else None,
-        "verdict": verdict(report["results"], L),
-    }
-
-
 @dataclass(frozen=True)
 class CompareConfig:
     """One comparison: which methods, at which size, on which text (the options of `posbench compare`)."""
@@ -106,73 +71,161 @@ class CompareConfig:
     embed_norm: bool | None = None
     # (kind, factor) pairs: each adds a row per rotary run, evaluated with rescaled frequencies
     rope_scaling: Sequence[tuple[str, float | None]] = ()
+    # seeds per method: seed, seed+1, ... (init and data order; one tokenizer, so the same windows)
+    seeds: int = 1
+    eval_tokens: int | None = None  # predictions scored at every length (None: the preset's); more, narrower intervals
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise PosbenchError(f"--seeds must be at least 1, got {self.seeds}")
+
+    def run_dir(self, label: str, seed: int) -> Path:
+        """out/<label> with one seed (as before seeds existed); out/<label>/seed<k> with several."""
+        return Path(self.out) / label if self.seeds == 1 else Path(self.out) / label / f"seed{seed}"
+
+
+Job = tuple[str, str | None, list[tuple[int | None, Path]]]  # (label, method or None for a given run, seeds)
 
 
 def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (), console: Console | None = None,
             show_progress: bool = True) -> dict:
-    """Train (or reuse / continue) one run per method in out/<label> (e.g. alibi+ln with embed_norm
-    True), or take existing `runs`; evaluate all at the same lengths; write results.json, results.csv
-    and ppl_vs_length.png. Rope scaling adds rows like rotary+yarn×4."""
+    """Train (or reuse / continue) each method's runs (CompareConfig.run_dir), or take existing
+    `runs`; evaluate all at the same lengths on the same windows; write results.json, results.csv,
+    ppl_vs_length.png and loss_curves.png. Rope scaling adds rows like rotary+yarn×4. A method that
+    fails is recorded in results["failures"] with its reason, and the others go on."""
     preset = get_preset(cfg.preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
-    settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=preset.eval_tokens,
+    settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=cfg.eval_tokens or preset.eval_tokens,
                             device=str(resolve_device(cfg.device)))
     started = time.perf_counter()
-    jobs = [(None, None, Path(r)) for r in runs]
-    for m in cfg.methods if not runs else ():
-        model_config, train_config = preset.configs(m, data=cfg.data, train_len=cfg.train_len, seed=cfg.seed,
-                                                    device=cfg.device)
-        model_config = replace(model_config, embed_norm=cfg.embed_norm)
-        jobs.append((m, (model_config, train_config), Path(cfg.out) / model_config.label()))  # as tables label it
+    if not runs:
+        _check_inputs(cfg, preset)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    labels = {m: _model_config(cfg, preset, m, cfg.seed).label() for m in cfg.methods}  # as tables label them
+    jobs: list[Job] = ([(Path(r).name, None, [(None, Path(r))]) for r in runs]
+                       or [(labels[m], m, [(s, cfg.run_dir(labels[m], s)) for s in seeds]) for m in cfg.methods])
     progress = make_progress(console, disable=not show_progress)
-    rows = []
+    evaluated: dict[str, list[Entry]] = {}
+    failures = []
     with progress:
         overall = progress.add_task("[bold]compare[/]", total=len(jobs))
-        for k, (method, configs, run_dir) in enumerate(jobs):
-            progress.update(overall, description=f"[bold]compare[/] {method or run_dir.name} ({k + 1}/{len(jobs)})")
-            if configs is not None:
-                summary = train(*configs, out=run_dir, console=console, progress=progress).summary
+        for k, (label, method, seed_dirs) in enumerate(jobs):
+            progress.update(overall, description=f"[bold]compare[/] {label} ({k + 1}/{len(jobs)})")
+            try:
+                done = _run_method(cfg, preset, method, seed_dirs, settings, console, progress)
+            except Interrupted:
+                raise
+            except Exception as e:  # one failing method (NaN, out of memory, a bug) must not cost the others
+                failures.append({"label": label, "pos": method, "run": str(seed_dirs[0][1].parent if
+                                 len(seed_dirs) > 1 else seed_dirs[0][1]), "error": failure_reason(e)})
             else:
-                summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
-            rows += _evaluate_run(run_dir, summary, settings, cfg.rope_scaling, progress)
+                for name, entries in done.items():
+                    evaluated.setdefault(name, []).extend(entries)
             progress.advance(overall)
-    return _write_results(cfg, rows, time.perf_counter() - started)
+    return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
 
 
-def _evaluate_run(run_dir: Path, summary: dict | None, settings: EvalSettings,
-                  rope_scaling: Sequence[tuple[str, float | None]], progress) -> list[dict]:
-    """The run's row, and for a method RoPE scaling applies to, one more row per scaling."""
-    report = run_report(run_dir, settings, progress)
-    rows = [method_row(report, summary)]
-    if METHODS[report["pos"]].rope_scalable:  # the same run again, frequencies rescaled at evaluation
+def _check_inputs(cfg: CompareConfig, preset: Preset) -> None:
+    """Bad input every method shares (a missing corpus, --train-len 0) is one error and exit code 2
+    before anything trains, not a failure per method. The tokenised corpus is cached for the runs."""
+    _, train_config = preset.configs(cfg.methods[0], data=cfg.data, train_len=cfg.train_len, seed=cfg.seed)
+    train_config.validate()
+    prepare_data(cfg.data, train_config.tokenizer, train_config.vocab_size, cfg.seed)
+
+
+def _model_config(cfg: CompareConfig, preset: Preset, method: str, seed: int) -> ModelConfig:
+    model_config, _ = preset.configs(method, data=cfg.data, train_len=cfg.train_len, seed=seed, device=cfg.device)
+    return replace(model_config, embed_norm=cfg.embed_norm)
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line: a PosbenchError's message; anything else prefixed with its type (e.g. OutOfMemoryError)."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if isinstance(e, PosbenchError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _run_method(cfg: CompareConfig, preset: Preset, method: str | None, seed_dirs: list[tuple[int | None, Path]],
+                settings: EvalSettings, console: Console | None, progress) -> dict[str, list[Entry]]:
+    """Train (method given) and evaluate every seed of one method -> label -> one entry per seed."""
+    out: dict[str, list[Entry]] = {}
+    for seed, run_dir in seed_dirs:
+        if method is not None:
+            _, train_config = preset.configs(method, data=cfg.data, train_len=cfg.train_len, seed=seed,
+                                             device=cfg.device)
+            if cfg.seeds > 1:  # every seed on the base seed's tokenizer: the same evaluation windows
+                train_config = replace(train_config, tokenizer_seed=cfg.seed)
+            model_config = _model_config(cfg, preset, method, seed)
+            summary = train(model_config, train_config, out=run_dir, console=console, progress=progress).summary
+        else:
+            summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
+        for report, windows in _evaluate_run(run_dir, settings, cfg.rope_scaling, progress):
+            out.setdefault(report["label"], []).append((report, windows, summary))
+    return out
+
+
+def _evaluate_run(run_dir: Path, settings: EvalSettings, rope_scaling: Sequence[tuple[str, float | None]],
+                  progress) -> list[tuple[dict, dict]]:
+    """The run's evaluation, and for a method RoPE scaling applies to, one more per scaling."""
+    evaluations = [evaluate_run(run_dir, settings, progress)]
+    if METHODS[evaluations[0][0]["pos"]].rope_scalable:  # the same run again, frequencies rescaled at evaluation
         for scaling in rope_scaling:
-            rows.append(method_row(run_report(run_dir, replace(settings, rope_scaling=scaling), progress), summary))
-    return rows
+            evaluations.append(evaluate_run(run_dir, replace(settings, rope_scaling=scaling), progress))
+    return evaluations
 
 
-def _write_results(cfg: CompareConfig, rows: list[dict], seconds: float) -> dict:
+def _write_results(cfg: CompareConfig, evaluated: dict[str, list[Entry]], failures: list[dict],
+                   seeds: list[int] | None, seconds: float) -> dict:
+    """results.json (rows, failures, configs), results.csv and the two plots. `seeds` None: given
+    runs, each with the seed its config names."""
+    rows, windows = [], []
+    for entries in evaluated.values():
+        run_seeds = seeds or [(read_json(Path(r["run"]) / "config.json").get("train") or {}).get("seed")
+                              for r, _, _ in entries]
+        row, w = method_row(entries, run_seeds)
+        rows.append(row)
+        windows.append(w)
+    add_comparisons(rows, windows)
     results = {
-        "preset": cfg.preset, "data": cfg.data, "seed": cfg.seed, "embed_norm": cfg.embed_norm,
+        "preset": cfg.preset, "data": cfg.data, "seed": cfg.seed, "seeds": seeds or sorted(
+            {s for row in rows for s in row["seeds"] if s is not None}), "embed_norm": cfg.embed_norm,
         "wall_seconds": seconds,
         "versions": {"posbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "configs": {row["label"]: read_json(Path(row["run"]) / "config.json") for row in rows},
-        "runs": rows,
+        "runs": rows, "failures": failures,
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
-    atomic_write(out / "results.csv", results_csv(rows).encode())
+    atomic_write(out / "results.csv", results_csv(rows, failures).encode())
     plot_ppl_vs_length(rows, out / "ppl_vs_length.png")
+    curves = {row["label"]: [loss_curve(Path(run)) for run in row.get("seed_runs", [row["run"]])]
+              for row in rows if "rope_scaling" not in row}  # a rescaled row is a run already drawn
+    plot_loss_curves(curves, out / "loss_curves.png")
     return results
 
 
-def results_csv(rows: Sequence[dict]) -> str:
+CSV_COLUMNS = ["pos", "label", "run", "train_len", "length", "ppl", "bpb", "tokens", "params", "train_tokens_per_s",
+               "verdict", "ppl_ci_low", "ppl_ci_high", "bpb_ci_low", "bpb_ci_high", "ppl_seeds", "best",
+               "ratio_to_best", "ratio_to_best_low", "ratio_to_best_high", "error"]
+
+
+def results_csv(rows: Sequence[dict], failures: Sequence[dict] = ()) -> str:
+    """One line per (method, length); ppl_seeds joined by ';'; a failed method one line with its error."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["pos", "label", "run", "train_len", "length", "ppl", "bpb", "tokens", "params",
-                     "train_tokens_per_s", "verdict"])
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
         for r in row["results"]:
+            versus = r.get("vs_best") or {}
             writer.writerow([row["pos"], row["label"], row["run"], row["train_len"], r["length"], r["ppl"], r["bpb"],
-                             r["tokens"], row["params"], row["train_tokens_per_s"], row["verdict"]])
+                             r["tokens"], row["params"], row["train_tokens_per_s"], row["verdict"],
+                             *(r.get("ppl_ci") or ["", ""]), *(r.get("bpb_ci") or ["", ""]),
+                             ";".join("" if x is None else f"{x:.6g}" for x in r.get("ppl_seeds", [])),
+                             versus.get("best", ""), versus.get("ratio", ""), *(versus.get("ci") or ["", ""]),
+                             r.get("error", "")])
+    for f in failures:
+        writer.writerow([f["pos"] or "", f["label"], f["run"], *[""] * (len(CSV_COLUMNS) - 4), f["error"]])
     return buffer.getvalue()
+
+

@@ -1,7 +1,8 @@
-"""ModelConfig: the one dataclass that says what model a run trains, as config.json's "model" records it.
+"""What a run is: ModelConfig (the model, config.json's "model") and TrainConfig (the training run,
+config.json's "train").
 
 A config.json written by an older posbench lacks fields added since, or names them differently:
-from_dict reads it as the model that run was actually trained with."""
+from_dict reads it as the run that was actually trained."""
 
 from __future__ import annotations
 
@@ -83,3 +84,47 @@ class ModelConfig:
             if value != defaults[name]:
                 tags.append(name if value is True else f"{name}={'L' if value is None else format(value, 'g')}")
         return "+".join((self.pos, *tags))
+
+
+@dataclass
+class TrainConfig:
+    data: str = "pydocs"
+    tokenizer: str = "bpe"
+    vocab_size: int = 4096
+    train_len: int = 128
+    batch_size: int = 16  # global: split across ranks under torchrun
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    steps: int = 600
+    minutes: float | None = None  # train for a wall-clock budget instead of a step count
+    eval_every: int = 200
+    eval_tokens: int = 16384
+    log_every: int = 10
+    seed: int = 0  # model init and the order of training batches
+    # the tokenizer's seed (None: seed): compare's seeds share one tokenizer, so all score the same windows
+    tokenizer_seed: int | None = None
+    device: str = "auto"
+    compile: bool = False
+    save_every: int = 200
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """From config.json's "train"; a config written before the training length was named
+        train_len calls it seq_len."""
+        values = {("train_len" if k == "seq_len" else k): v for k, v in values.items()}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def validate(self) -> None:
+        for name in ("train_len", "batch_size", "steps", "vocab_size", "eval_every", "save_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise PosbenchError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise PosbenchError(f"--lr must be positive, got {self.lr}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise PosbenchError(f"--minutes must be positive, got {self.minutes}")
+        if self.tokenizer not in ("bpe", "bytes"):
+            raise PosbenchError(f"--tokenizer must be 'bpe' or 'bytes', got '{self.tokenizer}'")

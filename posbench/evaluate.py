@@ -15,7 +15,8 @@ from .errors import PosbenchError
 from .positions.rope_scaling import apply_rope_scaling
 from .progress import make_progress
 from .runs import held_out_tokens, load_run, method_label, resolve_run
-from .scoring import MAX_TOKENS, MODES, check_lengths, default_lengths, evaluate_lengths, position_loss
+from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
+from .stats import Windows, bpb_interval, ppl_interval
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,28 @@ class EvalSettings:
             object.__setattr__(self, "lengths", check_lengths(self.lengths))
 
 
+def result_row(r: LengthResult) -> dict:
+    """One (mode, length) of a report: ppl and bpb with their 95% bootstrap intervals over the
+    evaluation windows (None with a single window), or the error that left it without numbers."""
+    row = {"length": r.length, "mode": r.mode, "ppl": r.ppl, "bpb": r.bpb, "tokens": r.tokens}
+    if r.error:
+        return row | {"ppl_ci": None, "bpb_ci": None, "error": r.error}
+    ppl, bpb = ppl_interval(r.windows), bpb_interval(r.windows)
+    return row | {"ppl_ci": ppl and ppl.as_list(), "bpb_ci": bpb and bpb.as_list()}
+
+
 def run_report(run: str | Path | None, settings: EvalSettings = EvalSettings(),
                progress: Progress | None = None) -> dict:
     """One run's entry of the --json layout: run, pos, label, train_len, results, position_loss (and
     split, data, and notes when something about the evaluation text needs saying). With rope_scaling
     the entry is labelled e.g. `rotary+yarn×4`."""
+    return evaluate_run(run, settings, progress)[0]
+
+
+def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings(),
+                 progress: Progress | None = None) -> tuple[dict, dict[tuple[str, int], Windows]]:
+    """run_report's entry, and the per-window losses behind it by (mode, length) (for paired
+    comparisons between runs evaluated on the same windows)."""
     run_dir = resolve_run(run)
     model, tokenizer, config = load_run(run_dir, device=settings.device)
     if tokenizer.vocab_size != model.config.vocab_size:
@@ -65,18 +83,16 @@ def run_report(run: str | Path | None, settings: EvalSettings = EvalSettings(),
     tokens, notes = held_out_tokens(run_dir, config, tokenizer, settings.split, settings.data)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
                                settings.max_tokens, progress=progress, label=label)
-    rows = []
-    for r in results:
-        row = {"length": r.length, "mode": r.mode, "ppl": r.ppl, "bpb": r.bpb, "tokens": r.tokens}
-        rows.append(row | ({"error": r.error} if r.error else {}))
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
-    return {
+    report = {
         "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
-        "split": settings.split, "data": settings.data or (config.get("train") or {}).get("data"), "results": rows,
+        "split": settings.split, "data": settings.data or (config.get("train") or {}).get("data"),
+        "results": [result_row(r) for r in results],
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
         **({"notes": notes} if notes else {}),
         **({"rope_scaling": scaling} if scaling else {}),
     }
+    return report, {(r.mode, r.length): r.windows for r in results if r.windows is not None}
 
 
 def extrapolation_report(runs: Sequence[str | Path | None] = (None,), settings: EvalSettings = EvalSettings(),

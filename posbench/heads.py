@@ -23,6 +23,7 @@ from .errors import PosbenchError
 from .model import GPT, Visit
 from .positions import relative_distance
 from .runs import held_out_tokens, load_run, resolve_run
+from .stats import percentile_interval, resample_indices
 
 FRACTIONS = {"span50": 0.5, "span90": 0.9}  # attention mass a span must hold
 MEANS = ("mean_distance", "entropy", "sink")  # averaged over queries; spans take the median
@@ -98,11 +99,12 @@ def head_stats(model: GPT, windows: torch.Tensor, layers: Sequence[int] | None =
                ) -> dict[str, torch.Tensor]:
     """Per-head metrics over every query of every window. windows: (K, N) token ids -> (L', H)
     tensors, one row per probed layer (default all): mean_distance, entropy and sink are means over
-    queries; span50 and span90 are medians over queries (the lower median, so a whole distance)."""
+    queries; span50 and span90 are medians over queries (the lower median, so a whole distance).
+    Also span90_by_window: (L', K, H, N) every query's span90, what the window bootstrap resamples."""
     layers = list(range(model.config.n_layer)) if layers is None else list(layers)
-    H = model.config.n_head
-    sums = {name: torch.zeros(len(layers), H, dtype=torch.float64) for name in MEANS}
+    sums = {name: torch.zeros(len(layers), model.config.n_head, dtype=torch.float64) for name in MEANS}
     spans: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in layers] for name in FRACTIONS}
+    chunks: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in layers] for name in FRACTIONS}  # one batch
 
     def visit(layer: int, start: int, p: torch.Tensor) -> None:
         row = layers.index(layer)
@@ -110,14 +112,36 @@ def head_stats(model: GPT, windows: torch.Tensor, layers: Sequence[int] | None =
         for name in MEANS:
             sums[name][row] += metrics[name].sum((0, 2)).double()
         for name in FRACTIONS:  # one int per query and head is small next to the probabilities
-            spans[name][row].append(metrics[name].transpose(0, 1).reshape(H, -1).int())
+            chunks[name][row].append(metrics[name].int())
 
     for b in range(0, len(windows), batch_size):
         probe(model, windows[b : b + batch_size], visit, layers)
+        for name, rows in chunks.items():  # this batch's windows, every query: (B, H, N)
+            for row, parts in enumerate(rows):
+                spans[name][row].append(torch.cat(parts, dim=2))
+                parts.clear()
     out = {name: total / windows.numel() for name, total in sums.items()}
     for name, rows in spans.items():
-        out[name] = torch.stack([torch.cat(chunks, dim=1).median(dim=1).values for chunks in rows])
+        per_window = torch.stack([torch.cat(batches) for batches in rows])  # (L', K, H, N)
+        out[name] = per_window.transpose(1, 2).flatten(2).median(dim=2).values
+        if name == "span90":
+            out["span90_by_window"] = per_window
     return out
+
+
+def spearman_interval(slopes: Sequence[float], spans: torch.Tensor) -> list[float] | None:
+    """95% bootstrap interval of Spearman(slope, span90) over the probed windows: spans (K, H, N),
+    every query's span90 in each window; each resample takes K whole windows and recomputes every
+    head's median span. None with one window, or when no resample defines the correlation."""
+    if len(spans) < 2:
+        return None
+    rhos = []
+    for idx in resample_indices(len(spans)):
+        median = spans[torch.from_numpy(idx)].transpose(0, 1).flatten(1).median(dim=1).values
+        rho = spearman(slopes, median)
+        if rho is not None:
+            rhos.append(rho)
+    return list(percentile_interval(np.array(rhos))) if rhos else None
 
 
 def spread_windows(tokens: np.ndarray, split: str, length: int, samples: int) -> torch.Tensor:
@@ -170,6 +194,9 @@ def build_report(run: str, model: GPT, stats: dict[str, torch.Tensor], layers: S
         for row, layer in enumerate(layers) for h in range(model.config.n_head)
     ]
     summary = summarize(heads, params) | (extra or {})
+    if slopes is not None and "span90_by_window" in stats:  # the correlation's noise over windows
+        for row, entry in enumerate(summary["layers"]):
+            entry["spearman_slope_span90_ci"] = spearman_interval(slopes, stats["span90_by_window"][row])
     return {"run": run, "pos": model.config.pos, "length": length, "heads": heads, "summary": summary}
 
 

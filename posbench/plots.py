@@ -1,4 +1,4 @@
-"""The PNGs posbench writes: perplexity against length (compare) and the per-head span heatmap
+"""The PNGs posbench writes: perplexity against length and loss curves (compare) and the per-head span heatmap
 (inspect-heads). Matplotlib's object API only (no pyplot): no global backend state, Figure saves via Agg."""
 
 from __future__ import annotations
@@ -14,13 +14,22 @@ from .fileio import atomic_write
 
 
 def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
-    """Perplexity against evaluation length, log y, one line per method, a line at the training length."""
+    """Perplexity against evaluation length, log y, one line per method with its 95% interval as a
+    shaded band (where there is one), a line at the training length."""
     fig = Figure(figsize=(8.5, 4.5), dpi=120)
     ax = fig.subplots()
     for row in rows:
-        points = [(r["length"], r["ppl"]) for r in row["results"] if r["ppl"] is not None]
+        points = [r for r in row["results"] if r["ppl"] is not None]
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=row["label"])
+            (line,) = ax.plot([r["length"] for r in points], [r["ppl"] for r in points], marker="o",
+                              label=row["label"])
+            band = [(r["length"], *r["ppl_ci"]) for r in points if r.get("ppl_ci")]
+            if len(band) > 1:
+                ax.fill_between(*zip(*band, strict=True), color=line.get_color(), alpha=0.2, linewidth=0)
+            elif band:  # one length (e.g. learned, n/a past L): the interval as an error bar
+                n, low, high = band[0]
+                ppl = next(r["ppl"] for r in points if r["length"] == n)
+                ax.errorbar([n], [ppl], yerr=[[ppl - low], [high - ppl]], color=line.get_color(), capsize=3)
     for L in sorted({row["train_len"] for row in rows}):
         ax.axvline(L, color="grey", linestyle="--", linewidth=1)
         ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
@@ -30,7 +39,38 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
     ax.set_ylabel("perplexity")
     ax.set_title("Train short, test long: perplexity by evaluation length")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
+    if ax.get_legend_handles_labels()[0]:  # every method failed: an empty plot, no legend
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def _mean_and_band(curves: Sequence[list[tuple[int, float]]]) -> tuple[list, list, list, list]:
+    """Points every seed logged: (tokens, mean, min, max) over seeds."""
+    common = sorted(set.intersection(*(set(dict(c)) for c in curves))) if curves else []
+    values = np.array([[dict(c)[t] for t in common] for c in curves]).reshape(len(curves), len(common))
+    return common, list(values.mean(0)), list(values.min(0)), list(values.max(0))
+
+
+def plot_loss_curves(runs: dict[str, Sequence[dict]], path: Path) -> None:
+    """Training and validation loss against tokens seen, one line per method (the mean over its
+    seeds, their range as a band): did every run converge? `runs`: label -> runs.loss_curve per seed."""
+    fig = Figure(figsize=(11, 4.2), dpi=120)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, name in zip(axes, ("train", "val"), strict=True):
+        for label, seeds in runs.items():
+            tokens, mean, low, high = _mean_and_band([s[name] for s in seeds if s[name]])
+            if not tokens:
+                continue
+            (line,) = ax.plot(tokens, mean, label=label, linewidth=1.2, marker="o" if name == "val" else None)
+            if len(seeds) > 1:
+                ax.fill_between(tokens, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("tokens seen")
+        ax.set_title(f"{'training' if name == 'train' else 'validation'} loss")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("loss (nats per token)")
+    if any(ax.get_legend_handles_labels()[0] for ax in axes):
+        axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
@@ -70,7 +110,10 @@ def plot_heads(report: dict, path: str | Path) -> None:
         for layer in layers:
             rows = sorted((h for h in heads if h["layer"] == layer), key=lambda h: h["slope"])
             rho = rhos.get(layer)
-            label = f"layer {layer}" + (f" (ρ = {rho:+.2f})" if rho is not None else "")
+            ci = next((e.get("spearman_slope_span90_ci") for e in report["summary"]["layers"]
+                       if e["layer"] == layer), None)
+            label = f"layer {layer}" + (f" (ρ = {rho:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "") + ")"
+                                        if rho is not None else "")
             ax.plot([h["slope"] for h in rows], [max(h["span90"], 0.5) for h in rows], "o-", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .config import ModelConfig
+from .config import ModelConfig, TrainConfig
 from .errors import PosbenchError
-from .train import TrainConfig
 
 
 @dataclass(frozen=True)

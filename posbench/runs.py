@@ -129,10 +129,20 @@ def default_run_dir(pos: str) -> Path:
 # ----------------------------------------------------------------------------- training's side
 
 
+def tokenizer_seed(train: dict) -> int:
+    """The seed a run's tokenizer was trained with, from config.json's "train": tokenizer_seed when
+    set (compare's seeds share one tokenizer), else the run's seed, as before the field existed."""
+    seed = train.get("tokenizer_seed")
+    return train.get("seed", 0) if seed is None else seed
+
+
 def identity(config: dict) -> dict:
     """What makes two configs the same run: model, data and every training setting that changes what
-    is computed (not the device, compile, or how often it saves and logs)."""
+    is computed (not the device, compile, or how often it saves and logs). A tokenizer_seed that is
+    unset or equal to the seed changes nothing, so runs written before it existed keep their identity."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
+    if train.get("tokenizer_seed") in (None, train.get("seed", 0)):
+        train.pop("tokenizer_seed", None)
     # through from_dict: a config.json written before a setting existed reads as its legacy variant
     return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
 
@@ -199,6 +209,24 @@ def load_checkpoint(path: Path, model: GPT, optimizer, sampler, device) -> tuple
     return state["step"], state["elapsed"]
 
 
+def loss_curve(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """(tokens seen, loss) points from metrics.jsonl: "train" (the logged training loss) and "val".
+    A line that does not parse (a run still writing it) is skipped; no file, no points."""
+    train = upgrade_config(read_json(run_dir / "config.json")).get("train") or {}
+    per_step = train.get("batch_size", 0) * train.get("train_len", 0)
+    curve: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for name, key in (("train", "loss"), ("val", "val_loss")):
+            if key in record:
+                curve[name].append((record["step"] * per_step, record[key]))
+    return curve
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint, so a resumed run's metrics read as one run."""
     if not path.is_file():
@@ -222,7 +250,7 @@ def held_out_tokens(run_dir: Path, config: dict, tokenizer: Tokenizer, split: st
     if "data" not in train:
         raise PosbenchError(f"{run_dir}/config.json does not say which corpus the run was trained on")
     prepared = prepare_data(train["data"], train.get("tokenizer", "bpe"), train.get("vocab_size", 4096),
-                            train.get("seed", 0))
+                            tokenizer_seed(train))
     notes = []
     if prepared.corpus.get("sha256") != (config.get("data") or {}).get("sha256"):
         notes.append(f"the corpus '{train['data']}' is not the text this run was trained on (another Python "

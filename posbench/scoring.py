@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from .errors import LengthError, PosbenchError
 from .model import GPT
+from .stats import Windows
 
 MODES = ("nonoverlapping", "sliding")
 MAX_TOKENS = 32768  # predictions scored at every length, by default
@@ -65,6 +66,8 @@ class LengthResult:
     bpb: float | None = None
     error: str | None = None  # why there is no loss (e.g. `learned` past its table)
     position_losses: np.ndarray | None = field(default=None, repr=False)  # (length,) mean loss per window offset
+    # per window: summed loss and scored tokens (sliding: only its new ones), what intervals resample
+    windows: Windows | None = field(default=None, repr=False)
 
     @property
     def ppl(self) -> float | None:
@@ -142,11 +145,11 @@ def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0) -
 
 
 def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], length: int, batch_tokens: int,
-           track: bool, advance) -> tuple[float, np.ndarray | None]:
-    """Summed loss of the scored predictions of `spans`; with track, also the mean loss at each
-    offset of the full-length windows (all their positions, scored or not)."""
+           track: bool, advance) -> tuple[np.ndarray, np.ndarray | None]:
+    """Summed loss of the scored predictions of each of `spans`; with track, also the mean loss at
+    each offset of the full-length windows (all their positions, scored or not)."""
     device = next(model.parameters()).device
-    total = 0.0
+    sums = []
     by_pos, full = torch.zeros(length, dtype=torch.float64), 0
     for size, group in itertools.groupby(spans, key=lambda s: s[1] - s[0]):  # a short last window goes alone
         group = list(group)
@@ -159,12 +162,12 @@ def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], le
             skip = torch.tensor([f - s for s, _, f in chunk])[:, None]  # (B, 1) already scored by an earlier window
             lo = 0 if track else int(skip.min())
             losses = token_losses(model, ids[:, :-1], ids[:, 1:], lo).double().cpu()  # (B, size - lo)
-            total += losses.masked_fill(torch.arange(lo, size)[None] < skip, 0.0).sum().item()
+            sums.append(losses.masked_fill(torch.arange(lo, size)[None] < skip, 0.0).sum(1).numpy())
             if track and size == length:
                 by_pos += losses.sum(0)
                 full += len(chunk)
             advance(len(chunk) * size)
-    return total, (by_pos / full).numpy() if track and full else None
+    return np.concatenate(sums), (by_pos / full).numpy() if track and full else None
 
 
 @torch.inference_mode()
@@ -190,7 +193,8 @@ def evaluate_lengths(
     if stride is not None and stride <= 0:
         raise PosbenchError(f"--stride must be positive, got {stride}")
     n = scored_token_count(len(tokens) - 1, lengths[-1], max_tokens)
-    n_bytes = int(np.asarray(token_bytes)[np.asarray(tokens[1 : n + 1], dtype=np.int64)].sum())
+    # bytes before each prediction: a window's bytes are a difference of two entries
+    cum_bytes = np.concatenate([[0], np.cumsum(np.asarray(token_bytes)[np.asarray(tokens[1 : n + 1], dtype=np.int64)])])
     plans = [(m, L, windows(n, L, m, stride)) for m in modes for L in lengths]
     task = None
     if progress is not None:
@@ -208,14 +212,16 @@ def evaluate_lengths(
             if progress is not None:
                 progress.update(task, description=f"eval {label} {m} {L}")
             try:
-                total, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance)
+                sums, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance)
             except LengthError as e:
                 results.append(LengthResult(L, m, n, error=str(e)))
                 advance(sum(e - s for s, e, _ in spans))
                 continue
-            loss = total / n
-            results.append(LengthResult(L, m, n, loss, loss / math.log(2) * n / max(1, n_bytes),
-                                        position_losses=by_pos))
+            first, end = np.array([f for _, _, f in spans]), np.array([e for _, e, _ in spans])
+            w = Windows(L, first, sums, end - first, cum_bytes[end] - cum_bytes[first])
+            loss = float(sums.sum()) / n
+            results.append(LengthResult(L, m, n, loss, loss / math.log(2) * n / max(1, int(cum_bytes[n])),
+                                        position_losses=by_pos, windows=w))
     finally:
         model.train(was_training)
     return results

@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from .common import average_across_ranks, init_distributed, rank0_first, resolve_device
-from .config import ModelConfig
+from .config import ModelConfig, TrainConfig
 from .errors import PosbenchError
 from .lock import lock_run_dir
 from .model import GPT
@@ -30,53 +30,12 @@ from .runs import (
     run_config,
     save_checkpoint,
     save_weights,
+    tokenizer_seed,
     truncate_metrics,
     write_json,
 )
 from .scoring import bits_per_byte, perplexity, window_loss
 from .tokens import BatchSampler, TokenData, prepare_data
-
-
-@dataclass
-class TrainConfig:
-    data: str = "pydocs"
-    tokenizer: str = "bpe"
-    vocab_size: int = 4096
-    train_len: int = 128
-    batch_size: int = 16  # global: split across ranks under torchrun
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    steps: int = 600
-    minutes: float | None = None  # train for a wall-clock budget instead of a step count
-    eval_every: int = 200
-    eval_tokens: int = 16384
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    compile: bool = False
-    save_every: int = 200
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """From config.json's "train"; a config written before the training length was named
-        train_len calls it seq_len."""
-        values = {("train_len" if k == "seq_len" else k): v for k, v in values.items()}
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def validate(self) -> None:
-        for name in ("train_len", "batch_size", "steps", "vocab_size", "eval_every", "save_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise PosbenchError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise PosbenchError(f"--lr must be positive, got {self.lr}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise PosbenchError(f"--minutes must be positive, got {self.minutes}")
-        if self.tokenizer not in ("bpe", "bytes"):
-            raise PosbenchError(f"--tokenizer must be 'bpe' or 'bytes', got '{self.tokenizer}'")
 
 
 class Interrupted(Exception):
@@ -128,7 +87,7 @@ def train(
     if cfg.batch_size % world:
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     with rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
-        data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.seed)
+        data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, tokenizer_seed(asdict(cfg)))
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
     # checked before anything is written: a corpus too short for one window is an input error
     sampler = BatchSampler(data.splits["train"], cfg.train_len, cfg.batch_size // world, cfg.seed, rank, world)

@@ -4,10 +4,14 @@ import json
 import sys
 
 import pytest
+import torch
 
+import posbench.compare as compare_module
 from posbench import cli, presets
-from posbench.compare import verdict
+from posbench.errors import PosbenchError
 from posbench.presets import Preset
+from posbench.runs import identity
+from posbench.verdicts import verdict
 
 from .helpers import run_cli
 
@@ -111,3 +115,95 @@ def test_rope_scaling_rows_beside_the_rotary_run(tiny_preset, corpus, tmp_path, 
 def test_bad_rope_scaling_spec(capsys, monkeypatch):
     code, _, err = run_cli(["compare", "--rope-scaling", "yarn:four"], capsys, monkeypatch)
     assert code == 2 and "KIND[:FACTOR]" in err
+
+
+def test_verdict_knows_the_noise():
+    def with_ci(*triples):  # (length, ratio to L, interval)
+        return [{"length": n, "ppl": 20.0 * x, "vs_L": {"ratio": x, "ci": ci}} for n, x, ci in triples]
+
+    at_l = (64, 1.0, [1.0, 1.0])
+    assert verdict(with_ci(at_l, (128, 1.3, [1.1, 1.5])), 64) == "degrades (up to 1.30x [1.10–1.50])"
+    # the same rise with an interval that straddles 1: no claim
+    assert verdict(with_ci(at_l, (128, 1.3, [0.9, 1.8])), 64) == (
+        "within noise (up to 1.30x [0.90–1.80], the interval includes 1)")
+    assert verdict(with_ci(at_l, (128, 2.5, [2.1, 2.9])), 64) == "explodes by 2xL (up to 2.5x [2.1–2.9])"
+    assert verdict(with_ci(at_l, (128, 0.9, [0.85, 0.95])), 64) == "extrapolates (improves to 0.90x)"
+    assert verdict(with_ci(at_l, (128, 0.9, [0.7, 1.1])), 64) == "extrapolates"  # an improvement inside the noise
+
+
+def test_tokenizer_seed_keeps_old_run_identity():
+    old = {"model": {"pos": "alibi"}, "data": {}, "train": {"seed": 3, "steps": 4}}
+    for value in (None, 3):
+        assert identity(old) == identity(old | {"train": {"seed": 3, "steps": 4, "tokenizer_seed": value}})
+    assert identity(old) != identity(old | {"train": {"seed": 3, "steps": 4, "tokenizer_seed": 0}})
+
+
+def test_compare_with_seeds(tiny_preset, corpus, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "seeds"
+    args = ["compare", "--pos", "alibi", "--seeds", "2", "--seed", "5", "--preset", "tiny", "--data", corpus,
+            "--out", str(out), "--device", "cpu", "--quiet"]
+    code, printed, _ = run_cli(args, capsys, monkeypatch)
+    assert code in (0, None)
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"] == [5, 6]
+    [row] = results["runs"]
+    assert row["seed_runs"] == [str(out / "alibi" / "seed5"), str(out / "alibi" / "seed6")]
+    configs = [json.loads((out / "alibi" / f"seed{k}" / "config.json").read_text())["train"] for k in (5, 6)]
+    assert [c["seed"] for c in configs] == [5, 6] and [c["tokenizer_seed"] for c in configs] == [5, 5]
+    for r in row["results"]:
+        a, b = r["ppl_seeds"]
+        assert a != b, "two seeds are two different runs"
+        assert r["ppl"] == pytest.approx((a + b) / 2)
+        assert r["ppl_ci"][0] <= min(a, b) and max(a, b) <= r["ppl_ci"][1]
+        assert r["vs_best"] == {"best": "alibi", "ratio": 1.0, "ci": [1.0, 1.0]}  # itself, paired: exactly 1
+    assert "Student-t interval across seeds" in printed
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"ppl_ci_low", "ppl_ci_high", "bpb_ci_low", "bpb_ci_high", "ppl_seeds", "ratio_to_best"} <= set(header)
+    assert (out / "loss_curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_failing_method_costs_only_itself(tiny_preset, corpus, tmp_path, capsys, monkeypatch):
+    real_train = compare_module.train
+
+    def flaky(model_config, cfg, **kw):
+        if model_config.pos == "rotary":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return real_train(model_config, cfg, **kw)
+
+    out = tmp_path / "fail"
+    args = ["compare", "--pos", "rotary,alibi", "--preset", "tiny", "--data", corpus, "--out", str(out),
+            "--device", "cpu", "--quiet"]
+    monkeypatch.setattr(compare_module, "train", flaky)
+    code, printed, _ = run_cli(args, capsys, monkeypatch)
+    assert code == 1
+    assert "failed" in printed and "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [r["label"] for r in results["runs"]] == ["alibi"]
+    assert results["failures"] == [{"label": "rotary", "pos": "rotary", "run": str(out / "rotary"),
+                                    "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"}]
+    assert "OutOfMemoryError" in (out / "results.csv").read_text()
+
+    # the same command again retries only what failed
+    trained = []
+    monkeypatch.setattr(compare_module, "train", lambda m, c, **kw: trained.append(m.pos) or real_train(m, c, **kw))
+    before = (out / "alibi" / "model.safetensors").stat().st_mtime_ns
+    code, _, _ = run_cli(args, capsys, monkeypatch)
+    assert code in (0, None)
+    assert (out / "alibi" / "model.safetensors").stat().st_mtime_ns == before
+    results = json.loads((out / "results.json").read_text())
+    assert [r["label"] for r in results["runs"]] == ["rotary", "alibi"] and results["failures"] == []
+
+
+def test_bad_input_shared_by_every_method_is_one_error(tiny_preset, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["compare", "--pos", "alibi,rotary", "--preset", "tiny", "--data", str(tmp_path / "x.txt"),
+                            "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"], capsys, monkeypatch)
+    assert code == 2 and "does not exist" in err and not (tmp_path / "o").exists()
+    code, _, err = run_cli(["compare", "--seeds", "0"], capsys, monkeypatch)
+    assert code == 2 and "--seeds must be at least 1" in err
+
+
+def test_failure_reason_is_one_line():
+    nan = "loss became nan at step 3; stopped without saving. Try a lower --lr."
+    assert compare_module.failure_reason(PosbenchError(nan)) == nan
+    assert compare_module.failure_reason(RuntimeError("boom\n  at line 3")) == "RuntimeError: boom"
+    assert compare_module.failure_reason(ValueError()) == "ValueError"

@@ -165,8 +165,9 @@ def test_report_has_the_json_layout(runs):
     assert [(r["mode"], r["length"]) for r in alibi["results"]] == [
         (m, n) for m in ("nonoverlapping", "sliding") for n in (16, 32, 64)]
     for r in alibi["results"]:
-        assert set(r) == {"length", "mode", "ppl", "bpb", "tokens"}
+        assert set(r) == {"length", "mode", "ppl", "bpb", "tokens", "ppl_ci", "bpb_ci"}
         assert r["ppl"] > 1 and r["bpb"] > 0
+        assert r["ppl_ci"][0] <= r["ppl"] <= r["ppl_ci"][1] and r["bpb_ci"][0] <= r["bpb"] <= r["bpb_ci"][1]
     assert len({r["tokens"] for run in report["runs"] for r in run["results"]}) == 1
     assert [(b["start"], b["end"]) for b in alibi["position_loss"]] == [(0, 16), (16, 32), (32, 64)]
     assert set(alibi["position_loss"][0]) == {"start", "end", "loss"}
@@ -210,6 +211,9 @@ def test_cli_tables_json_and_csv(runs, tmp_path):
     assert (first["pos"], first["mode"], first["length"], first["ratio_to_train_len"]) == (
         "alibi", "nonoverlapping", "16", "1")
     assert float(first["ppl"]) == pytest.approx(report["runs"][0]["results"][0]["ppl"], rel=1e-5)
+    assert float(first["ppl_ci_low"]) <= float(first["ppl"]) <= float(first["ppl_ci_high"])
+    assert float(first["bpb_ci_low"]) <= float(first["bpb"]) <= float(first["bpb_ci_high"])
+    assert " ±" in result.output and "bootstrap over whole windows" in result.output
     assert rows[-1]["ppl"] == "" and "table of 16 rows" in rows[-1]["error"]
 
 

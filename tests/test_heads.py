@@ -18,6 +18,7 @@ from posbench.heads import (
     query_metrics,
     rank,
     spearman,
+    spearman_interval,
     spread_windows,
 )
 from posbench.positions import alibi_slopes
@@ -117,7 +118,9 @@ def test_head_stats_do_not_depend_on_chunking_or_batching(monkeypatch):
     whole = head_stats(model, windows)
     monkeypatch.setattr(model_module, "PROBE_BUDGET", 5)  # one query per chunk
     chunked = head_stats(model, windows, batch_size=2)
-    assert set(whole) == {"mean_distance", "span50", "span90", "entropy", "sink"}
+    assert set(whole) == {"mean_distance", "span50", "span90", "entropy", "sink", "span90_by_window"}
+    assert whole["span90_by_window"].shape == (2, 3, 4, 32)  # layer, window, head, query
+    torch.testing.assert_close(chunked.pop("span90_by_window"), whole.pop("span90_by_window"))
     for name in whole:
         assert whole[name].shape == (2, 4)
         torch.testing.assert_close(chunked[name], whole[name], check_dtype=False)
@@ -193,7 +196,11 @@ def test_report_layout(trained):
         assert 0 <= h["span50"] <= h["span90"] <= 23 and 0 <= h["sink"] <= 1
         assert 0 <= h["entropy"] <= math.log(24) and 0 <= h["mean_distance"] <= 23
     layer = report["summary"]["layers"][0]
-    assert set(layer) == {"layer", "span90", "span50", "spearman_slope_span90", "spearman_slope_mean_distance"}
+    assert set(layer) == {"layer", "span90", "span50", "spearman_slope_span90", "spearman_slope_mean_distance",
+                          "spearman_slope_span90_ci"}
+    low, high = layer["spearman_slope_span90_ci"] or (-1, 1)  # None: no resample defines it (2 heads tie)
+    if layer["spearman_slope_span90"] is not None:
+        assert low <= layer["spearman_slope_span90"] <= high
     assert report["summary"]["samples"] == 3 and report["summary"]["split"] == "valid"
     with pytest.raises(PosbenchError, match="--layer 1 is out of range"):
         inspect_heads(trained, layer=1)
@@ -210,3 +217,17 @@ def test_cli_writes_table_json_and_plot(trained, tmp_path, monkeypatch):
     assert report["length"] == 16 and len(report["heads"]) == 2  # the training length by default
     png = (tmp_path / "h.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_spearman_interval_over_windows():
+    slopes = [0.5, 0.25, 0.125, 0.0625]
+    rng = torch.Generator().manual_seed(0)
+    # span90 of every query: head h looks about 2**h * 4 tokens back, noisy from window to window
+    spans = torch.stack([torch.stack([(4 * 2**h + torch.randint(-3, 4, (16,), generator=rng)) for h in range(4)])
+                         for _ in range(6)])  # (K=6 windows, H=4, N=16)
+    low, high = spearman_interval(slopes, spans)
+    assert -1 <= low <= high < -0.9  # the steeper the slope, the shorter the span, in every resample
+    noisy = torch.randint(0, 20, (6, 4, 16), generator=rng)  # spans unrelated to slopes
+    low, high = spearman_interval(slopes, noisy)
+    assert low < 0 < high, "no relation: the interval straddles 0"
+    assert spearman_interval(slopes, spans[:1]) is None

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from ..compare import CompareConfig, compare, parse_methods, parse_rope_scaling
 from ..positions import METHODS
 from ..presets import PRESETS
+from ..verdicts import within_noise
 from . import app, console
 
 DEFAULT = CompareConfig()
@@ -20,34 +22,85 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def comparison_table(rows: list[dict]) -> Table:
-    """Rows = methods, columns = evaluation lengths (best per column in bold green), then params,
-    train tokens/s, validation ppl at L and ppl at the longest length / ppl at L. Compact enough
-    for an 80-column terminal; the verdicts follow the table, one line each."""
+def _cell(r: dict | None) -> str:
+    """'48.0±1.2': perplexity and half the width of its 95% interval (the exact ends are in results.json)."""
+    if r is None or r["ppl"] is None:
+        return "n/a"
+    value, spec = r["ppl"], ".1f" if r["ppl"] < 100 else ".0f"
+    if not r.get("ppl_ci"):
+        return format(value, spec)
+    half = (r["ppl_ci"][1] - r["ppl_ci"][0]) / 2
+    return f"{value:{spec}}±{half:{'.1f' if half < 10 else '.0f'}}"
+
+
+def _is_best(r: dict | None, label: str) -> bool:
+    """The best at its length, or no different from it within the noise."""
+    versus = (r or {}).get("vs_best")
+    return bool(versus) and (versus["best"] == label or within_noise(versus))
+
+
+def comparison_table(rows: list[dict], failures: list[dict] = ()) -> Table:
+    """Rows = methods, columns = evaluation lengths (ppl ± half its 95% interval; bold green: the best,
+    and any method within noise of it), then params, train tokens/s, validation ppl at L and ppl at
+    the longest length / ppl at L. About 100 columns; the verdicts follow the table, one line each."""
     lengths = sorted({r["length"] for row in rows for r in row["results"]})
-    ppl = {(row["label"], r["length"]): r["ppl"] for row in rows for r in row["results"]}
-    best = {n: min((v for (_, m), v in ppl.items() if m == n and v is not None), default=None) for n in lengths}
     train_lens = sorted({row["train_len"] for row in rows})
     table = Table(title=f"perplexity by evaluation length (trained at L = {', '.join(map(str, train_lens))})",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     table.add_column("method", style="bold", no_wrap=True)
     for n in lengths:
-        table.add_column(str(n), justify="right")
+        table.add_column(str(n), justify="right", no_wrap=True)
     for name in ("params", "tok/s", "val ppl", "max/L"):
         table.add_column(name, justify="right")
     for row in rows:
-        cells = []
-        for n in lengths:
-            value = ppl.get((row["label"], n))
-            text = _fmt(value, ".1f" if value is None or value < 100 else ".0f")
-            cells.append(f"[bold green]{text}[/]" if value is not None and value == best[n] else text)
+        by_length = {r["length"]: r for r in row["results"]}
+        cells = [f"[bold green]{_cell(by_length.get(n))}[/]" if _is_best(by_length.get(n), row["label"])
+                 else _cell(by_length.get(n)) for n in lengths]
         ratio = row["max_len_ratio"]
         colour = "green" if ratio is not None and ratio <= 1.1 else "red" if ratio is None or ratio > 2 else "yellow"
         params = None if row["params"] is None else row["params"] / 1e6
         speed = None if row["train_tokens_per_s"] is None else row["train_tokens_per_s"] / 1e3
         table.add_row(row["label"], *cells, f"{_fmt(params, '.1f')}M", f"{_fmt(speed, '.1f')}k",
                       _fmt(row["val_ppl"], ".0f"), f"[{colour}]{_fmt(ratio)}[/]")
+    for failure in failures:
+        table.add_row(failure["label"], "[bold red]failed[/]", *[""] * (len(lengths) + 3))
     return table
+
+
+def _versus(r: dict | None, label: str) -> str:
+    """How a method stands against the best at one length, claiming a difference only outside the noise."""
+    versus = (r or {}).get("vs_best")
+    if not versus or r["ppl"] is None:
+        return "n/a"
+    if versus["best"] == label:
+        return "best"
+    text = f"{versus['ratio']:.3f}x {versus['best']}"
+    if versus["ci"] is None:
+        return text
+    interval = f"[{versus['ci'][0]:.3f}–{versus['ci'][1]:.3f}]"
+    return f"within noise of {versus['best']} ({text} {interval})" if within_noise(versus) else f"{text} {interval}"
+
+
+def verdict_lines(rows: list[dict], failures: list[dict] = ()) -> list[str]:
+    """Per method: its verdict, then how it stands against the best at L and at the longest length."""
+    lines = []
+    for row in rows:
+        by_length = {r["length"]: r for r in row["results"] if r["mode"] == "nonoverlapping"}
+        longest = max(by_length)
+        at_l = _versus(by_length.get(row["train_len"]), row["label"])
+        lines.append(f"  {row['label']:18s} {row['verdict']}; at L: {at_l}; at {longest}: "
+                     f"{_versus(by_length[longest], row['label'])}")
+    lines += [f"  {f['label']:18s} [bold red]failed:[/] {escape(f['error'])}" for f in failures]
+    return lines
+
+
+def _noise_note(results: dict) -> str:
+    seeds = results["seeds"]
+    if len(seeds) > 1:
+        return (f"mean over seeds {', '.join(map(str, seeds))}; ± half a 95% Student-t interval across seeds; "
+                "ratios paired seed by seed")
+    return ("one seed; ± half a 95% bootstrap interval over evaluation windows; ratios paired over the same "
+            "windows; bold: best, or within noise of the best")
 
 
 @app.command("compare")
@@ -61,7 +114,13 @@ def compare_command(
                              "train/valid/test.txt."),
     train_len: int = typer.Option(None, "--train-len", "--seq-len", help="Training length L (default: the preset's)."),
     max_len: int = typer.Option(None, help="Longest evaluation length (default: the preset's)."),
-    seed: int = typer.Option(DEFAULT.seed, help="One seed for every method."),
+    eval_tokens: int = typer.Option(None, help="Predictions scored at every length (default: the preset's). "
+                                    "More buy narrower intervals: 4x the tokens, about half the width."),
+    seed: int = typer.Option(DEFAULT.seed, help="One seed for every method (the first, with --seeds)."),
+    seeds: int = typer.Option(DEFAULT.seeds, help="Train every method with N seeds (seed, seed+1, ...; init and "
+                              "data order differ, the tokenizer is the same): runs in --out/<method>/seed<k> "
+                              "when N > 1; per length the mean with a 95% Student-t interval across seeds. "
+                              "N times the training time."),
     out: Path = typer.Option(DEFAULT.out, help="Folder for the runs and results.json/csv/png."),
     device: str = typer.Option(DEFAULT.device, help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -76,14 +135,22 @@ def compare_command(
                                      "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),
 ) -> None:
     """Train every method under one config (reusing finished runs in --out), evaluate all at the same
-    lengths, print one table and write results.json, results.csv and ppl_vs_length.png."""
+    lengths on the same windows, print one table with 95% intervals and write results.json, results.csv,
+    ppl_vs_length.png and loss_curves.png. A method that fails is reported as failed, the others go on,
+    and the exit code is 1; the same command again retries only what failed."""
     cfg = CompareConfig(parse_methods(pos), preset, data, train_len, max_len, seed, out, device, embed_norm,
-                        parse_rope_scaling(rope_scaling))
+                        parse_rope_scaling(rope_scaling), seeds=seeds, eval_tokens=eval_tokens)
     results = compare(cfg, runs or [], console, show_progress=not quiet)
-    console.print(comparison_table(results["runs"]))
+    failures = results["failures"]
+    console.print(comparison_table(results["runs"], failures))
     tokens = {r["tokens"] for row in results["runs"] for r in row["results"]}
     console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length "
-                  f"(non-overlapping windows); wall time {results['wall_seconds']:.0f} s", highlight=False)
-    for row in results["runs"]:
-        console.print(f"  {row['label']:18s} {row['verdict']}", highlight=False)  # the verdicts, one line each
-    console.print(f"wrote {out}/results.json, results.csv, ppl_vs_length.png", highlight=False)
+                  f"(non-overlapping windows); {_noise_note(results)}; wall time {results['wall_seconds']:.0f} s",
+                  highlight=False)
+    for line in verdict_lines(results["runs"], failures):
+        console.print(line, highlight=False, soft_wrap=True)  # a log keeps each verdict on one line
+    console.print(f"wrote {out}/results.json, results.csv, ppl_vs_length.png, loss_curves.png", highlight=False)
+    if failures:
+        console.print(f"[bold red]{len(failures)} failed[/]; run the same command again to retry only "
+                      f"{'it' if len(failures) == 1 else 'them'}", highlight=False)
+        raise typer.Exit(1)

@@ -52,6 +52,8 @@ def inspect_heads_command(
         if "spearman_slope_span90" in entry:
             rho = entry["spearman_slope_span90"]
             line += "; Spearman(slope, span90) = " + ("n/a (a constant side)" if rho is None else f"{rho:+.2f}")
+            if ci := entry.get("spearman_slope_span90_ci"):
+                line += f" [95%: {ci[0]:+.2f}, {ci[1]:+.2f} over windows]"
             rho = entry["spearman_slope_mean_distance"]
             line += ", (slope, mean distance) = " + ("n/a" if rho is None else f"{rho:+.2f}")
         console.print(line, highlight=False)

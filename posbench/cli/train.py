@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig
 from ..positions import METHODS
 from ..runs import check_run_dir, method_label
-from ..train import TrainConfig, train
+from ..train import train
 from . import app, console
 
 DEFAULT_MODEL = ModelConfig()

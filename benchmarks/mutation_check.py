@@ -1,0 +1,176 @@
+"""Mutation check: plant one small bug at a time in a copy of posbench and see whether the tests catch it.
+
+    python benchmarks/mutation_check.py             # every mutant, each against the test files it names
+    python benchmarks/mutation_check.py --full      # each against the whole suite (slower)
+    python benchmarks/mutation_check.py -k t5       # only mutants whose name contains "t5"
+
+Each mutant replaces one exact snippet of one file (the check stops if a snippet is no longer found, so
+the list cannot silently go stale). The copy lives in a temporary folder; the working tree is never
+touched. A mutant is *caught* when pytest fails on it; a survivor is a bug the suite cannot see. Run by
+hand (not in CI): the list takes a few minutes on 2 cores, since pytest stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # under posbench/
+    original: str  # exact text, found exactly once
+    mutated: str
+    tests: tuple[str, ...]  # the test files that should catch it (the whole suite with --full)
+
+
+P, M, T, R = "tests/test_positions.py", "tests/test_model.py", "tests/test_train.py", "tests/test_resilience.py"
+E, S, H = "tests/test_evaluate.py", "tests/test_sample.py", "tests/test_heads.py"
+REF = "tests/test_reference.py"
+
+MUTANTS = [
+    # --- positions/
+    Mutant("alibi: bias sign flipped", "positions/alibi.py",
+           "return -self.slopes[:, None, None] * distance", "return self.slopes[:, None, None] * distance", (P, REF)),
+    Mutant("alibi: slope ratio 2^(-4/n) instead of 2^(-8/n)", "positions/alibi.py",
+           "ratio = 2.0 ** (-8.0 / n)", "ratio = 2.0 ** (-4.0 / n)", (P, REF)),
+    Mutant("alibi: ignores the query offset start", "positions/alibi.py",
+           "distance = relative_distance(q_len, k_len, start, self.slopes.device)",
+           "distance = relative_distance(q_len, k_len, 0, self.slopes.device)", (P, M)),
+    Mutant("t5: distances shifted by one (0 and 1 share a bucket)", "positions/t5.py",
+           "relative = -relative_distance(q_len, k_len, start, device)",
+           "relative = -relative_distance(q_len, k_len, start, device) + 1", (P, REF)),
+    Mutant("t5: log base of the far buckets off (max_distance / 2)", "positions/t5.py",
+           "math.log(max_distance / max_exact)", "math.log(max_distance / max_exact / 2)", (P, REF)),
+    Mutant("t5: exact buckets end one early", "positions/t5.py",
+           "torch.where(distance < max_exact, distance, far)", "torch.where(distance < max_exact - 1, distance, far)",
+           (P, REF)),
+    Mutant("sinusoid: sin and cos swapped", "positions/base.py",
+           "torch.stack((angles.sin(), angles.cos()), dim=-1)", "torch.stack((angles.cos(), angles.sin()), dim=-1)",
+           (P, REF)),
+    Mutant("sinusoid: natural log base instead of 10000", "positions/base.py",
+           "inv_freq = 10000.0 ** (", "inv_freq = 2.718281828 ** (", (P, REF)),
+    Mutant("relative_distance: j - i instead of i - j", "positions/base.py",
+           "    return i - j\n", "    return j - i\n", (P, M)),
+    Mutant("rotary: rotate_half sign flipped", "positions/rotary.py",
+           "return torch.cat((-x2, x1), dim=-1)", "return torch.cat((x2, -x1), dim=-1)", (P, REF)),
+    Mutant("rotary: cos and sin swapped", "positions/rotary.py",
+           "torch.stack((angles.cos(), angles.sin()))", "torch.stack((angles.sin(), angles.cos()))", (P, M)),
+    Mutant("rotary: ignores the offset start", "positions/rotary.py",
+           "positions = torch.arange(start, start + T, device=device, dtype=torch.float32)\n            angles",
+           "positions = torch.arange(0, T, device=device, dtype=torch.float32)\n            angles", (P, M, S)),
+    Mutant("xpos: keys scaled like queries", "positions/xpos.py",
+           "return q * scale, k * inverse", "return q * scale, k * scale", (P, REF)),
+    Mutant("learned: off-by-one row for the offset", "positions/learned.py",
+           "self.table.weight[start : start + T]", "self.table.weight[start + 1 : start + T + 1]", (P, M, S)),
+    Mutant("kerple: log1p replaced by log", "positions/kerple.py",
+           "torch.log1p(self.r2[:, None, None] * distance[None])",
+           "torch.log(self.r2[:, None, None] * distance[None] + 1e-6)", (P, REF)),
+    Mutant("fire: normaliser ignores the threshold", "positions/fire.py",
+           "torch.maximum(query, self.threshold)", "query", (P, REF)),
+    # --- model.py
+    Mutant("model: causal mask lets a query see the next key", "model.py",
+           "lambda: relative_distance(q_len, k_len, start, device) < 0)",
+           "lambda: relative_distance(q_len, k_len, start, device) < -1)", (M, P)),
+    Mutant("model: chunked attention drops the chunk's start offset", "model.py",
+           "mask = causal_mask(pos, c, k_len, start + s, q.device, q.dtype)[None]",
+           "mask = causal_mask(pos, c, k_len, start, q.device, q.dtype)[None]", (M, E)),
+    Mutant("model: residual of the MLP dropped", "model.py",
+           "return x + self.mlp(self.ln_2(x))", "return self.mlp(self.ln_2(x))", (M, T)),
+    Mutant("model: KV cache keeps only the newest keys", "model.py",
+           "k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)", "pass", (S, M)),
+    # --- train.py and runs.py
+    Mutant("train: resume does not restore the step", "runs.py",
+           'return state["step"], state["elapsed"]', 'return 0, state["elapsed"]', (T, R)),
+    Mutant("runs: resume does not restore torch's RNG", "runs.py",
+           '    torch.set_rng_state(state["torch_rng"].cpu())\n', "", (T, R)),
+    Mutant("runs: resume does not restore the optimizer", "runs.py",
+           '    optimizer.load_state_dict(state["optimizer"])\n', "", (T, R)),
+    Mutant("runs: resume does not restore the data order", "runs.py",
+           '    sampler.load_state_dict(state["sampler"])\n', "", (T, R)),
+    Mutant("runs: model.safetensors written as zeros", "runs.py",
+           "state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}",
+           "state = {k: v.detach().cpu().contiguous() * 0 for k, v in model.state_dict().items()}", (T, R)),
+    Mutant("train: Ctrl-C does not save", "train.py",
+           "        except KeyboardInterrupt:\n            self.save()\n",
+           "        except KeyboardInterrupt:\n            pass\n", (T, R)),
+    Mutant("train: warmup one step short", "train.py",
+           "return cfg.lr * (step + 1) / cfg.warmup", "return cfg.lr * step / cfg.warmup", (T,)),
+    Mutant("train: gradients not clipped", "train.py",
+           "torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)", "pass", (T,)),
+    # --- scoring.py / evaluate.py
+    Mutant("scoring: bits per byte with log base e", "scoring.py",
+           "return loss / math.log(2) / bytes_per_token", "return loss / bytes_per_token", (E,)),
+    Mutant("scoring: sliding windows score the overlap twice", "scoring.py",
+           "spans.append((max(0, new_end - length), new_end, end))",
+           "spans.append((max(0, new_end - length), new_end, max(0, new_end - length)))", (E,)),
+    Mutant("scoring: last target of each window dropped", "scoring.py",
+           "ids = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(size + 1)], dtype=np.int64))",
+           "ids = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(size + 1)], dtype=np.int64))"
+           "\n            ids[:, -1] = ids[:, -2]", (E,)),
+    # --- sample.py
+    Mutant("sample: decoding feeds the token at the wrong position", "sample.py",
+           "logits = model(token, start=cache.length, cache=cache)[:, -1]",
+           "logits = model(token, start=cache.length - 1, cache=cache)[:, -1]", (S,)),
+    Mutant("sample: top-k keeps one token too few", "sample.py",
+           "logits.masked_fill(logits < kth,", "logits.masked_fill(logits <= kth,", (S,)),
+    # --- heads.py
+    Mutant("heads: span counts one key too many", "heads.py",
+           "out[name] = (query - j_star).clamp(min=0)", "out[name] = (query - j_star + 1).clamp(min=0)", (H,)),
+    Mutant("heads: sink reads the last key instead of the first", "heads.py",
+           'out["sink"] = p[..., 0]', 'out["sink"] = p[..., -1]', (H,)),
+]
+
+
+def run_mutant(mutant: Mutant, full: bool) -> tuple[bool, float, str]:
+    """(caught, seconds, last line of pytest's output) for one mutant, in a fresh copy of the project."""
+    with tempfile.TemporaryDirectory(prefix="posbench-mutant-") as tmp:
+        copy = Path(tmp)
+        shutil.copytree(ROOT / "posbench", copy / "posbench", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+        target = copy / "posbench" / mutant.file
+        text = target.read_text()
+        if text.count(mutant.original) != 1:
+            raise SystemExit(f"mutant '{mutant.name}': the snippet is found {text.count(mutant.original)} times in "
+                             f"posbench/{mutant.file}; update the mutant list")
+        target.write_text(text.replace(mutant.original, mutant.mutated))
+        tests = ["tests"] if full else [t for t in mutant.tests if (copy / t).exists()]
+        env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                              cwd=copy, env=env, capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        return proc.returncode != 0, time.perf_counter() - start, lines[-1] if lines else proc.stderr[-200:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="run the whole suite against every mutant")
+    parser.add_argument("-k", default="", help="only mutants whose name contains this text")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.k in m.name]
+    survivors = []
+    for i, mutant in enumerate(chosen, 1):
+        caught, seconds, last = run_mutant(mutant, args.full)
+        print(f"[{i:2d}/{len(chosen)}] {'caught  ' if caught else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}"
+              + ("" if caught else f"  ({last})"), flush=True)
+        if not caught:
+            survivors.append(mutant.name)
+    print(f"\n{len(chosen) - len(survivors)} of {len(chosen)} mutants caught"
+          + (f"; survived: {', '.join(survivors)}" if survivors else ""))
+    sys.exit(1 if survivors else 0)
+
+
+if __name__ == "__main__":
+    main()
