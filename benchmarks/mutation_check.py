@@ -36,6 +36,7 @@ class Mutant:
 
 P, M, T, R = "tests/test_positions.py", "tests/test_model.py", "tests/test_train.py", "tests/test_resilience.py"
 E, S, H = "tests/test_evaluate.py", "tests/test_sample.py", "tests/test_heads.py"
+ST, RS, LK = "tests/test_stats.py", "tests/test_rope_scaling.py", "tests/test_lock.py"
 REF = "tests/test_reference.py"
 
 MUTANTS = [
@@ -78,6 +79,12 @@ MUTANTS = [
            "torch.log(self.r2[:, None, None] * distance[None] + 1e-6)", (P, REF)),
     Mutant("fire: normaliser ignores the threshold", "positions/fire.py",
            "torch.maximum(query, self.threshold)", "query", (P, REF)),
+    Mutant("yarn: attention factor 0.01 ln s + 1 instead of 0.1", "positions/rope_scaling.py",
+           "return 0.1 * math.log(factor) + 1.0", "return 0.01 * math.log(factor) + 1.0", (REF, RS)),
+    Mutant("yarn: ramp ceil/floor swapped (low ceiled)", "positions/rope_scaling.py",
+           "low = max(math.floor(", "low = max(math.ceil(", (REF, RS)),
+    Mutant("t5: table initialised at zero", "positions/t5.py",
+           "std=config.d_model**-0.5)  # HF T5", "std=0.0)  # HF T5", (REF,)),
     # --- model.py
     Mutant("model: causal mask lets a query see the next key", "model.py",
            "lambda: relative_distance(q_len, k_len, start, device) < 0)",
@@ -118,6 +125,18 @@ MUTANTS = [
            "ids = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(size + 1)], dtype=np.int64))",
            "ids = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(size + 1)], dtype=np.int64))"
            "\n            ids[:, -1] = ids[:, -2]", (E,)),
+    # --- stats.py
+    Mutant("stats: t interval with the population std (ddof=0)", "stats.py",
+           "float(x.std(ddof=1))", "float(x.std(ddof=0))", (ST,)),
+    Mutant("stats: t quantile one degree of freedom off", "stats.py",
+           "half = t_quantile(len(x) - 1)", "half = t_quantile(len(x))", (ST,)),
+    Mutant("stats: paired bootstrap resamples the two sides independently", "stats.py",
+           "loss_a, tokens_a, loss_b, tokens_b = resampled_sums(a.loss, a.tokens, b.loss, b.tokens)",
+           "loss_a, tokens_a = resampled_sums(a.loss, a.tokens)\n    loss_b, tokens_b = "
+           "[x[::-1] for x in resampled_sums(b.loss, b.tokens)]", (ST, E)),
+    # --- lock.py
+    Mutant("lock: a second writer is let in (no lock taken)", "lock.py",
+           "fcntl.flock(", "(lambda *a: None)(", (LK,)),
     # --- sample.py
     Mutant("sample: decoding feeds the token at the wrong position", "sample.py",
            "logits = model(token, start=cache.length, cache=cache)[:, -1]",
@@ -144,7 +163,9 @@ def run_mutant(mutant: Mutant, full: bool) -> tuple[bool, float, str]:
         if text.count(mutant.original) != 1:
             raise SystemExit(f"mutant '{mutant.name}': the snippet is found {text.count(mutant.original)} times in "
                              f"posbench/{mutant.file}; update the mutant list")
-        target.write_text(text.replace(mutant.original, mutant.mutated))
+        mutated = text.replace(mutant.original, mutant.mutated)
+        compile(mutated, str(target), "exec")  # a mutant must be a bug, not a syntax error
+        target.write_text(mutated)
         tests = ["tests"] if full else [t for t in mutant.tests if (copy / t).exists()]
         env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
         start = time.perf_counter()

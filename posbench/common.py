@@ -15,6 +15,7 @@ from .errors import PosbenchError
 SPLITS = ("train", "valid", "test")  # every corpus is cut into these
 HELD_OUT = ("valid", "test")  # the splits a run is evaluated and probed on
 RUNS_ROOT = Path("runs")  # where `posbench train` puts a run without --out
+DEVICE = "auto"  # every command's --device default: CUDA when there is one (resolve_device)
 
 
 def cache_dir() -> Path:

@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from . import __version__
-from .common import resolve_device
+from .common import DEVICE, resolve_device
 from .config import ModelConfig
 from .errors import PosbenchError
 from .evaluate import EvalSettings, evaluate_run
@@ -65,7 +65,7 @@ class CompareConfig:
     max_len: int | None = None  # longest evaluation length (None: the preset's)
     seed: int = 0
     out: Path = Path("compare")
-    device: str = "auto"
+    device: str = DEVICE
     # a LayerNorm after the embedding for every method (True, runs labelled +ln) or none (False);
     # None: as each method's reference (only scaled-sinusoidal has one)
     embed_norm: bool | None = None

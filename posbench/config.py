@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, fields
 
+from .common import DEVICE
 from .errors import PosbenchError
 from .positions import METHODS
 
@@ -106,7 +107,7 @@ class TrainConfig:
     seed: int = 0  # model init and the order of training batches
     # the tokenizer's seed (None: seed): compare's seeds share one tokenizer, so all score the same windows
     tokenizer_seed: int | None = None
-    device: str = "auto"
+    device: str = DEVICE
     compile: bool = False
     save_every: int = 200
 

@@ -28,6 +28,8 @@ from .stats import percentile_interval, resample_indices
 FRACTIONS = {"span50": 0.5, "span90": 0.9}  # attention mass a span must hold
 MEANS = ("mean_distance", "entropy", "sink")  # averaged over queries; spans take the median
 
+SAMPLES = 8  # windows inspect-heads probes by default (spread evenly over the held-out split)
+
 # ----------------------------------------------------------------------------- per-query metrics
 
 
@@ -200,7 +202,7 @@ def build_report(run: str, model: GPT, stats: dict[str, torch.Tensor], layers: S
     return {"run": run, "pos": model.config.pos, "length": length, "heads": heads, "summary": summary}
 
 
-def inspect_heads(run: str | Path | None = None, length: int | None = None, samples: int = 8,
+def inspect_heads(run: str | Path | None = None, length: int | None = None, samples: int = SAMPLES,
                   split: str = "valid", layer: int | None = None, batch_size: int = 8) -> dict:
     """Load a run (None: the newest under runs/), probe it on `samples` windows of `length` tokens
     (default: the training length) from its held-out split, and return the report."""

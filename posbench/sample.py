@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .common import resolve_device
+from .common import DEVICE, resolve_device
 from .errors import LengthError, PosbenchError
 from .model import GPT, KVCache
 from .runs import load_run, resolve_run
@@ -79,7 +79,7 @@ def sample_text(
     temperature: float = TEMPERATURE,
     top_k: int | None = TOP_K,
     seed: int = SEED,
-    device: str = "auto",
+    device: str = DEVICE,
 ) -> dict:
     """Load a run, continue `prompt` by n_tokens tokens: {"run", "pos", "prompt", "completion",
     "prompt_tokens", "new_tokens"} (completion = the decoded new tokens only)."""

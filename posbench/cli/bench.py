@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..bench import bench
-from ..common import resolve_device
+from ..common import DEVICE, resolve_device
 from ..compare import parse_methods
 from ..config import ModelConfig
 from ..positions import SEED_METHODS
@@ -29,7 +29,7 @@ def bench_command(
     steps: int = typer.Option(5, help="Timed steps per method and round (after 2 warm-up steps)."),
     rounds: int = typer.Option(2, help="Interleaved rounds over the methods; each keeps its best."),
     threads: int = typer.Option(None, help="CPU threads (default: torch's)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
     json_path: Path = typer.Option(None, "--json", help="Write the rows to this JSON file."),
 ) -> None:
     """Table 1 of the ALiBi paper for this machine: training and evaluation tokens/s and peak memory

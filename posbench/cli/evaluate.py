@@ -10,13 +10,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..common import resolve_device
+from ..common import DEVICE, resolve_device
 from ..evaluate import EvalSettings, extrapolation_report
 from ..fileio import atomic_write
 from ..runs import write_json
-from ..scoring import MAX_TOKENS, parse_lengths
+from ..scoring import parse_lengths
 from ..stats import RESAMPLES
 from . import app, console
+
+DEFAULT = EvalSettings()
 
 
 def _style(ratio: float | None) -> str:
@@ -121,17 +123,18 @@ def _csv(runs: list[dict]) -> str:
 @app.command("eval-extrapolate")
 def eval_extrapolate_command(
     runs: list[Path] = typer.Argument(None, help="Run folders [default: the newest under runs/]."),
-    max_len: int = typer.Option(4096, help="Longest evaluation length (default lengths: L, 2L, 4L, ... up to it)."),
+    max_len: int = typer.Option(DEFAULT.max_len, help="Longest evaluation length (default lengths: L, 2L, 4L, ... "
+                                "up to it)."),
     lengths: str = typer.Option(None, help="Comma-separated lengths instead, e.g. 128,256,1024."),
-    split: str = typer.Option("valid", help="Held-out split: valid or test."),
-    mode: str = typer.Option("nonoverlapping", help="nonoverlapping, sliding or both."),
+    split: str = typer.Option(DEFAULT.split, help="Held-out split: valid or test."),
+    mode: str = typer.Option(DEFAULT.mode, help="nonoverlapping, sliding or both."),
     stride: int = typer.Option(None, help="Sliding step [default: half the evaluation window]; 1 is allowed."),
-    max_tokens: int = typer.Option(MAX_TOKENS, help="Predictions scored at every length, at most "
+    max_tokens: int = typer.Option(DEFAULT.max_tokens, help="Predictions scored at every length, at most "
                                    "(rounded down to a multiple of the longest length, at least one window). "
                                    "More windows buy a narrower 95% interval: 4x the tokens, about half the width."),
     data: str = typer.Option(None, help="Evaluate on this corpus instead of the run's own "
                              "(tokenised with the run's tokenizer)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
     json_path: Path = typer.Option(None, "--json", help="Write the results to this JSON file."),
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per (run, mode, length) to this CSV file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

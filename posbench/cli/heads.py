@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..heads import inspect_heads
+from ..heads import SAMPLES, inspect_heads
 from ..plots import plot_heads
 from ..runs import write_json
 from . import app, console
@@ -21,7 +21,7 @@ def _spread(s: dict) -> str:
 def inspect_heads_command(
     run: Path = typer.Argument(None, help="Run folder [default: the newest under runs/]."),
     length: int = typer.Option(None, help="Window length N [default: the training length]."),
-    samples: int = typer.Option(8, help="Windows K, spread evenly over the split."),
+    samples: int = typer.Option(SAMPLES, help="Windows K, spread evenly over the split."),
     split: str = typer.Option("valid", help="Held-out split: valid or test."),
     layer: int = typer.Option(None, help="Only this layer (0-based) [default: all]."),
     json_path: Path = typer.Option(None, "--json", help="Write every number to this JSON file."),

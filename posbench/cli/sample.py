@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from ..common import DEVICE
 from ..sample import NEW_TOKENS, SEED, TEMPERATURE, TOP_K, sample_text
 from . import app, console
 
@@ -19,7 +20,7 @@ def sample_command(
     temperature: float = typer.Option(TEMPERATURE, help="Softmax temperature; 0 = greedy (argmax)."),
     top_k: int = typer.Option(TOP_K, help="Draw only from the k most likely tokens; 0 = from all."),
     seed: int = typer.Option(SEED, help="Seed of the draws (same seed, same text)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
 ) -> None:
     """Continue a prompt with a trained run, decoding with a KV cache."""
     result = sample_text(run, prompt, tokens, temperature, top_k, seed, device)
