@@ -295,3 +295,74 @@ def test_the_training_loop_calls_after_step_once_per_optimizer_step(corpus, tmp_
     model_config, train_config = tiny_train(corpus, pos="kerple", steps=4)
     train(model_config, train_config, out=tmp_path / "run", show_progress=False)
     assert len(calls) == 4
+
+
+# ----------------------------------------------------------------------------- ALiBi, rotary, xPos
+
+
+def press_get_slopes(n: int) -> list[float]:
+    """`get_slopes` of ofirpress/attention_with_linear_biases, fairseq/modules/multihead_attention.py,
+    transcribed: a power of two starts at and multiplies by 2^(-8/n); otherwise the closest power of
+    two's slopes, then every other slope of twice that many."""
+    def get_slopes_power_of_2(n):
+        start = 2 ** (-2 ** -(math.log2(n) - 3))
+        ratio = start
+        return [start * ratio**i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return get_slopes_power_of_2(n)
+    closest_power_of_2 = 2 ** math.floor(math.log2(n))
+    return (get_slopes_power_of_2(closest_power_of_2)
+            + press_get_slopes(2 * closest_power_of_2)[0::2][: n - closest_power_of_2])
+
+
+@pytest.mark.parametrize("n_head", range(1, 17))
+def test_alibi_slopes_equal_the_reference_get_slopes(n_head):
+    slopes = gpt("alibi", n_head=n_head, d_model=8 * n_head).pos.describe(8)["slope"]
+    assert slopes == pytest.approx(press_get_slopes(n_head), rel=1e-6)
+
+
+def hf_rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """`rotate_half` of huggingface/transformers, src/transformers/models/llama/modeling_llama.py."""
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def hf_rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, base: float = 10000.0):
+    """LlamaRotaryEmbedding (default rope) + `apply_rotary_pos_emb` of the same file, transcribed:
+    inv_freq = 1 / base^(2i/d); emb = cat(freqs, freqs); q * cos + rotate_half(q) * sin."""
+    dim = q.shape[-1]
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    freqs = positions.float()[:, None] @ inv_freq[None, :]  # (T, d/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    return q * cos + hf_rotate_half(q) * sin, k * cos + hf_rotate_half(k) * sin
+
+
+@pytest.mark.parametrize("start", [0, 37])
+def test_rotary_equals_hf_llama_rotary(start):
+    rotary = gpt("rotary", n_head=2, d_model=32).pos  # head dim 16
+    q, k = torch.randn(2, 2, 12, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
+    q, k = q[None], k[None]  # (1, H, T, hd)
+    expected = hf_rotary(q, k, torch.arange(start, start + 12))
+    for got, want in zip(rotary.rotate(q, k, start), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_xpos_is_rotary_times_the_torchscale_decay():
+    """microsoft/torchscale, torchscale/component/xpos_relative_position.py: scale_i =
+    (2i + 0.4 d) / (1.4 d) per pair, queries times scale^(n / scale_base), keys times its inverse
+    (scale_base 512). posbench pairs channels as halves (GPT-NeoX), not torchscale's every-two, and does
+    not re-centre positions per call (docs/methods.md): so the decay is expanded to both halves."""
+    xpos = gpt("xpos", n_head=2, d_model=32).pos  # head dim 16
+    q, k = torch.randn(2, 1, 2, 10, 16, generator=torch.Generator().manual_seed(1)).unbind(0)
+    start, d = 5, 16
+    positions = torch.arange(start, start + 10).float()
+    scale = (torch.arange(0, d, 2) + 0.4 * d) / (1.4 * d)  # (d/2,)
+    decay = scale[None, :] ** (positions[:, None] / 512)  # (T, d/2)
+    decay = torch.cat((decay, decay), dim=-1)
+    rq, rk = hf_rotary(q, k, positions.long())
+    got_q, got_k = xpos.rotate(q, k, start)
+    torch.testing.assert_close(got_q, rq * decay, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_k, rk / decay, atol=1e-5, rtol=1e-5)
