@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import PosbenchError
+from ..errors import LengthError, PosbenchError
 
 
 class Positions:
@@ -77,8 +77,32 @@ class Positions:
 
 def random_positions(length: int, max_position: int, generator: torch.Generator) -> torch.Tensor:
     """(length,) sorted, distinct position ids drawn uniformly from [0, max_position): Ruoss et al.
-    2023, Sec. 3 (their models/positional_encodings.py, noisy_fixed_positional_encodings: a choice
-    without replacement from arange(noise_max_length), then sorted)."""
+    2023, "Randomized Positional Encodings Boost Length Generalization of Transformers", Sec. 3 (their
+    models/positional_encodings.py, noisy_fixed_positional_encodings: a choice without replacement
+    from arange(noise_max_length), then sorted)."""
     if length > max_position:
-        raise PosbenchError(f"cannot draw {length} distinct positions from [0, {max_position})")
+        raise LengthError(f"randomized positions draw from [0, {max_position}): {length} tokens do not fit; "
+                          f"train with a larger --random-positions")
     return torch.randperm(max_position, generator=generator)[:length].sort().values
+
+
+class PositionDraw:
+    """A seeded source of randomized positions, one sorted subset of [0, max_position) per call (per
+    forward pass, shared by the batch, as the reference draws once per apply). Its state is part of
+    the training sampler's, so a resumed run draws what the original would have."""
+
+    def __init__(self, max_position: int, seed: int) -> None:
+        if max_position < 1:
+            raise PosbenchError(f"--random-positions must be positive, got {max_position}")
+        self.max_position = max_position
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, length: int) -> torch.Tensor:
+        """(length,) long ids, on the CPU."""
+        return random_positions(length, self.max_position, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "max_position": self.max_position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
