@@ -110,6 +110,9 @@ class TrainConfig:
     device: str = DEVICE
     compile: bool = False
     save_every: int = 200
+    # randomized positions (Ruoss et al. 2023): each batch's tokens sit at a sorted random subset of
+    # [0, M) instead of 0..n-1, here and when the run is evaluated; None: off (and in older configs)
+    random_positions: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -127,5 +130,8 @@ class TrainConfig:
             raise PosbenchError(f"--lr must be positive, got {self.lr}")
         if self.minutes is not None and self.minutes <= 0:
             raise PosbenchError(f"--minutes must be positive, got {self.minutes}")
+        if self.random_positions is not None and self.random_positions < self.train_len:
+            raise PosbenchError(f"--random-positions {self.random_positions} is below --train-len {self.train_len}: "
+                                f"a window needs that many distinct positions from [0, M)")
         if self.tokenizer not in ("bpe", "bytes"):
             raise PosbenchError(f"--tokenizer must be 'bpe' or 'bytes', got '{self.tokenizer}'")

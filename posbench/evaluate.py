@@ -81,8 +81,9 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
         scaling = {"kind": kind, "factor": factor}
         label = f"{label}+{kind}×{factor:g}"
     tokens, notes = held_out_tokens(run_dir, config, tokenizer, settings.split, settings.data)
+    random_positions = (config.get("train") or {}).get("random_positions")  # scored as trained (scoring.py)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
-                               settings.max_tokens, progress=progress, label=label)
+                               settings.max_tokens, progress=progress, label=label, random_positions=random_positions)
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     report = {
         "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
@@ -91,6 +92,7 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
         **({"notes": notes} if notes else {}),
         **({"rope_scaling": scaling} if scaling else {}),
+        **({"random_positions": random_positions} if random_positions is not None else {}),
     }
     return report, {(r.mode, r.length): r.windows for r in results if r.windows is not None}
 

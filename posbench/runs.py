@@ -139,10 +139,13 @@ def tokenizer_seed(train: dict) -> int:
 def identity(config: dict) -> dict:
     """What makes two configs the same run: model, data and every training setting that changes what
     is computed (not the device, compile, or how often it saves and logs). A tokenizer_seed that is
-    unset or equal to the seed changes nothing, so runs written before it existed keep their identity."""
+    unset or equal to the seed changes nothing, so runs written before it existed keep their identity
+    (and so does random_positions unset)."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
     if train.get("tokenizer_seed") in (None, train.get("seed", 0)):
         train.pop("tokenizer_seed", None)
+    if train.get("random_positions") is None:  # off, as in every run written before the option
+        train.pop("random_positions", None)
     # through from_dict: a config.json written before a setting existed reads as its legacy variant
     return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
 

@@ -20,18 +20,37 @@ from rich.progress import Progress
 
 from .errors import LengthError, PosbenchError
 from .model import GPT
+from .positions import PositionDraw
 from .stats import Windows
 
 MODES = ("nonoverlapping", "sliding")
 MAX_TOKENS = 32768  # predictions scored at every length, by default
 BATCH_TOKENS = 16384  # input tokens per forward pass: short windows are batched, long ones go alone
 HEAD_CHUNK = 2048  # positions per cross-entropy slice, so no (T, vocab) log-softmax copy of the logits
+# A run trained with randomized positions is scored at random positions too, as the reference evaluates
+# (Ruoss et al. 2023, experiments/range_evaluation.py: every batch applied with a fresh rng key, which
+# the noisy encodings draw from). A fixed seed per scoring call keeps scores reproducible and leaves
+# the training's random streams alone.
+EVAL_POSITION_SEED = 1
+
+
+def position_draw(random_positions: int | None) -> PositionDraw | None:
+    """A fresh, fixed-seed draw of positions from [0, random_positions), or None (positions 0..n-1)."""
+    return None if random_positions is None else PositionDraw(random_positions, EVAL_POSITION_SEED)
+
+
+def forward(model: GPT, x: torch.Tensor, draw: PositionDraw | None) -> torch.Tensor:
+    """(B, T) ids -> (B, T, V) logits, at positions 0..T-1 or, with `draw`, at its next sorted draw."""
+    return model(x) if draw is None else model(x, positions=draw(x.size(1)).to(x.device))
 
 
 @torch.no_grad()
-def window_loss(model: GPT, tokens: np.ndarray, length: int, max_tokens: int, batch_size: int = 8) -> float:
+def window_loss(model: GPT, tokens: np.ndarray, length: int, max_tokens: int, batch_size: int = 8,
+                random_positions: int | None = None) -> float:
     """Mean next-token loss (nats) over non-overlapping windows of `length` from the start of
-    `tokens`, at most `max_tokens` predictions. Deterministic: no sampling, no RNG."""
+    `tokens`, at most `max_tokens` predictions. Deterministic: no sampling, and randomized positions
+    (random_positions = M) come from a generator of a fixed seed."""
+    draw = position_draw(random_positions)
     n_windows = max(1, min((len(tokens) - 1) // length, max_tokens // length))
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -39,7 +58,7 @@ def window_loss(model: GPT, tokens: np.ndarray, length: int, max_tokens: int, ba
         starts = np.arange(first, min(first + batch_size, n_windows)) * length
         windows = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(length + 1)], dtype=np.int64))
         windows = windows.to(device)
-        logits = model(windows[:, :-1])
+        logits = forward(model, windows[:, :-1], draw)
         total += F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten(), reduction="sum").item()
         count += windows[:, 1:].numel()
     return total / count
@@ -132,12 +151,13 @@ def windows(n: int, length: int, mode: str, stride: int | None = None) -> list[t
     return spans
 
 
-def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0) -> torch.Tensor:
+def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0,
+                 draw: PositionDraw | None = None) -> torch.Tensor:
     """(B, T) inputs and targets -> (B, T - first) next-token losses (nats) at positions first..
 
     Cross-entropy runs over slices of positions: log-softmax over the vocabulary would otherwise
     hold a second (B, T, vocab) float tensor next to the logits, the largest one at long lengths."""
-    logits = model(x)  # (B, T, V)
+    logits = forward(model, x, draw)  # (B, T, V)
     out = [F.cross_entropy(logits[:, s : s + HEAD_CHUNK].flatten(0, 1).float(), y[:, s : s + HEAD_CHUNK].flatten(),
                            reduction="none").view(x.size(0), -1)
            for s in range(first, x.size(1), HEAD_CHUNK)]
@@ -145,7 +165,7 @@ def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0) -
 
 
 def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], length: int, batch_tokens: int,
-           track: bool, advance) -> tuple[np.ndarray, np.ndarray | None]:
+           track: bool, advance, draw: PositionDraw | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Summed loss of the scored predictions of each of `spans`; with track, also the mean loss at
     each offset of the full-length windows (all their positions, scored or not)."""
     device = next(model.parameters()).device
@@ -161,7 +181,7 @@ def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], le
             ids = ids.to(device)  # (B, size + 1)
             skip = torch.tensor([f - s for s, _, f in chunk])[:, None]  # (B, 1) already scored by an earlier window
             lo = 0 if track else int(skip.min())
-            losses = token_losses(model, ids[:, :-1], ids[:, 1:], lo).double().cpu()  # (B, size - lo)
+            losses = token_losses(model, ids[:, :-1], ids[:, 1:], lo, draw).double().cpu()  # (B, size - lo)
             sums.append(losses.masked_fill(torch.arange(lo, size)[None] < skip, 0.0).sum(1).numpy())
             if track and size == length:
                 by_pos += losses.sum(0)
@@ -182,12 +202,15 @@ def evaluate_lengths(
     batch_tokens: int = BATCH_TOKENS,
     progress: Progress | None = None,
     label: str = "eval",
+    random_positions: int | None = None,
 ) -> list[LengthResult]:
     """Loss, perplexity and bits per byte of `model` at each length, on the same predictions.
 
     mode: nonoverlapping, sliding or both (nonoverlapping results first). stride: sliding step,
     default half the window. token_bytes: UTF-8 bytes of each token id (Tokenizer.token_bytes).
-    Results of the first mode carry position_losses, the loss at each offset of the window."""
+    Results of the first mode carry position_losses, the loss at each offset of the window.
+    random_positions (a run's TrainConfig.random_positions, M): score at sorted random positions from
+    [0, M), a fresh fixed-seed draw per (mode, length); a length above M is that length's error."""
     lengths = check_lengths(lengths)
     modes = MODES if mode == "both" else (mode,)
     if stride is not None and stride <= 0:
@@ -212,7 +235,8 @@ def evaluate_lengths(
             if progress is not None:
                 progress.update(task, description=f"eval {label} {m} {L}")
             try:
-                sums, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance)
+                sums, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance,
+                                      position_draw(random_positions))
             except LengthError as e:
                 results.append(LengthResult(L, m, n, error=str(e)))
                 advance(sum(e - s for s, e, _ in spans))

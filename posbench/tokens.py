@@ -15,9 +15,13 @@ from .common import SPLITS, cache_dir
 from .corpora import Corpus, load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
+from .positions import PositionDraw
 from .tokenizer import Tokenizer, train_tokenizer
 
 FORMAT_VERSION = 2  # bump when the cache layout or the tokenizer settings change (2: sampled by characters)
+# randomized positions draw from a stream of their own (seed + this), so turning them on leaves the
+# batches' windows exactly as they were
+POSITION_SEED_OFFSET = 1_000_003
 
 @dataclass
 class TokenData:
@@ -94,10 +98,11 @@ def tokenize_corpus(corpus: Corpus, tokenizer: str = "bpe", vocab_size: int = 40
 
 
 class BatchSampler:
-    """Random windows of length+1 tokens from a token array; x = window[:-1], y = window[1:]."""
+    """Random windows of length+1 tokens from a token array; x = window[:-1], y = window[1:]. With
+    max_position (randomized positions, TrainConfig.random_positions) also each batch's position ids."""
 
     def __init__(self, tokens: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, max_position: int | None = None):
         if length < 1 or batch_size < 1:
             raise PosbenchError(f"the window length and batch_size must be positive (got {length} and {batch_size}).")
         if not 0 <= rank < world_size:
@@ -109,6 +114,12 @@ class BatchSampler:
         self.rank, self.world_size = rank, world_size
         self.gen = torch.Generator().manual_seed(seed)
         self.offsets = np.arange(length + 1)
+        self.draw = None if max_position is None else PositionDraw(max_position, seed + POSITION_SEED_OFFSET)
+
+    def next_positions(self) -> torch.Tensor | None:
+        """(length,) sorted distinct ids from [0, max_position) for the next batch (one set for the
+        whole global batch: every rank draws the same), or None without randomized positions."""
+        return None if self.draw is None else self.draw(self.length)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         # every rank draws the same global batch and keeps its slice: N ranks see what one process would
@@ -119,8 +130,11 @@ class BatchSampler:
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
     def state_dict(self) -> dict:
-        return {"generator": self.gen.get_state(), "global_batch": self.batch_size * self.world_size}
+        state = {"generator": self.gen.get_state(), "global_batch": self.batch_size * self.world_size}
+        return state if self.draw is None else state | {"positions": self.draw.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         # same global batch size (any world size) after the restore: the same batches as the original run
         self.gen.set_state(state["generator"])
+        if self.draw is not None and "positions" in state:
+            self.draw.load_state_dict(state["positions"])

@@ -21,6 +21,7 @@ from .config import ModelConfig, TrainConfig
 from .errors import PosbenchError
 from .lock import lock_run_dir
 from .model import GPT
+from .positions import METHODS
 from .progress import make_progress
 from .runs import (
     claim_run_dir,
@@ -90,7 +91,9 @@ def train(
         data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, tokenizer_seed(asdict(cfg)))
     model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
     # checked before anything is written: a corpus too short for one window is an input error
-    sampler = BatchSampler(data.splits["train"], cfg.train_len, cfg.batch_size // world, cfg.seed, rank, world)
+    check_random_positions(model_config, cfg)
+    sampler = BatchSampler(data.splits["train"], cfg.train_len, cfg.batch_size // world, cfg.seed, rank, world,
+                           cfg.random_positions)
     if len(data.splits["valid"]) < cfg.train_len + 1:
         raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
                             f"--train-len {cfg.train_len} + 1; use a longer corpus or a shorter --train-len")
@@ -111,6 +114,16 @@ def train(
             console, show_progress = Console(quiet=True), False
         loop.run(progress or make_progress(console or Console(), disable=not show_progress), own=progress is None)
         return TrainResult(run_dir, loop.summarize(), resumed_from=loop.resumed_from)
+
+
+def check_random_positions(model_config: ModelConfig, cfg: TrainConfig) -> None:
+    """Randomized positions reach M - 1: a method with a position table must hold them. A learned table
+    has train_len rows (its weights' shape), so it is refused rather than silently grown to M."""
+    limit = None if cfg.random_positions is None else METHODS[model_config.pos](model_config).max_positions
+    if limit is not None and cfg.random_positions > limit:
+        raise PosbenchError(f"--random-positions {cfg.random_positions} needs positions up to "
+                            f"{cfg.random_positions - 1}, but '{model_config.pos}' encodes only {limit} "
+                            f"(its table has --train-len rows); use a method without a table")
 
 
 def _claim(run_dir: Path, config: dict, overwrite: bool, rank: int, world: int) -> tuple[Path | None, bool]:
@@ -188,8 +201,9 @@ class _Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next_batch())
+        ids = self.sampler.next_positions()  # (T,) randomized positions (Ruoss et al. 2023), or None
         with self.autocast:
-            logits = model(x)  # (B, T, V)
+            logits = model(x, positions=None if ids is None else ids.to(self.device))  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
@@ -232,7 +246,8 @@ class _Loop:
     def validate(self) -> float:
         self.raw_model.eval()
         with self.autocast:
-            loss = window_loss(self.raw_model, self.data.splits["valid"], self.cfg.train_len, self.cfg.eval_tokens)
+            loss = window_loss(self.raw_model, self.data.splits["valid"], self.cfg.train_len, self.cfg.eval_tokens,
+                               random_positions=self.cfg.random_positions)
         self.raw_model.train()
         return loss
 

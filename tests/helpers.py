@@ -98,3 +98,10 @@ def logits_on(model: GPT, tokens) -> torch.Tensor:
     """(1, T, vocab) logits of `model` in eval mode on one sequence of token ids."""
     with torch.no_grad():
         return model.eval()(torch.as_tensor(tokens, dtype=torch.long)[None])
+
+
+def span(q_len: int, k_len: int, start: int):
+    """(query, key) Positions of the offset path: queries at start..start+q_len-1, keys at 0..k_len-1."""
+    from posbench.positions import Positions
+
+    return Positions(start, q_len), Positions(0, k_len)

@@ -10,7 +10,8 @@ from posbench import common
 from posbench import tokenizer as tokenizer_module
 from posbench.common import SPLITS
 from posbench.corpora import load_corpus
-from posbench.errors import PosbenchError
+from posbench.errors import LengthError, PosbenchError
+from posbench.positions import random_positions
 from posbench.tokenizer import Tokenizer, train_tokenizer
 from posbench.tokens import BatchSampler, prepare_data
 
@@ -311,3 +312,43 @@ def test_sampler_too_short():
     with pytest.raises(PosbenchError, match="has 10 tokens.*a window of 16"):
         BatchSampler(TOKENS[:10], 16, 4, seed=0)
 
+
+
+def test_randomized_positions_are_sorted_distinct_within_range_and_seeded():
+    """Ruoss et al. 2023: each batch a sorted subset of n distinct positions from [0, M)."""
+    s = BatchSampler(TOKENS, 16, 4, seed=0, max_position=40)
+    draws = [s.next_positions() for _ in range(50)]
+    for ids in draws:
+        assert ids.shape == (16,) and ids.dtype == torch.int64
+        assert (ids[1:] > ids[:-1]).all(), "sorted and distinct"
+        assert ids.min() >= 0 and ids.max() < 40
+    assert len({tuple(ids.tolist()) for ids in draws}) == 50, "a fresh draw per batch"
+    assert not all(torch.equal(ids, torch.arange(16)) for ids in draws)
+    assert {i for ids in draws for i in ids.tolist()} == set(range(40)), "every position of [0, M) is reachable"
+    again = BatchSampler(TOKENS, 16, 4, seed=0, max_position=40)
+    assert all(torch.equal(ids, again.next_positions()) for ids in draws), "deterministic given the seed"
+    other = BatchSampler(TOKENS, 16, 4, seed=1, max_position=40)
+    assert not torch.equal(draws[0], other.next_positions())
+    assert BatchSampler(TOKENS, 16, 4, seed=0).next_positions() is None  # off by default
+
+
+def test_randomized_positions_leave_the_windows_alone_and_restore_with_the_sampler():
+    plain, randomized = BatchSampler(TOKENS, 16, 4, seed=3), BatchSampler(TOKENS, 16, 4, seed=3, max_position=64)
+    for _ in range(3):
+        x, _ = plain.next_batch()
+        rx, _ = randomized.next_batch()
+        randomized.next_positions()
+        assert torch.equal(x, rx), "a stream of their own: the same batches with the option on"
+    state = randomized.state_dict()
+    expected = [(randomized.next_batch()[0], randomized.next_positions()) for _ in range(2)]
+    resumed = BatchSampler(TOKENS, 16, 4, seed=99, max_position=64)
+    resumed.load_state_dict(state)
+    for x, ids in expected:
+        assert torch.equal(resumed.next_batch()[0], x) and torch.equal(resumed.next_positions(), ids)
+
+
+def test_randomized_positions_need_room():
+    ids = random_positions(8, 8, torch.Generator().manual_seed(0))
+    assert torch.equal(ids, torch.arange(8))  # n = M: every position once
+    with pytest.raises(LengthError, match=r"\[0, 8\)"):
+        random_positions(9, 8, torch.Generator().manual_seed(0))

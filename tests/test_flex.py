@@ -12,14 +12,14 @@ from posbench import flex as model_module
 from posbench.flex import flex_biased_attention
 from posbench.model import causal_mask
 
-from .helpers import tiny_model
+from .helpers import span, tiny_model
 
 pytestmark = pytest.mark.skipif(model_module.flex_attention is None, reason="torch without FlexAttention")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 
 
 def reference(q, k, v, method, start):
-    mask = causal_mask(method, q.size(2), k.size(2), start, q.device, q.dtype)[None]
+    mask = causal_mask(method, *span(q.size(2), k.size(2), start), q.device, q.dtype)[None]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -55,7 +55,7 @@ def test_flex_forward_equals_sdpa_on_cpu(pos):
     method = tiny_model(pos).pos
     q, k, v = inputs("cpu")
     with torch.no_grad():
-        out = flex_biased_attention(q, k, v, method.score_bias(48, 64, 16), 16)
+        out = flex_biased_attention(q, k, v, method.score_bias(*span(48, 64, 16)), 16)
         expected = reference(q, k, v, method, 16)
         assert torch.allclose(out, expected, atol=1e-5)
         assert (expected - reference_without_bias(q, k, v, 16)).abs().max() > 1000 * 1e-5
@@ -67,7 +67,7 @@ def test_flex_gradients_into_a_learned_bias_on_cuda():
     q, k, v = inputs("cuda")
     ref = reference(q, k, v, method, 16)
     grad_ref = torch.autograd.grad(ref.sum(), method.bias.weight)[0]
-    out = flex_biased_attention(q, k, v, method.score_bias(48, 64, 16), 16)
+    out = flex_biased_attention(q, k, v, method.score_bias(*span(48, 64, 16)), 16)
     grad = torch.autograd.grad(out.sum(), method.bias.weight)[0]
     assert torch.allclose(out, ref, atol=1e-4)
     assert (ref - reference_without_bias(q, k, v, 16)).abs().max() > 100 * 1e-4

@@ -2,10 +2,12 @@
 evaluating exactly as they were trained: ModelConfig.from_dict gives them their legacy variant."""
 
 import math
+from dataclasses import asdict
 
 import pytest
 
 from posbench import GPT, ModelConfig
+from posbench.config import TrainConfig
 from posbench.runs import identity
 
 OLD_MODEL = dict(vocab_size=64, n_layer=1, n_head=4, d_model=32, max_len=64, tie_embeddings=True, dropout=0.0,
@@ -53,3 +55,12 @@ def test_an_old_run_folder_is_the_same_run_for_resume_and_reuse():
     assert identity(old) == identity(rebuilt)
     reference = {**old, "model": ModelConfig.from_dict({**old["model"], **NEW_RUN}).to_dict()}  # another variant
     assert identity(old) != identity(reference)
+
+
+def test_a_config_written_before_random_positions_is_the_same_run_and_reads_as_off():
+    old_train = {k: v for k, v in asdict(TrainConfig()).items() if k != "random_positions"}
+    assert TrainConfig.from_dict(old_train).random_positions is None
+    old = {"model": {**OLD_MODEL, "pos": "alibi"}, "train": old_train, "data": {"name": "x"}}
+    rebuilt = {**old, "train": asdict(TrainConfig.from_dict(old_train))}  # what `train --resume` writes
+    assert "random_positions" in rebuilt["train"] and identity(old) == identity(rebuilt)
+    assert identity(old) != identity({**old, "train": {**old_train, "random_positions": 64}})

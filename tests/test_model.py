@@ -8,7 +8,7 @@ from posbench import model as model_module
 from posbench.errors import LengthError, PosbenchError
 from posbench.model import KVCache, ModelConfig, causal_attention
 
-from .helpers import ALL_METHODS, tiny_model
+from .helpers import ALL_METHODS, span, tiny_model
 
 
 @pytest.mark.parametrize("pos", ALL_METHODS)
@@ -57,22 +57,22 @@ def test_sdpa_float_bias_equals_hand_softmax(pos):
     method = tiny_model(pos).pos
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 12, 8) for _ in range(3))
-    bias = method.score_bias(12, 12, 0)
+    bias = method.score_bias(*span(12, 12, 0))
     bias = torch.zeros(1, 12, 12) if bias is None else bias
     bias = bias.masked_fill(torch.ones(12, 12, dtype=torch.bool).triu(1), float("-inf"))
-    assert torch.allclose(causal_attention(q, k, v, method, 0), hand_attention(q, k, v, bias), atol=1e-5)
+    assert torch.allclose(causal_attention(q, k, v, method, *span(12, 12, 0)), hand_attention(q, k, v, bias), atol=1e-5)
 
 
 @pytest.mark.parametrize("pos", ["none", "alibi", "t5"])
 def test_chunked_attention_equals_unchunked(pos, monkeypatch):
     method = tiny_model(pos).pos
     q, k, v = (torch.randn(2, 4, 30, 8) for _ in range(3))
-    full = causal_attention(q, k, v, method, 0)
+    full = causal_attention(q, k, v, method, *span(30, 30, 0))
     monkeypatch.setattr(model_module, "MASK_BUDGET", 2 * 4 * 30 * 7)  # chunks of 7 queries
     if method.has_score_bias:
-        assert torch.allclose(causal_attention(q, k, v, method, 0), full, atol=1e-5)
+        assert torch.allclose(causal_attention(q, k, v, method, *span(30, 30, 0)), full, atol=1e-5)
     # queries that start mid-window (a KV cache, a sliding window) take the chunked mask path too
-    suffix = causal_attention(q[:, :, 11:], k, v, method, 11)
+    suffix = causal_attention(q[:, :, 11:], k, v, method, *span(19, 30, 11))
     assert torch.allclose(suffix, full[:, :, 11:], atol=1e-5)
 
 
@@ -153,3 +153,69 @@ def test_forward_compiles_as_one_graph(pos):
     broken graphs once tripped a torch.compile aliasing bug on CPU. Under compile they are built inline."""
     explanation = torch._dynamo.explain(tiny_model(pos))(torch.randint(0, 64, (2, 16)))
     assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
+
+
+# ----------------------------------------------------------------------------- explicit position ids
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_explicit_range_from_zero_gives_exactly_the_default_logits(pos, chunked, monkeypatch):
+    """positions 0..n-1 given as ids take the explicit path (no (start, length) memo, no shared
+    mask) and must give today's logits bit for bit, with query chunking too."""
+    model = tiny_model(pos)
+    if chunked:  # chunks of 7 queries: the offset path slices a shared mask, the explicit one cannot
+        monkeypatch.setattr(model_module, "MASK_BUDGET", 2 * 4 * 30 * 7)
+    idx = torch.randint(0, 64, (2, 30))
+    with torch.no_grad():
+        default = model(idx)
+        explicit = model(idx, positions=torch.arange(30))
+    assert torch.equal(explicit, default)
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_explicit_shifted_range_equals_the_offset_path(pos):
+    """ids start..start+n-1 equal `start=start`: the same positions, one given as a range."""
+    model = tiny_model(pos, train_len=64)  # learned: table room for 17 + 20 positions
+    idx = torch.randint(0, 64, (2, 20))
+    with torch.no_grad():
+        for start in (0, 17):
+            offset = model(idx, start=start)
+            explicit = model(idx, positions=torch.arange(start, start + 20))
+            assert torch.equal(explicit, offset), start
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_kv_cache_with_explicit_positions_matches_full_forward(pos):
+    """Decoding with gapped ids: the cache stores the keys' ids, so step by step equals one pass."""
+    model = tiny_model(pos, train_len=128)
+    idx = torch.randint(0, 64, (2, 16))
+    ids = torch.randperm(120, generator=torch.Generator().manual_seed(0))[:16].sort().values
+    with torch.no_grad():
+        full = model(idx, positions=ids)
+        cache = KVCache(model.config.n_layer)
+        steps = [model(idx[:, :6], cache=cache, positions=ids[:6])]
+        steps += [model(idx[:, t : t + 1], cache=cache, positions=ids[t : t + 1]) for t in range(6, 16)]
+    assert torch.equal(cache.positions, ids)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pos", ALL_METHODS)
+def test_gapped_positions_change_the_logits_of_every_method_that_reads_positions(pos):
+    model = tiny_model(pos, train_len=128)
+    idx = torch.randint(0, 64, (1, 12))
+    gapped = torch.arange(0, 120, 10)  # 0, 10, 20, ...: distances ten times larger
+    with torch.no_grad():
+        moved = (model(idx, positions=gapped) - model(idx)).abs().max().item()
+    assert (moved == 0) if pos == "none" else (moved > 1e-4), moved
+
+
+def test_explicit_positions_are_checked():
+    model = tiny_model("learned", train_len=16)
+    idx = torch.randint(0, 64, (1, 4))
+    with pytest.raises(PosbenchError, match="4 tokens"):
+        model(idx, positions=torch.arange(5))
+    with pytest.raises(PosbenchError, match="1-D long"):
+        model(idx, positions=torch.arange(4.0))
+    with pytest.raises(LengthError, match="16 rows"):  # a table cannot hold position 16
+        model(idx, positions=torch.tensor([0, 3, 9, 16]))

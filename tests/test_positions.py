@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from posbench.errors import LengthError
-from posbench.positions import METHODS, alibi_slopes, sinusoid_table, t5_relative_bucket
+from posbench.positions import METHODS, Positions, alibi_slopes, sinusoid_table, t5_relative_bucket
 from posbench.positions.rotary import RotaryPosition
 
-from .helpers import tiny_config
+from .helpers import span, tiny_config
 
 
 def reference_alibi_slopes(n: int) -> list[float]:
@@ -49,7 +49,7 @@ def test_alibi_bias_is_minus_slope_times_distance(n_head):
     (not from alibi_slopes), with queries starting at 0 and mid-sequence (KV cache, query chunk)."""
     alibi = METHODS["alibi"](tiny_config("alibi", n_head=n_head))
     for q_len, k_len, start in ((6, 6, 0), (3, 9, 6), (4, 40, 36)):
-        bias = alibi.score_bias(q_len, k_len, start)  # (H, q, k)
+        bias = alibi.score_bias(*span(q_len, k_len, start))  # (H, q, k)
         assert bias.shape == (n_head, q_len, k_len)
         for a in range(q_len):
             i = start + a
@@ -113,7 +113,7 @@ def test_t5_bias_at_every_cell_is_the_table_row_of_the_bucket_of_i_minus_j(q_len
     t5 = METHODS["t5"](tiny_config("t5", t5_max_distance=128))
     with torch.no_grad():  # a distinct value per (bucket, head), so any wrong row shows
         t5.bias.weight.copy_(torch.arange(32 * 4, dtype=torch.float32).view(32, 4))
-    bias = t5.score_bias(q_len, k_len, start)  # (H, q, k)
+    bias = t5.score_bias(*span(q_len, k_len, start))  # (H, q, k)
     assert bias.shape == (4, q_len, k_len)
     for a in range(q_len):
         i = start + a
@@ -135,9 +135,10 @@ def test_sinusoidal_embed_adds_table_at_offset():
     sin = METHODS["sinusoidal"](tiny_config("sinusoidal"))
     x = torch.zeros(1, 4, 32)
     # scaled against the token embeddings' init size (std 0.02) to Vaswani's ratio: RMS 0.02 / sqrt(2)
-    assert torch.allclose(sin.embed(x, 10)[0], 0.02 * sinusoid_table(torch.arange(10, 14), 32))
+    assert torch.allclose(sin.embed(x, Positions(10, 4))[0], 0.02 * sinusoid_table(torch.arange(10, 14), 32))
     legacy = METHODS["sinusoidal"](tiny_config("sinusoidal", sinusoid_ratio=1.0))  # runs before issue 13: 1:1
-    assert torch.allclose(legacy.embed(x, 10)[0], 0.02 * 2**0.5 * sinusoid_table(torch.arange(10, 14), 32))
+    expected = 0.02 * 2**0.5 * sinusoid_table(torch.arange(10, 14), 32)
+    assert torch.allclose(legacy.embed(x, Positions(10, 4))[0], expected)
 
 
 def test_scaled_sinusoidal_scale_init_and_learnable():
@@ -145,13 +146,13 @@ def test_scaled_sinusoidal_scale_init_and_learnable():
     assert method.scale.item() == pytest.approx(64**-0.5)
     assert method.scale.requires_grad
     x = torch.zeros(1, 3, 64)
-    assert torch.allclose(method.embed(x, 0)[0], 64**-0.5 * sinusoid_table(torch.arange(3), 64))
+    assert torch.allclose(method.embed(x, Positions(0, 3))[0], 64**-0.5 * sinusoid_table(torch.arange(3), 64))
 
 
 def rotary_scores(rotate, q, k, m, n):
     """q rotated to position m, k to position n, their dot product."""
-    qm, _ = rotate(q, k, m)
-    _, kn = rotate(q, k, n)
+    qm, _ = rotate(q, k, Positions(m, 1))
+    _, kn = rotate(q, k, Positions(n, 1))
     return (qm * kn).sum(-1)
 
 
@@ -172,13 +173,13 @@ def test_rotary_scores_depend_only_on_offset():
 
 
 def test_the_offset_check_rejects_a_noop_rotation_and_a_query_only_rotation():
-    def noop(q, k, start):  # scores blind to position
+    def noop(q, k, positions):  # scores blind to position
         return q, k
 
     rope = RotaryPosition(tiny_config("rotary"))
 
-    def query_only(q, k, start):  # scores that depend on the query's absolute position
-        return rope.rotate(q, k, start)[0], k
+    def query_only(q, k, positions):  # scores that depend on the query's absolute position
+        return rope.rotate(q, k, positions)[0], k
 
     for wrong in (noop, query_only):
         with pytest.raises(AssertionError):
@@ -188,17 +189,17 @@ def test_the_offset_check_rejects_a_noop_rotation_and_a_query_only_rotation():
 def test_rotary_any_length_and_norm_preserving():
     rope = RotaryPosition(tiny_config("rotary"))
     q = torch.randn(1, 2, 5000, 8)
-    q_rot, _ = rope.rotate(q, q, 0)
+    q_rot, _ = rope.rotate(q, q, Positions(0, 5000))
     assert torch.allclose(q_rot.norm(dim=-1), q.norm(dim=-1), atol=1e-4)
 
 
 def test_learned_raises_past_its_table():
     learned = METHODS["learned"](tiny_config("learned", train_len=16))
-    learned.embed(torch.zeros(1, 16, 32), 0)
+    learned.embed(torch.zeros(1, 16, 32), Positions(0, 16))
     with pytest.raises(LengthError, match="16 rows"):
-        learned.embed(torch.zeros(1, 17, 32), 0)
+        learned.embed(torch.zeros(1, 17, 32), Positions(0, 17))
     with pytest.raises(LengthError):
-        learned.embed(torch.zeros(1, 1, 32), 16)
+        learned.embed(torch.zeros(1, 1, 32), Positions(16, 1))
 
 
 def test_registry_names():
@@ -215,7 +216,7 @@ def test_xpos_zeta_and_decay_formula():
     zeta = xpos.zeta()
     # Sun et al. 2022: zeta_i = (2i/d + 0.4) / 1.4 (torchscale: (arange(0, d, 2) + 0.4 d) / (1.4 d))
     assert torch.allclose(zeta, torch.tensor([(2 * i / 8 + 0.4) / 1.4 for i in range(4)]))
-    scale, inverse = xpos.decay(100, 3, "cpu", torch.float32)  # (3, 8) each
+    scale, inverse = xpos.decay(Positions(100, 3), "cpu", torch.float32)  # (3, 8) each
     for row, n in enumerate((100, 101, 102)):
         expected = zeta ** (n / 512)  # scale base gamma = 512
         assert torch.allclose(scale[row], torch.cat((expected, expected)), rtol=1e-5)
@@ -253,11 +254,11 @@ def test_xpos_raises_where_its_scale_would_overflow():
     xpos = METHODS["xpos"](tiny_config("xpos"))
     limit = xpos.max_position(torch.float32)
     assert 30_000 < limit < 40_000 and 3_000 < xpos.max_position(torch.float16) < 5_000
-    scale, inverse = xpos.decay(limit - 1, 1, "cpu", torch.float32)
+    scale, inverse = xpos.decay(Positions(limit - 1, 1), "cpu", torch.float32)
     assert torch.isfinite(inverse).all() and (scale > 0).all()
     q = torch.zeros(1, 1, 1, 8)
     with pytest.raises(LengthError, match=f"{limit:,}"):
-        xpos.rotate(q, q, limit)
+        xpos.rotate(q, q, Positions(limit, 1))
 
 
 def test_kerple_legacy_softplus_bias_formula_and_positive_parameters():
@@ -272,14 +273,14 @@ def test_kerple_legacy_softplus_bias_formula_and_positive_parameters():
     r1, r2 = kerple.r1, kerple.r2
     assert (r1 >= 0.01).all() and (r2 >= 0.01).all(), "kept positive, floored at 0.01 as the paper"
     assert r1[0].item() == pytest.approx(0.01) and r2[1].item() == pytest.approx(0.01)
-    bias = kerple.score_bias(6, 6, 0)  # (H, q, k)
+    bias = kerple.score_bias(*span(6, 6, 0))  # (H, q, k)
     for i in range(6):
         for j in range(i + 1):
             expected = [-r1[h].item() * math.log(1 + r2[h].item() * (i - j)) for h in range(4)]
             assert bias[:, i, j].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-7)
-    assert torch.allclose(kerple.score_bias(2, 6, 4), bias[:, 4:6, :6])  # KV cache / chunk offset
+    assert torch.allclose(kerple.score_bias(*span(2, 6, 4)), bias[:, 4:6, :6])  # KV cache / chunk offset
     # the gradient reaches a parameter sitting at the floor (softplus, not a clamp)
-    kerple.score_bias(6, 6, 0).sum().backward()
+    kerple.score_bias(*span(6, 6, 0)).sum().backward()
     assert (kerple.r1_raw.grad != 0).all() and (kerple.r2_raw.grad != 0).all()
 
 
@@ -302,14 +303,14 @@ def test_fire_bias_matches_hand_computation(monkeypatch):
         hidden = [max(0.0, w * u + b) for w, b in zip(w1, b1, strict=True)]
         return [sum(a * h for a, h in zip(row, hidden, strict=True)) + bias for row, bias in zip(w2, b2, strict=True)]
 
-    bias = fire.score_bias(12, 12, 0).detach()  # (H, q, k)
+    bias = fire.score_bias(*span(12, 12, 0)).detach()  # (H, q, k)
     for i in range(12):
         for j in range(i + 1):
             u = math.log(c * (i - j) + 1) / (math.log(c * max(i, L) + 1) + 1e-6)  # psi(i-j) / psi(max(i, L))
             assert bias[:, i, j].tolist() == pytest.approx(f_theta(u), rel=1e-4, abs=1e-5), (i, j)
-    assert torch.allclose(fire.score_bias(3, 12, 9), bias[:, 9:12])  # KV cache / chunk offset
+    assert torch.allclose(fire.score_bias(*span(3, 12, 9)), bias[:, 9:12])  # KV cache / chunk offset
     monkeypatch.setattr(fire_module, "BUDGET", 12 * 32 * 2)  # the MLP two rows at a time
-    assert torch.allclose(fire.score_bias(12, 12, 0), bias)
+    assert torch.allclose(fire.score_bias(*span(12, 12, 0)), bias)
 
 
 def test_registry_has_the_new_methods():
@@ -327,6 +328,30 @@ def test_shift_invariant_flag_tells_the_truth(pos):
     with torch.no_grad():
         for p in method.parameters():  # off the init, where a zero table would hide any position effect
             p.add_(torch.randn_like(p))
-        near = method.score_bias(5, 12, 7)  # queries at 7..11, keys 0..11
-        far = method.score_bias(5, 12 + 90, 7 + 90)[..., 90:]  # the same i - j, 90 positions later
+        near = method.score_bias(*span(5, 12, 7))  # queries at 7..11, keys 0..11
+        far = method.score_bias(*span(5, 12 + 90, 7 + 90))[..., 90:]  # the same i - j, 90 positions later
     assert torch.equal(near, far) == method.shift_invariant
+
+
+def test_ranges_are_memoised_by_start_and_length_explicit_ids_within_one_pass_only():
+    """The common case stays as fast as before explicit ids: a range's tables are memoised by
+    (start, length); a fresh draw of ids (randomized positions) never enters the lasting memo."""
+    alibi = METHODS["alibi"](tiny_config("alibi"))
+    bias = alibi.score_bias(Positions(3, 5), Positions(0, 8))  # (H, 5, 8)
+    assert alibi.score_bias(Positions(3, 5), Positions(0, 8)) is bias
+    ids = Positions.explicit(torch.arange(3, 8))
+    assert torch.equal(alibi.score_bias(ids, Positions(0, 8)), bias)
+    assert not any(isinstance(part, tuple) and part[0] == "ids" for key in alibi._static for part in key)
+    with alibi.one_pass():  # every layer of one forward pass shares what explicit ids built
+        assert alibi.score_bias(ids, Positions(0, 8)) is alibi.score_bias(ids, Positions(0, 8))
+        assert torch.equal(alibi.score_bias(ids.slice(1, 3), Positions(0, 8)), bias[:, 1:4])
+
+
+def test_positions_value_object():
+    r = Positions(4, 3)
+    assert r.is_range and len(r) == 3 and r.end() == 7 and r.key() == ("range", 4, 3)
+    assert torch.equal(r.tensor(), torch.tensor([4, 5, 6]))
+    assert torch.equal(r.slice(1, 2).tensor(), torch.tensor([5, 6]))
+    e = Positions.explicit(torch.tensor([2, 9, 30]))
+    assert not e.is_range and e.end() == 31 and torch.equal(e.slice(1, 2).tensor(), torch.tensor([9, 30]))
+    assert e.slice(1, 2).key() != e.slice(0, 2).key()  # chunks of one tensor are told apart

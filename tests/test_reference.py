@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from posbench import GPT, ModelConfig
-from posbench.positions import METHODS
+from posbench.positions import METHODS, Positions
 from posbench.positions.rope_scaling import apply_rope_scaling
 from posbench.train import train
 
-from .helpers import tiny_train
+from .helpers import span, tiny_train
 
 
 def gpt(pos: str, **overrides) -> GPT:
@@ -75,7 +75,7 @@ def test_yarn_frequencies_and_attention_factor_match_hf(pos, head_dim, train_len
     inv_freq, attention_factor = hf_yarn(head_dim, model.pos.base, factor, train_len)
     torch.testing.assert_close(model.pos.inv_freq("cpu"), inv_freq, rtol=1e-6, atol=0)
     assert model.pos.attn_scale == pytest.approx(attention_factor, rel=1e-12)
-    cos, _ = model.pos.cos_sin(0, 1, "cpu", torch.float32)  # position 0: cos = 1 times the factor
+    cos, _ = model.pos.cos_sin(Positions(0, 1), "cpu", torch.float32)  # position 0: cos = 1 times the factor
     torch.testing.assert_close(cos, torch.full_like(cos, attention_factor))
 
 
@@ -110,11 +110,11 @@ def test_fire_bias_at_init_matches_the_paper_code(T):
     reference = fire_reference_bias(T, torch.tensor(0.1), torch.tensor(512.0), torch.tensor(1.0),
                                     by_hand_mlp(fire.mlp[0], fire.mlp[2]))
     with torch.no_grad():
-        ours = fire.score_bias(T, T, 0)
+        ours = fire.score_bias(*span(T, T, 0))
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     torch.testing.assert_close(ours[:, causal], reference[:, causal], rtol=1e-5, atol=1e-6)
     # the MLP's inputs at L = 64: psi(63) / psi(512) = 0.50, the range the issue measured
-    assert fire.normalized_distance(64, 64, 0).max().item() == pytest.approx(0.5026, abs=1e-3)
+    assert fire.normalized_distance(*span(64, 64, 0)).max().item() == pytest.approx(0.5026, abs=1e-3)
 
 
 def test_fire_c_is_used_as_its_absolute_value_as_the_paper_code():
@@ -122,7 +122,7 @@ def test_fire_c_is_used_as_its_absolute_value_as_the_paper_code():
     with torch.no_grad():
         fire.c_param.fill_(-0.3)
         fire.L_multiplier.fill_(-0.05)  # threshold |-0.05 * 512| = 25.6
-        ours = fire.score_bias(40, 40, 0)
+        ours = fire.score_bias(*span(40, 40, 0))
     reference = fire_reference_bias(40, torch.tensor(-0.3), torch.tensor(512.0), torch.tensor(-0.05),
                                     by_hand_mlp(fire.mlp[0], fire.mlp[2]))
     causal = torch.ones(40, 40, dtype=torch.bool).tril()
@@ -183,7 +183,7 @@ def test_t5_every_bucket_reachable_at_16L_is_reachable_at_L(L):
 
     assert reachable(16 * L) <= reachable(L)
     with torch.no_grad():  # and posbench's bias reads those buckets of its table
-        bias = t5.score_bias(1, 16 * L, 16 * L - 1)[:, 0, :]  # the query at 16L - 1: every distance once
+        bias = t5.score_bias(*span(1, 16 * L, 16 * L - 1))[:, 0, :]  # the query at 16L - 1: every distance once
     expected = t5.bias.weight[hf_relative_position_bucket(-torch.arange(16 * L).flip(0), False, 32,
                                                           t5.max_distance)].T
     assert torch.equal(bias, expected)
@@ -244,7 +244,7 @@ def test_sinusoid_to_token_ratio_at_init_is_the_references():
     assert reference == pytest.approx(0.71, abs=0.01)
     model = gpt("sinusoidal", d_model=d, vocab_size=4096)
     with torch.no_grad():
-        added = model.pos.embed(torch.zeros(1, T, d), 0)[0]  # the position signal alone
+        added = model.pos.embed(torch.zeros(1, T, d), Positions(0, T))[0]  # the position signal alone
     ours = added.pow(2).mean().sqrt().item() / model.wte.weight.std().item()
     assert ours == pytest.approx(reference, rel=0.02)
 
@@ -285,7 +285,7 @@ def test_kerple_raw_parameters_clamped_after_a_step_as_the_reference():
     assert kerple.r1_param.min().item() == pytest.approx(0.01)
     causal = torch.ones(30, 30, dtype=torch.bool).tril()
     with torch.no_grad():
-        torch.testing.assert_close(kerple.score_bias(30, 30, 0)[:, causal], reference[:, causal])
+        torch.testing.assert_close(kerple.score_bias(*span(30, 30, 0))[:, causal], reference[:, causal])
 
 
 def test_the_training_loop_calls_after_step_once_per_optimizer_step(corpus, tmp_path, monkeypatch):

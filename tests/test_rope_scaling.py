@@ -7,6 +7,7 @@ import torch
 
 from posbench.errors import PosbenchError
 from posbench.model import KVCache
+from posbench.positions import Positions
 from posbench.positions.rope_scaling import apply_rope_scaling, yarn_attention_scale
 
 from .helpers import tiny_model
@@ -16,9 +17,9 @@ F32 = torch.float32
 
 def test_linear_at_s_times_p_equals_unscaled_at_p():
     model = tiny_model("rotary")
-    cos, sin = model.pos.cos_sin(0, 50, "cpu", F32)  # positions 0..49, trained frequencies
+    cos, sin = model.pos.cos_sin(Positions(0, 50), "cpu", F32)  # positions 0..49, trained frequencies
     apply_rope_scaling(model, "linear", 4.0, train_len=32)
-    cos4, sin4 = model.pos.cos_sin(0, 200, "cpu", F32)  # positions 0..199, interpolated
+    cos4, sin4 = model.pos.cos_sin(Positions(0, 200), "cpu", F32)  # positions 0..199, interpolated
     assert torch.allclose(cos4[::4], cos, atol=1e-5) and torch.allclose(sin4[::4], sin, atol=1e-5)
     assert model.pos.attn_scale == 1.0
     assert model.pos.scaling == {"kind": "linear", "factor": 4.0, "train_len": 32}
@@ -54,7 +55,7 @@ def test_yarn_keeps_fast_pairs_interpolates_slow_ones_and_scales_attention():
     assert model.pos.attn_scale == pytest.approx(m) == yarn_attention_scale(s)
     assert yarn_attention_scale(1.0) == yarn_attention_scale(0.5) == 1.0
     q, k = torch.randn(2, 1, 1, 1, 8).unbind(0)
-    q7, k7 = model.pos.rotate(q, k, 7)  # same position: the rotation cancels, the scale stays
+    q7, k7 = model.pos.rotate(q, k, Positions(7, q.size(-2)))  # same position: the rotation cancels, the scale stays
     assert (q7 * k7).sum().item() == pytest.approx(m**2 * (q * k).sum().item(), rel=1e-4)
 
 
@@ -88,11 +89,11 @@ def test_scaled_model_still_decodes_with_a_kv_cache():
 
 def test_xpos_frequencies_scale_and_its_decay_stays():
     model = tiny_model("xpos")
-    decay = model.pos.decay(0, 20, "cpu", F32)
+    decay = model.pos.decay(Positions(0, 20), "cpu", F32)
     trained = model.pos.inv_freq("cpu")
     apply_rope_scaling(model, "linear", 2.0, train_len=32)
     assert torch.allclose(model.pos.inv_freq("cpu"), trained / 2)
-    assert all(torch.equal(a, b) for a, b in zip(model.pos.decay(0, 20, "cpu", F32), decay, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(model.pos.decay(Positions(0, 20), "cpu", F32), decay, strict=True))
 
 
 @pytest.mark.parametrize("pos, kind, factor, message", [

@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from posbench import load_run
+from posbench import tokens as data_module
 from posbench.errors import PosbenchError
+from posbench.model import GPT
 from posbench.positions import METHODS
 from posbench.train import Interrupted, TrainConfig, lr_at, train
 
@@ -161,3 +163,63 @@ def test_a_run_written_before_the_training_length_was_renamed_loads_and_resumes(
     (run / "summary.json").unlink()  # unfinished: the same config resumes instead of refusing
     result = train(model_cfg, cfg, out=run, show_progress=False)
     assert result.resumed_from == 4 and result.summary["steps"] == 4
+
+
+# ----------------------------------------------------------------------------- randomized positions
+
+
+def interrupted_then_resumed(model_cfg, cfg, run_dir, monkeypatch, at_call: int):
+    """Train into run_dir, Ctrl-C when the sampler is asked for batch `at_call`, then resume."""
+    original = data_module.BatchSampler.next_batch
+    calls = {"n": 0}
+
+    def interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return original(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(data_module.BatchSampler, "next_batch", interrupt)
+        with pytest.raises(Interrupted):
+            train(model_cfg, cfg, out=run_dir, show_progress=False)
+    return train(model_cfg, cfg, out=run_dir, show_progress=False)
+
+
+@pytest.mark.parametrize("pos", ["alibi", "rotary"])
+def test_randomized_positions_train_record_and_resume_bitwise(pos, corpus, tmp_path, monkeypatch):
+    model_cfg, cfg = tiny_train(corpus, pos, steps=8, save_every=4, random_positions=64)
+    seen = []
+    forward = GPT.forward
+
+    def spy(self, idx, start=0, cache=None, positions=None):
+        if self.training:
+            seen.append(positions)
+        return forward(self, idx, start, cache, positions)
+
+    with monkeypatch.context() as m:
+        m.setattr(GPT, "forward", spy)
+        whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False)
+    assert len(seen) == 8 and all(p is not None and p.shape == (16,) and p.max() < 64 for p in seen)
+    assert not any(torch.equal(p, torch.arange(16)) for p in seen)
+    config = json.loads((whole.run_dir / "config.json").read_text())
+    assert config["train"]["random_positions"] == 64
+    plain = train(model_cfg, replace(cfg, random_positions=None), out=tmp_path / "plain", show_progress=False)
+    assert losses(plain.run_dir) != losses(whole.run_dir)
+    assert whole.summary["val_loss"] != plain.summary["val_loss"]
+    resumed = interrupted_then_resumed(model_cfg, cfg, tmp_path / "cut", monkeypatch, at_call=6)
+    assert resumed.resumed_from == 5
+    assert losses(resumed.run_dir) == losses(whole.run_dir)
+    a, b = load_file(str(whole.run_dir / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.summary["val_loss"] == whole.summary["val_loss"]
+
+
+def test_randomized_positions_refuse_a_position_table_and_too_small_an_M(corpus, tmp_path):
+    model_cfg, cfg = tiny_train(corpus, "learned", random_positions=64)
+    with pytest.raises(PosbenchError, match="'learned' encodes only 16"):
+        train(model_cfg, cfg, out=tmp_path / "learned", show_progress=False)
+    assert not (tmp_path / "learned").exists(), "refused before anything is written"
+    model_cfg, cfg = tiny_train(corpus, "alibi", random_positions=8)
+    with pytest.raises(PosbenchError, match="below --train-len 16"):
+        train(model_cfg, cfg, out=tmp_path / "small", show_progress=False)

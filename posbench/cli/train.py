@@ -36,6 +36,10 @@ def train_command(
                                            "the embedding (BigScience found it hurts). Default: as the method's "
                                            "reference: on for scaled-sinusoidal, whose cramming code has it; off "
                                            "for the others. --no-embed-norm drops scaled-sinusoidal's."),
+    random_positions: int = typer.Option(DEFAULT_TRAIN.random_positions, "--random-positions", metavar="M",
+                                         help="Randomized positions (Ruoss et al. 2023): each batch's tokens sit at "
+                                         "a sorted random subset of [0, M) instead of 0..n-1, in training and when "
+                                         "the run is evaluated. M >= --train-len; not for learned (its table)."),
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),
@@ -64,7 +68,7 @@ def train_command(
             data=data, tokenizer=tokenizer, vocab_size=vocab_size, train_len=train_len, batch_size=batch_size,
             lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,
             save_every=save_every, eval_every=eval_every, warmup=warmup, eval_tokens=eval_tokens,
-            log_every=log_every,
+            log_every=log_every, random_positions=random_positions,
         )
     result = train(model_config, train_config, out=out, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") != "0":

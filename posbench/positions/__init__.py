@@ -3,8 +3,9 @@
 Adding a method = a new file with a PositionMethod subclass, one line here, and its test."""
 
 from .alibi import AlibiPosition, alibi_slopes
-from .base import PositionMethod, relative_distance, sinusoid_table
+from .base import PositionMethod, position_distance, relative_distance, sinusoid_table
 from .fire import FirePosition
+from .ids import PositionDraw, Positions, random_positions
 from .kerple import KerplePosition
 from .learned import LearnedPosition
 from .none import NoPosition
@@ -33,6 +34,10 @@ __all__ = [
     "METHODS",
     "SEED_METHODS",
     "PositionMethod",
+    "Positions",
+    "PositionDraw",
+    "random_positions",
+    "position_distance",
     "alibi_slopes",
     "t5_relative_bucket",
     "relative_distance",

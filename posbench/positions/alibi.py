@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from .base import PositionMethod, relative_distance
+from .base import PositionMethod, position_distance
+from .ids import Positions
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -33,12 +34,12 @@ class AlibiPosition(PositionMethod):
         super().__init__(config)
         self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)  # (H,)
 
-    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
         def build():
-            distance = relative_distance(q_len, k_len, start, self.slopes.device)  # (q, k)
+            distance = position_distance(q_pos, k_pos, self.slopes.device)  # (q, k)
             return -self.slopes[:, None, None] * distance[None].float()  # (H, q, k)
 
-        return self.cached(("alibi", q_len, k_len, start, self.slopes.device), build)
+        return self.cached(("alibi", self.slopes.device), build, q_pos, k_pos)
 
     def describe(self, length: int) -> dict:
         slopes = self.slopes.tolist()

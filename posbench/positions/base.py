@@ -1,8 +1,10 @@
 """The position interface: three hooks, each a no-op by default, and `after_step` for the training loop.
 
 A method overrides only the hooks it needs; `Attention` calls all three and never names a method.
-Positions are absolute indices: queries sit at `start .. start+q_len-1`, keys at `0 .. k_len-1`
-(`start` is 0 in training, the cache length when decoding, a chunk offset in chunked evaluation).
+Every hook reads absolute position ids (ids.Positions): usually a range start..start+T-1 (start is 0
+in training, the cache length when decoding, a chunk offset in chunked evaluation), or explicit ids
+(randomized positions). Causality is by order in the sequence, never by position id: attention
+masks a key that comes after the query, whatever ids the two carry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 
 import torch
 from torch import nn
+
+from .ids import Positions
 
 EMBED_INIT_STD = 0.02  # GPT-2's init of token (and learned position) embeddings
 CACHE_NUMEL = 1 << 24  # elements memoised per method at most (64 MB of float32)
@@ -38,16 +42,16 @@ class PositionMethod(nn.Module):
         self._static: dict[tuple, torch.Tensor] = {}
         self._pass: dict[tuple, torch.Tensor] | None = None  # see one_pass
 
-    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """(B, T, D) token embeddings -> (B, T, D): absolute methods add their encoding here."""
+    def embed(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:
+        """(B, T, D) token embeddings at `positions` (T of them) -> (B, T, D): absolute methods add here."""
         return x
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, H, T, hd) queries and keys at positions start.. -> transformed (rotary and kin)."""
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: Positions) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, T, hd) queries and keys of the same T tokens at `positions` -> transformed (rotary and kin)."""
         return q, k
 
-    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor | None:
-        """(H, q_len, k_len) added to the attention scores before softmax, or None."""
+    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor | None:
+        """(H, Tq, Tk) added to the scores of queries at q_pos over keys at k_pos before softmax, or None."""
         return None
 
     def describe(self, length: int) -> dict:
@@ -68,13 +72,18 @@ class PositionMethod(nn.Module):
     def extra_repr(self) -> str:
         return self.name
 
-    def cached(self, key: tuple, build) -> torch.Tensor:
-        """Memoise a tensor that depends only on shapes (never on parameters): slopes x distances,
-        bucket ids, sin/cos tables. Bounded, so chunked evaluation of long windows cannot pile up."""
+    def cached(self, key: tuple, build, *positions: Positions) -> torch.Tensor:
+        """Memoise a tensor that depends only on shapes and `positions` (never on parameters): slopes x
+        distances, bucket ids, sin/cos tables. Keyed by (start, length) of ranges; a tensor built from
+        explicit ids (a fresh draw each training step) is built anew. Bounded, so chunked evaluation of
+        long windows cannot pile up."""
         if torch.compiler.is_compiling():  # a compiled graph computes (and fuses) these itself
             return build()
+        if not all(p.is_range for p in positions):
+            return self.per_pass((*key, "static"), build, *positions)
         # inference-mode tensors cannot enter autograd later, so they are cached apart
-        return _memoise(self._static, (*key, torch.is_inference_mode_enabled()), build)
+        key = (*key, *(p.key() for p in positions), torch.is_inference_mode_enabled())
+        return _memoise(self._static, key, build)
 
     @contextlib.contextmanager
     def one_pass(self):
@@ -86,11 +95,12 @@ class PositionMethod(nn.Module):
         finally:
             self._pass = None
 
-    def per_pass(self, key: tuple, build) -> torch.Tensor:
-        """`build()`, shared by every layer of the current forward pass (built anew outside one)."""
+    def per_pass(self, key: tuple, build, *positions: Positions) -> torch.Tensor:
+        """`build()`, shared by every layer of the current forward pass (built anew outside one); the
+        key includes each of `positions`' key (explicit ids by identity, alive for the whole pass)."""
         if self._pass is None or torch.compiler.is_compiling():
             return build()
-        return _memoise(self._pass, key, build)
+        return _memoise(self._pass, (*key, *(p.key() for p in positions)), build)
 
 
 def _memoise(store: dict[tuple, torch.Tensor], key: tuple, build) -> torch.Tensor:
@@ -107,10 +117,16 @@ def _memoise(store: dict[tuple, torch.Tensor], key: tuple, build) -> torch.Tenso
 
 
 def relative_distance(q_len: int, k_len: int, start: int, device) -> torch.Tensor:
-    """(q_len, k_len) long tensor of i - j: how far key j lies behind query i (negative = future)."""
+    """(q_len, k_len) long tensor of i - j over sequence indices, queries at start.., keys at 0..: how
+    far key j lies behind query i (negative = future). The causal mask and probes use it."""
     i = torch.arange(start, start + q_len, device=device)[:, None]
     j = torch.arange(k_len, device=device)[None, :]
     return i - j
+
+
+def position_distance(q_pos: Positions, k_pos: Positions, device) -> torch.Tensor:
+    """(Tq, Tk) long tensor of q_pos[i] - k_pos[j]: the distance a relative method encodes."""
+    return q_pos.tensor(device)[:, None] - k_pos.tensor(device)[None, :]
 
 
 def sinusoid_table(positions: torch.Tensor, dim: int) -> torch.Tensor:

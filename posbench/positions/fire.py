@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PositionMethod, relative_distance
+from .base import PositionMethod, position_distance
+from .ids import Positions
 
 BUDGET = 1 << 22  # hidden activations (q x k x width) per MLP call; longer biases go row-chunk by chunk
 
@@ -57,22 +58,22 @@ class FirePosition(PositionMethod):
         """psi(x) = log(c x + 1), the paper's log transform."""
         return torch.log1p(self.c * x)
 
-    def normalized_distance(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+    def normalized_distance(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
         """(q, k) psi(i - j) / psi(max(i, L)), the MLP's input; 0 on future keys (masked anyway)."""
         device = self.L_multiplier.device
 
         def build():
-            return relative_distance(q_len, k_len, start, device).clamp(min=0).float()  # (q, k)
+            return position_distance(q_pos, k_pos, device).clamp(min=0).float()  # (q, k)
 
-        distance = self.cached(("fire", q_len, k_len, start, device), build)  # (q, k)
-        query = torch.arange(start, start + q_len, device=device, dtype=torch.float32)[:, None]  # (q, 1) = i
+        distance = self.cached(("fire", device), build, q_pos, k_pos)  # (q, k)
+        query = q_pos.tensor(device).float()[:, None]  # (q, 1) = i
         normalizer = self.psi(torch.maximum(query, self.threshold))  # (q, 1)
         return self.psi(distance) / (normalizer + self.eps)
 
-    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
-        u = self.normalized_distance(q_len, k_len, start)  # (q, k)
-        rows = max(1, BUDGET // (k_len * self.width))  # bounds the (rows, k, width) hidden layer
-        bias = [self.mlp(u[s : s + rows, :, None]) for s in range(0, q_len, rows)]  # (rows, k, H) each
+    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
+        u = self.normalized_distance(q_pos, k_pos)  # (q, k)
+        rows = max(1, BUDGET // (max(1, len(k_pos)) * self.width))  # bounds the (rows, k, width) hidden layer
+        bias = [self.mlp(u[s : s + rows, :, None]) for s in range(0, len(q_pos), rows)]  # (rows, k, H) each
         return torch.cat(bias).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)
 
     def describe(self, length: int) -> dict:

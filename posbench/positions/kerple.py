@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PositionMethod, relative_distance
+from .base import PositionMethod, position_distance
+from .ids import Positions
 
 FLOOR = 1e-2  # smallest r1, r2 (the paper's code clamps both to min 0.01)
 
@@ -65,13 +66,13 @@ class KerplePosition(PositionMethod):
                 self.r1_param.clamp_(min=FLOOR)
                 self.r2_param.clamp_(min=FLOOR)
 
-    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
         device = self.r1.device
 
         def build():  # future keys (negative distance) are masked anyway; 0 keeps log1p finite
-            return relative_distance(q_len, k_len, start, device).clamp(min=0).float()  # (q, k)
+            return position_distance(q_pos, k_pos, device).clamp(min=0).float()  # (q, k)
 
-        distance = self.cached(("kerple", q_len, k_len, start, device), build)
+        distance = self.cached(("kerple", device), build, q_pos, k_pos)
         # the parameters change every step, so only the distances are memoised
         return -self.r1[:, None, None] * torch.log1p(self.r2[:, None, None] * distance[None])  # (H, q, k)
 

@@ -5,6 +5,7 @@ from torch import nn
 
 from ..errors import LengthError
 from .base import EMBED_INIT_STD, PositionMethod
+from .ids import Positions
 
 
 class LearnedPosition(PositionMethod):
@@ -16,11 +17,13 @@ class LearnedPosition(PositionMethod):
         self.table = nn.Embedding(config.train_len, config.d_model)
         nn.init.normal_(self.table.weight, std=EMBED_INIT_STD)
 
-    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        T = x.size(1)
-        if start + T > self.max_len:
+    def embed(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:
+        end = positions.end()
+        if end > self.max_len:
             raise LengthError(
                 f"'learned' positions stop at its table of {self.max_len} rows; "
-                f"positions up to {start + T} were asked for"
+                f"positions up to {end} were asked for"
             )
-        return x + self.table.weight[start : start + T]  # (B, T, D) + (T, D)
+        if positions.is_range:  # a slice of the table, as before explicit ids
+            return x + self.table.weight[positions.start : end]  # (B, T, D) + (T, D)
+        return x + self.table(positions.tensor(x.device))  # (B, T, D) + (T, D)

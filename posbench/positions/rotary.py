@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .base import PositionMethod
+from .ids import Positions
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -51,21 +52,20 @@ class RotaryPosition(PositionMethod):
         self.scaling = scaling if inv_freq is not None else None
         self._static.clear()
 
-    def cos_sin(self, start: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, hd) cos and sin for positions start .. start+T-1, computed for any length (times
-        attn_scale, 1 unless YaRN set it)."""
+    def cos_sin(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, hd) cos and sin for `positions`, computed for any position (times attn_scale, 1 unless
+        YaRN set it)."""
 
         def build():
-            positions = torch.arange(start, start + T, device=device, dtype=torch.float32)
-            angles = positions[:, None] * self.inv_freq(device)[None, :]  # (T, hd/2)
+            angles = positions.tensor(device).float()[:, None] * self.inv_freq(device)[None, :]  # (T, hd/2)
             angles = torch.cat((angles, angles), dim=-1)  # (T, hd): same angle for both halves
             return (torch.stack((angles.cos(), angles.sin())) * self.attn_scale).to(dtype)
 
-        cos, sin = self.cached(("rope", start, T, device, dtype), build)
+        cos, sin = self.cached(("rope", device, dtype), build, positions)
         return cos, sin
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.cos_sin(start, q.size(-2), q.device, q.dtype)  # (T, hd) each
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: Positions) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.cos_sin(positions, q.device, q.dtype)  # (T, hd) each
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         return q, k

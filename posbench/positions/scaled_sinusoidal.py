@@ -8,6 +8,7 @@ That LayerNorm is GPT.ln_e, on by default for this method (reference_embed_norm)
 import torch
 from torch import nn
 
+from .ids import Positions
 from .sinusoidal import SinusoidalPosition
 
 
@@ -24,5 +25,5 @@ class ScaledSinusoidalPosition(SinusoidalPosition):
         scale = self.scale.item()
         return {"scale": scale, "column": "scale", "head_labels": [f"{scale:.4g}"] * self.n_head}
 
-    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x + self.scale * self.encoding(start, x.size(1), x.device, x.dtype)
+    def embed(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:
+        return x + self.scale * self.encoding(positions, x.device, x.dtype)

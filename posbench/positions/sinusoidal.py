@@ -12,6 +12,7 @@ import math
 import torch
 
 from .base import EMBED_INIT_STD, PositionMethod, sinusoid_table
+from .ids import Positions
 
 SINUSOID_RMS = 1 / math.sqrt(2)  # of a unit sin/cos table, over positions and channels
 
@@ -26,11 +27,10 @@ class SinusoidalPosition(PositionMethod):
         # scale so RMS(PE) = ratio * std(tokens at init)
         self.amplitude = config.sinusoid_ratio * EMBED_INIT_STD / SINUSOID_RMS
 
-    def encoding(self, start: int, T: int, device, dtype) -> torch.Tensor:
-        """(T, D) table for positions start .. start+T-1, memoised per window."""
-        key = ("pe", start, T, device, dtype)
-        return self.cached(key, lambda: sinusoid_table(torch.arange(start, start + T, device=device),
-                                                       self.d_model).to(dtype))
+    def encoding(self, positions: Positions, device, dtype) -> torch.Tensor:
+        """(T, D) table for `positions`, memoised per window (start, length) of a range."""
+        return self.cached(("pe", device, dtype),
+                           lambda: sinusoid_table(positions.tensor(device), self.d_model).to(dtype), positions)
 
-    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x + self.amplitude * self.encoding(start, x.size(1), x.device, x.dtype)
+    def embed(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:
+        return x + self.amplitude * self.encoding(positions, x.device, x.dtype)

@@ -13,7 +13,8 @@ import math
 import torch
 from torch import nn
 
-from .base import PositionMethod, relative_distance
+from .base import PositionMethod, position_distance
+from .ids import Positions
 
 PROFILE_DISTANCES = (0, 16, 128)  # where describe() reads the learned bias off
 NUM_BUCKETS = 32
@@ -69,14 +70,14 @@ class T5Position(PositionMethod):
         self.bias = nn.Embedding(self.num_buckets, config.n_head)  # (buckets, H)
         nn.init.normal_(self.bias.weight, std=config.d_model**-0.5)  # HF T5 _init_weights
 
-    def score_bias(self, q_len: int, k_len: int, start: int) -> torch.Tensor:
+    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
         device = self.bias.weight.device
 
         def build():
-            relative = -relative_distance(q_len, k_len, start, device)  # key - query
+            relative = -position_distance(q_pos, k_pos, device)  # key - query
             return t5_relative_bucket(relative, False, self.num_buckets, self.max_distance)
 
-        buckets = self.cached(("t5", q_len, k_len, start, device), build)  # (q, k)
+        buckets = self.cached(("t5", device), build, q_pos, k_pos)  # (q, k)
         return self.bias(buckets).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)
 
     def describe(self, length: int) -> dict:

@@ -11,6 +11,7 @@ import math
 import torch
 
 from ..errors import LengthError
+from .ids import Positions
 from .rotary import RotaryPosition
 
 
@@ -31,24 +32,23 @@ class XposPosition(RotaryPosition):
         room = min(math.log(finfo.max), -math.log(finfo.tiny))
         return int(self.scale_base * room / -math.log(0.4 / 1.4))  # zeta_0 = 0.4 / 1.4
 
-    def decay(self, start: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, hd) zeta^(n/gamma) and its inverse for positions n = start .. start+T-1."""
+    def decay(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, hd) zeta^(n/gamma) and its inverse for the T positions n of `positions`."""
 
         def build():
-            positions = torch.arange(start, start + T, device=device, dtype=torch.float32)
-            log_scale = positions[:, None] / self.scale_base * self.zeta(device).log()[None, :]  # (T, hd/2)
+            n = positions.tensor(device).float()
+            log_scale = n[:, None] / self.scale_base * self.zeta(device).log()[None, :]  # (T, hd/2)
             log_scale = torch.cat((log_scale, log_scale), dim=-1)  # (T, hd): both halves of each pair
             return torch.stack((log_scale.exp(), (-log_scale).exp())).to(dtype)
 
-        scale, inverse = self.cached(("xpos", start, T, device, dtype), build)
+        scale, inverse = self.cached(("xpos", device, dtype), build, positions)
         return scale, inverse
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        T = q.size(-2)
-        limit = self.max_position(q.dtype)
-        if start + T > limit:
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: Positions) -> tuple[torch.Tensor, torch.Tensor]:
+        limit, end = self.max_position(q.dtype), positions.end()
+        if end > limit:
             raise LengthError(f"'xpos' positions stop at {limit:,} in {str(q.dtype).removeprefix('torch.')} "
-                              f"(its decay scale overflows); positions up to {start + T:,} were asked for")
-        q, k = super().rotate(q, k, start)  # (B, H, T, hd) each
-        scale, inverse = self.decay(start, T, q.device, q.dtype)  # (T, hd) each
+                              f"(its decay scale overflows); positions up to {end:,} were asked for")
+        q, k = super().rotate(q, k, positions)  # (B, H, T, hd) each
+        scale, inverse = self.decay(positions, q.device, q.dtype)  # (T, hd) each
         return q * scale, k * inverse
