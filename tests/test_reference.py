@@ -346,7 +346,7 @@ def test_rotary_equals_hf_llama_rotary(start):
     q, k = torch.randn(2, 2, 12, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
     q, k = q[None], k[None]  # (1, H, T, hd)
     expected = hf_rotary(q, k, torch.arange(start, start + 12))
-    for got, want in zip(rotary.rotate(q, k, start), expected, strict=True):
+    for got, want in zip(rotary.rotate(q, k, Positions(start, 12)), expected, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -363,6 +363,6 @@ def test_xpos_is_rotary_times_the_torchscale_decay():
     decay = scale[None, :] ** (positions[:, None] / 512)  # (T, d/2)
     decay = torch.cat((decay, decay), dim=-1)
     rq, rk = hf_rotary(q, k, positions.long())
-    got_q, got_k = xpos.rotate(q, k, start)
+    got_q, got_k = xpos.rotate(q, k, Positions(start, 10))
     torch.testing.assert_close(got_q, rq * decay, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_k, rk / decay, atol=1e-5, rtol=1e-5)
