@@ -7,11 +7,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .common import SPLITS, cache_dir
+from .common import SPLITS, cache_dir, rank0_first
 from .corpora import Corpus, load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
@@ -92,6 +93,18 @@ def tokenize_corpus(corpus: Corpus, tokenizer: str = "bpe", vocab_size: int = 40
 
 
 
+def corpus_sampler(spec: str, tokenizer: str, vocab_size: int, seed: int, length: int, batch_size: int,
+                   rank: int = 0, world_size: int = 1) -> tuple[TokenData, BatchSampler]:
+    """A corpus tokenised (rank 0 first; the others then hit its cache) and this rank's sampler of its
+    train split. Raised before a run writes anything: a split too short for one window."""
+    with rank0_first(rank, world_size):
+        data = prepare_data(spec, tokenizer, vocab_size, seed)
+    sampler = BatchSampler(data.splits["train"], length, batch_size, seed, rank, world_size)
+    if len(data.splits["valid"]) < length + 1:
+        raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
+                            f"--train-len {length} + 1; use a longer corpus or a shorter --train-len")
+    return data, sampler
+
 
 class BatchSampler:
     """Random windows of length+1 tokens from a token array; x = window[:-1], y = window[1:]."""
@@ -124,3 +137,14 @@ class BatchSampler:
     def load_state_dict(self, state: dict) -> None:
         # same global batch size (any world size) after the restore: the same batches as the original run
         self.gen.set_state(state["generator"])
+
+
+class BatchSource(Protocol):
+    """What train() draws batches from: (x, y), y = -100 where no loss is wanted (F.cross_entropy's
+    ignore_index), and a state for exact resume. BatchSampler is one (train() makes it from the corpus);
+    one handed to train() also says what it is (describe(): config.json's "data"), as task_data.TaskSampler does."""
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def describe(self) -> dict: ...
