@@ -24,8 +24,8 @@ def tasks_table(results: dict) -> Table:
     lengths = sorted({r["length"] for row in rows for r in row["results"]})
     L = sorted({row["train_max_len"] for row in rows})
     seeds = f", mean of {results['seeds']} seeds" if results["seeds"] > 1 else ""
-    table = Table(title=f"exact-match accuracy by instance length (trained on lengths <= {', '.join(map(str, L))}"
-                  f"{seeds})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+    table = Table(title=f"exact match by length (trained on <= {', '.join(map(str, L))} tokens{seeds})",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
                   collapse_padding=True)
     table.add_column("task", style="bold")
     table.add_column("method", style="bold", no_wrap=True)
