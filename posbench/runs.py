@@ -93,8 +93,9 @@ def check_run_dir(path: Path) -> dict:
     return config
 
 
-def load_run(path: str | Path | None = None, device: str = "cpu") -> tuple[GPT, Tokenizer, dict]:
-    """(model in eval mode, tokenizer, config) of a run folder; None means the newest under runs/."""
+def load_run(path: str | Path | None = None, device: str = "cpu") -> tuple[GPT, Tokenizer | None, dict]:
+    """(model in eval mode, tokenizer, config) of a run folder; None means the newest under runs/.
+    A task run (`posbench tasks`) has no tokenizer (None): its ids are task_data's vocabulary."""
     path = resolve_run(path)
     config = check_run_dir(path)
     weights = path / "model.safetensors"
@@ -108,7 +109,8 @@ def load_run(path: str | Path | None = None, device: str = "cpu") -> tuple[GPT, 
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise PosbenchError(f"{weights} does not match its config (missing {missing}, unexpected {unexpected})")
-    return model.to(device).eval(), Tokenizer.load(path), config
+    tokenizer = None if (config.get("tokenizer") or {}).get("kind") == "task" else Tokenizer.load(path)
+    return model.to(device).eval(), tokenizer, config
 
 
 def newest_run(root: Path = RUNS_ROOT) -> Path:

@@ -7,21 +7,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .common import SPLITS, cache_dir
+from .common import SPLITS, cache_dir, rank0_first
+from .config import TrainConfig
 from .corpora import Corpus, load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
-from .positions import PositionDraw
+from .positions import POSITION_SEED_OFFSET, PositionDraw
 from .tokenizer import Tokenizer, train_tokenizer
 
 FORMAT_VERSION = 2  # bump when the cache layout or the tokenizer settings change (2: sampled by characters)
-# randomized positions draw from a stream of their own (seed + this), so turning them on leaves the
-# batches' windows exactly as they were
-POSITION_SEED_OFFSET = 1_000_003
 
 @dataclass
 class TokenData:
@@ -95,6 +94,19 @@ def tokenize_corpus(corpus: Corpus, tokenizer: str = "bpe", vocab_size: int = 40
     return data
 
 
+def corpus_sampler(cfg: TrainConfig, tokenizer_seed: int, batch_size: int, rank: int = 0,
+                   world_size: int = 1) -> tuple[TokenData, BatchSampler]:
+    """cfg.data tokenised (rank 0 first; the others then hit its cache) and this rank's sampler of its
+    train split (batch_size windows of cfg.train_len). Raised before a run writes anything: a split too
+    short for one window."""
+    with rank0_first(rank, world_size):
+        data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, tokenizer_seed)
+    length = cfg.train_len
+    sampler = BatchSampler(data.splits["train"], length, batch_size, cfg.seed, rank, world_size, cfg.random_positions)
+    if len(data.splits["valid"]) < length + 1:
+        raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
+                            f"--train-len {length} + 1; use a longer corpus or a shorter --train-len")
+    return data, sampler
 
 
 class BatchSampler:
@@ -138,3 +150,15 @@ class BatchSampler:
         self.gen.set_state(state["generator"])
         if self.draw is not None and "positions" in state:
             self.draw.load_state_dict(state["positions"])
+
+
+class BatchSource(Protocol):
+    """What train() draws batches from: (x, y), y = -100 where no loss is wanted (F.cross_entropy's
+    ignore_index), and a state for exact resume. BatchSampler is one (train() makes it from the corpus);
+    one handed to train() also says what it is (describe(): config.json's "data"), as task_data.TaskSampler does."""
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def next_positions(self) -> torch.Tensor | None: ...  # the last batch's position ids; None: 0..T-1
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def describe(self) -> dict: ...

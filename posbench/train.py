@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import average_across_ranks, init_distributed, rank0_first, resolve_device
+from .common import average_across_ranks, init_distributed, resolve_device
 from .config import ModelConfig, TrainConfig
 from .errors import PosbenchError
 from .lock import lock_run_dir
@@ -36,7 +36,7 @@ from .runs import (
     write_json,
 )
 from .scoring import bits_per_byte, perplexity, window_loss
-from .tokens import BatchSampler, TokenData, prepare_data
+from .tokens import BatchSource, TokenData, corpus_sampler
 
 
 class Interrupted(Exception):
@@ -79,25 +79,24 @@ def train(
     console: Console | None = None,
     show_progress: bool = True,
     progress: Progress | None = None,
+    batches: BatchSource | None = None,
 ) -> TrainResult:
     """Train (or resume) a run into `out`; returns where it went and its summary. `progress`: a live
-    display to add this run's bar to (compare passes its own); None makes one."""
+    display to add this run's bar to (compare passes its own); None makes one. `batches`: train on
+    these (e.g. a task's TaskSampler, already sliced for this rank) instead of cfg.data's corpus."""
     cfg.validate()
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     if cfg.batch_size % world:
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
-    with rank0_first(rank, world):  # rank 0 tokenises; the others then hit its cache
-        data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, tokenizer_seed(asdict(cfg)))
-    model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
-    # checked before anything is written: a corpus too short for one window is an input error
-    check_random_positions(model_config, cfg)
-    sampler = BatchSampler(data.splits["train"], cfg.train_len, cfg.batch_size // world, cfg.seed, rank, world,
-                           cfg.random_positions)
-    if len(data.splits["valid"]) < cfg.train_len + 1:
-        raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
-                            f"--train-len {cfg.train_len} + 1; use a longer corpus or a shorter --train-len")
-    config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
+    if batches is None:
+        data, sampler = corpus_sampler(cfg, tokenizer_seed(asdict(cfg)), cfg.batch_size // world, rank, world)
+        model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
+        config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
+    else:  # a task's batches: no corpus, no tokenizer, no validation split (the caller scores the run)
+        data, sampler = None, batches
+        config = run_config(model_config, asdict(cfg), batches.describe(), {"kind": "task"})
+    check_random_positions(model_config, cfg)  # before anything is written: an input error
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
     with lock_run_dir(run_dir, enabled=rank == 0):  # one writer per folder; before claiming, which may delete
         checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
@@ -105,7 +104,8 @@ def train(
             return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)
         if rank == 0:
             write_json(run_dir / "config.json", config)
-            data.tokenizer.save(run_dir)
+            if data is not None:
+                data.tokenizer.save(run_dir)
 
         loop = _Loop(model_config, cfg, config, data, sampler, run_dir, device, rank, world)
         if checkpoint is not None:
@@ -141,8 +141,8 @@ def _claim(run_dir: Path, config: dict, overwrite: bool, rank: int, world: int) 
 class _Loop:
     """One run's training state between steps: the model, its optimizer, the sampler, step and clock."""
 
-    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, config: dict, data: TokenData,
-                 sampler: BatchSampler, run_dir: Path, device: torch.device, rank: int, world: int) -> None:
+    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, config: dict, data: TokenData | None,
+                 sampler: BatchSource, run_dir: Path, device: torch.device, rank: int, world: int) -> None:
         self.cfg, self.config, self.data, self.sampler, self.run_dir = cfg, config, data, sampler, run_dir
         self.device, self.rank, self.world = device, rank, world
         torch.manual_seed(cfg.seed)
@@ -231,7 +231,7 @@ class _Loop:
                       "tokens_per_s": speed, "elapsed": self.elapsed})
             progress.update(task, description=f"{self.label} · loss {self.last_loss:.3f} · {speed:,.0f} tok/s")
         self.window = (start, steps)
-        if step % cfg.eval_every == 0:
+        if step % cfg.eval_every == 0 and self.data is not None:
             val = self.validate()
             self.log({"step": step, "val_loss": val, "val_ppl": perplexity(val)})
         if step % cfg.save_every == 0:
@@ -259,12 +259,13 @@ class _Loop:
 
     def summarize(self) -> dict:
         """The finished run's summary.json (written by rank 0)."""
-        val = self.validate()
+        val = None if self.data is None else self.validate()  # a task run is scored by its caller
         fresh = self.resumed_from == 0  # a resumed run's clock mixes two sessions: no speed
         summary = {
             "pos": self.raw_model.config.pos, "params": self.raw_model.num_params(), "steps": self.step,
             "tokens_seen": self.step * self.tokens_per_step, "train_loss": self.last_loss, "val_loss": val,
-            "val_ppl": perplexity(val), "val_bpb": bits_per_byte(val, self.data.bytes_per_token["valid"]),
+            "val_ppl": None if val is None else perplexity(val),
+            "val_bpb": None if val is None else bits_per_byte(val, self.data.bytes_per_token["valid"]),
             "train_seconds": self.elapsed,
             "tokens_per_s": self.step * self.tokens_per_step / max(self.elapsed, 1e-9) if fresh else None,
         }

@@ -38,7 +38,7 @@ def _root(
 
 
 # each module adds its command(s) to `app` when imported
-from . import bench, compare, data, evaluate, heads, sample, train  # noqa: E402, F401
+from . import bench, compare, data, evaluate, heads, sample, tasks, train  # noqa: E402, F401
 
 
 def main() -> None:

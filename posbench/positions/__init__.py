@@ -5,7 +5,7 @@ Adding a method = a new file with a PositionMethod subclass, one line here, and 
 from .alibi import AlibiPosition, alibi_slopes
 from .base import PositionMethod, position_distance, relative_distance, sinusoid_table
 from .fire import FirePosition
-from .ids import PositionDraw, Positions, random_positions
+from .ids import POSITION_SEED_OFFSET, PositionDraw, Positions, random_positions
 from .kerple import KerplePosition
 from .learned import LearnedPosition
 from .none import NoPosition
@@ -35,6 +35,7 @@ __all__ = [
     "SEED_METHODS",
     "PositionMethod",
     "Positions",
+    "POSITION_SEED_OFFSET",
     "PositionDraw",
     "random_positions",
     "position_distance",

@@ -86,6 +86,11 @@ def random_positions(length: int, max_position: int, generator: torch.Generator)
     return torch.randperm(max_position, generator=generator)[:length].sort().values
 
 
+# randomized positions draw from a stream of their own (seed + this), so turning them on leaves a
+# sampler's batches exactly as they were
+POSITION_SEED_OFFSET = 1_000_003
+
+
 class PositionDraw:
     """A seeded source of randomized positions, one sorted subset of [0, max_position) per call (per
     forward pass, shared by the batch, as the reference draws once per apply). Its state is part of
