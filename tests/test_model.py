@@ -219,3 +219,36 @@ def test_explicit_positions_are_checked():
         model(idx, positions=torch.arange(4.0))
     with pytest.raises(LengthError, match="16 rows"):  # a table cannot hold position 16
         model(idx, positions=torch.tensor([0, 3, 9, 16]))
+
+
+def nanogpt_forward(model, idx: torch.Tensor) -> torch.Tensor:
+    """The pre-LayerNorm GPT of nanoGPT's model.py (karpathy/nanoGPT), written out by hand with the
+    model's own weights, for a method without position information (`none`): embedding, per block
+    x + attn(ln_1(x)) and x + mlp(ln_2(x)) with causal softmax attention and a GELU MLP, ln_f, the tied
+    head. Anything the model does differently (a residual dropped, a norm misplaced) shows."""
+    B, T = idx.shape
+    x = model.wte.weight[idx]  # (B, T, D)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    for block in model.blocks:
+        attn, H = block.attn, block.attn.n_head
+        h = F.layer_norm(x, x.shape[-1:], block.ln_1.weight, block.ln_1.bias)
+        q, k, v = (h @ attn.qkv.weight.T).split(x.size(-1), dim=-1)
+        q, k, v = (t.view(B, T, H, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
+        scores = (q @ k.transpose(-2, -1) / q.size(-1) ** 0.5).masked_fill(~causal, float("-inf"))
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, -1)
+        x = x + y @ attn.proj.weight.T
+        h = F.layer_norm(x, x.shape[-1:], block.ln_2.weight, block.ln_2.bias)
+        x = x + F.gelu(h @ block.mlp.up.weight.T) @ block.mlp.down.weight.T
+    x = F.layer_norm(x, x.shape[-1:], model.ln_f.weight, model.ln_f.bias)
+    return x @ model.wte.weight.T
+
+
+def test_the_model_is_nanogpts_pre_layernorm_gpt():
+    model = tiny_model("none")
+    with torch.no_grad():  # LayerNorm gains and biases away from 1 and 0, so a misplaced norm shows
+        for block in model.blocks:
+            for ln in (block.ln_1, block.ln_2):
+                ln.weight.normal_(1, 0.3), ln.bias.normal_(0, 0.3)
+    idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), nanogpt_forward(model, idx), atol=1e-4, rtol=1e-4)
