@@ -182,12 +182,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="run the whole suite against every mutant")
     parser.add_argument("-k", default="", help="only mutants whose name contains this text")
+    parser.add_argument("--start", type=int, default=1, help="begin at the mutant with this number (1-based)")
     args = parser.parse_args()
-    chosen = [m for m in MUTANTS if args.k in m.name]
+    chosen = [(n, m) for n, m in enumerate(MUTANTS, 1) if n >= args.start and args.k in m.name]
     survivors = []
-    for i, mutant in enumerate(chosen, 1):
+    for n, mutant in chosen:
         caught, seconds, last = run_mutant(mutant, args.full)
-        print(f"[{i:2d}/{len(chosen)}] {'caught  ' if caught else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}"
+        print(f"[{n:2d}/{len(MUTANTS)}] {'caught  ' if caught else 'SURVIVED'} {seconds:5.1f} s  {mutant.name}"
               + ("" if caught else f"  ({last})"), flush=True)
         if not caught:
             survivors.append(mutant.name)
