@@ -18,7 +18,7 @@ from posbench.cli import app, main
 from posbench.errors import PosbenchError
 from posbench.evaluate import EvalSettings, extrapolation_report, run_report
 from posbench.positions import METHODS, PositionMethod
-from posbench.scoring import evaluate_lengths, parse_lengths, position_loss, scored_token_count, windows
+from posbench.scoring import bits_per_byte, evaluate_lengths, parse_lengths, position_loss, scored_token_count, windows
 from posbench.train import train
 
 from .helpers import tiny_model, tiny_train, write_corpus
@@ -257,3 +257,10 @@ def test_a_run_trained_with_randomized_positions_is_evaluated_with_them(tmp_path
     report = run_report(run, EvalSettings(lengths=[16, 32, 64]))
     assert report["random_positions"] == 32
     assert [r["ppl"] is None for r in report["results"]] == [False, False, True]
+
+
+def test_bits_per_byte_is_nats_over_ln2_over_bytes_per_token():
+    """The summary's val_bpb: a loss of 3 ln 2 nats per token is 3 bits per token, 2 bits per byte
+    at 1.5 bytes a token."""
+    assert bits_per_byte(3 * math.log(2), 1.5) == pytest.approx(2.0)
+    assert bits_per_byte(math.log(256), 1.0) == pytest.approx(8.0)  # uniform over bytes: 8 bits

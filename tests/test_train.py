@@ -223,3 +223,18 @@ def test_randomized_positions_refuse_a_position_table_and_too_small_an_M(corpus,
     model_cfg, cfg = tiny_train(corpus, "alibi", random_positions=8)
     with pytest.raises(PosbenchError, match="below --train-len 16"):
         train(model_cfg, cfg, out=tmp_path / "small", show_progress=False)
+
+
+def test_gradients_are_clipped_to_grad_clip_every_step(corpus, tmp_path, monkeypatch):
+    """AdamW hides a gradient's scale at its first step, so clipping shows in the calls: every
+    optimizer step first clips the model's gradients to --grad-clip."""
+    calls, real = [], torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, *args, **kwargs):
+        calls.append(max_norm)
+        return real(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    model_cfg, cfg = tiny_train(corpus, "alibi", steps=5, grad_clip=0.25)
+    train(model_cfg, cfg, out=tmp_path / "run", show_progress=False)
+    assert calls == [0.25] * 5
