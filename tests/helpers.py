@@ -1,9 +1,11 @@
 """Helpers the tests import (conftest.py keeps only fixtures): tiny models and runs, a corpus, the CLI."""
 
+import sys
+
 import pytest
 import torch
 
-from posbench import GPT, ModelConfig
+from posbench import GPT, ModelConfig, cli
 from posbench.positions import METHODS
 
 ALL_METHODS = sorted(METHODS)
@@ -50,10 +52,6 @@ def tiny_train(corpus_path: str, pos: str = "alibi", **overrides):
 
 def run_cli(args, capsys, monkeypatch):
     """(exit code, stdout, stderr) of `posbench ARGS`, run in-process through the real entry point."""
-    import sys
-
-    from posbench import cli
-
     monkeypatch.setattr(sys, "argv", ["posbench", *args])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()

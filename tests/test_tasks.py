@@ -29,6 +29,8 @@ from posbench.task_data import (
 )
 from posbench.tasks import TaskPreset, score, wilson_interval
 
+from .helpers import run_cli
+
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_makes_instances_of_the_length_asked(name):
@@ -135,13 +137,10 @@ def tiny_tasks(monkeypatch):
 
 def test_tasks_command_trains_scores_and_writes(tiny_tasks, tmp_path, monkeypatch, capsys):
     out = tmp_path / "tasks"
-    args = ["posbench", "tasks", "--task", "copy,passkey", "--pos", "none,learned", "--preset", "tiny",
+    args = ["tasks", "--task", "copy,passkey", "--pos", "none,learned", "--preset", "tiny",
             "--out", str(out), "--device", "cpu", "--quiet"]
-    monkeypatch.setattr(sys, "argv", args)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code in (0, None)
-    printed = capsys.readouterr().out
+    code, printed, _ = run_cli(args, capsys, monkeypatch)
+    assert code in (0, None)
     assert "exact match by length" in printed and "n/a" in printed  # learned cannot run past its table
     results = json.loads((out / "results.json").read_text())
     assert [(r["task"], r["pos"]) for r in results["runs"]] == [
@@ -159,9 +158,7 @@ def test_tasks_command_trains_scores_and_writes(tiny_tasks, tmp_path, monkeypatc
 
     # a second call reuses the finished runs
     before = (out / "copy" / "none" / "model.safetensors").stat().st_mtime_ns
-    monkeypatch.setattr(sys, "argv", args)
-    with pytest.raises(SystemExit):
-        cli.main()
+    run_cli(args, capsys, monkeypatch)
     assert (out / "copy" / "none" / "model.safetensors").stat().st_mtime_ns == before
 
 
@@ -191,11 +188,9 @@ def test_sampler_with_random_positions_draws_sorted_distinct_ids_and_resumes():
 
 def test_tasks_with_random_positions_train_score_and_label_the_runs(tiny_tasks, tmp_path, monkeypatch, capsys):
     out = tmp_path / "tasks"
-    monkeypatch.setattr(sys, "argv", ["posbench", "tasks", "--task", "copy", "--pos", "alibi", "--preset", "tiny",
-                                      "--out", str(out), "--device", "cpu", "--quiet", "--random-positions", "48"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code in (0, None)
+    code, _, _ = run_cli(["tasks", "--task", "copy", "--pos", "alibi", "--preset", "tiny", "--out", str(out),
+                          "--device", "cpu", "--quiet", "--random-positions", "48"], capsys, monkeypatch)
+    assert code in (0, None)
     [run] = json.loads((out / "results.json").read_text())["runs"]
     assert run["label"] == "alibi+rp48" and run["run"] == str(out / "copy" / "alibi+rp48")
     by_length = {r["length"]: r["accuracy"] for r in run["results"]}
