@@ -19,7 +19,7 @@ from rich.console import Console
 
 from . import __version__
 from .common import DEVICE, resolve_device
-from .errors import PosbenchError
+from .errors import LengthError, PosbenchError
 from .fileio import atomic_write
 from .model import GPT, ModelConfig
 from .positions import SEED_METHODS
@@ -106,18 +106,19 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def score(model: GPT | torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 100,
           random_positions: int | None = None) -> dict:
     """Exact match and per-token accuracy (teacher-forced) of `model` on (x, y), with the Wilson
-    interval on exact match; None where the method cannot encode this many positions. A run trained
-    with randomized positions is scored at fixed-seed draws from [0, random_positions), as the reference."""
-    limit = getattr(getattr(model, "pos", None), "max_positions", None)
+    interval on exact match; None where the positions cannot be encoded (the LengthError a method's
+    table, or a draw from [0, random_positions) too small, raises; scoring.py does the same). A run
+    trained with randomized positions is scored at fixed-seed draws from [0, M), as the reference."""
     n = len(x)
-    if (limit is not None and x.size(1) > limit) or (random_positions or x.size(1)) < x.size(1):
-        return {"accuracy": None, "accuracy_ci": None, "token_accuracy": None, "instances": n}
     device, draw = next(model.parameters()).device, position_draw(random_positions)
     exact = right = total = 0
-    for s in range(0, n, batch):
-        logits = forward(model, x[s:s + batch].to(device), draw)
-        e, r, t = answer_hits(logits, y[s:s + batch].to(device))
-        exact, right, total = exact + e, right + r, total + t
+    try:
+        for s in range(0, n, batch):
+            logits = forward(model, x[s:s + batch].to(device), draw)
+            e, r, t = answer_hits(logits, y[s:s + batch].to(device))
+            exact, right, total = exact + e, right + r, total + t
+    except LengthError:  # every batch has the same length: the first one says so
+        return {"accuracy": None, "accuracy_ci": None, "token_accuracy": None, "instances": n}
     return {"accuracy": exact / n, "accuracy_ci": list(wilson_interval(exact, n)),
             "token_accuracy": right / max(total, 1), "instances": n}
 
