@@ -136,7 +136,7 @@ def evaluate_task(model: torch.nn.Module, task: str, preset: TaskPreset, seed: i
     return rows, depths
 
 
-def method_label(method: str, random_positions: int | None) -> str:
+def task_run_label(method: str, random_positions: int | None) -> str:
     """The method as the table shows it: e.g. alibi, or alibi+rp256 with randomized positions up to 256."""
     return method if random_positions is None else f"{method}+rp{random_positions}"
 
@@ -176,7 +176,7 @@ def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, 
         overall = progress.add_task("[bold]tasks[/]", total=len(jobs))
         for k, (task, method, seed) in enumerate(jobs):
             progress.update(overall, description=f"[bold]tasks[/] {task} {method} ({k + 1}/{len(jobs)})")
-            label = method_label(method, cfg.random_positions)
+            label = task_run_label(method, cfg.random_positions)
             run_dir = run_dir_for(out, task, label, seed)
             summary = train_task(task, method, seed, preset, run_dir, cfg.device, console, progress,
                                  random_positions=cfg.random_positions)
