@@ -1,10 +1,11 @@
 """Peak memory of evaluating one long window with the default model (random init).
 
 Each (method, length) runs in a fresh subprocess, so ru_maxrss is that evaluation's peak alone.
-The issue's target: the default small model evaluates 16384 tokens in < 4 GB, peak memory
-growing about linearly in length.
+Targets (issues 9 and 15): the default small model evaluates 16384 tokens in < 4 GB, peak memory
+growing about linearly in length; at the longest length ALiBi, T5 and KERPLE take <= 1.3x rotary's
+time (its bias-free fused causal kernel), FIRE <= 2x. The ratios print when rotary is measured.
 
-    .venv/bin/python benchmarks/eval_memory.py [--pos alibi,rotary] [--lengths 2048,4096,8192,16384]
+    .venv/bin/python benchmarks/eval_memory.py [--pos rotary,alibi,t5,kerple,fire] [--lengths 4096,16384]
 
 Peak RSS also counts memory glibc keeps after torch frees it: the per-chunk attention temporaries
 of the bias methods vary in size and fragment the heap, so plain RSS is noisy from run to run. Each
@@ -50,8 +51,8 @@ def measure(pos: str, length: int, env: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pos", default="alibi,rotary", help="position methods, comma-separated")
-    parser.add_argument("--lengths", default="2048,4096,8192,16384", help="window lengths, comma-separated")
+    parser.add_argument("--pos", default="rotary,alibi,t5,kerple,fire", help="position methods, comma-separated")
+    parser.add_argument("--lengths", default="4096,16384", help="window lengths, comma-separated")
     parser.add_argument("--child", nargs=2, metavar=("POS", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -70,17 +71,38 @@ def main() -> None:
                  "x of first ", "seconds"):
         table.add_column(name, justify="left" if name == "pos" else "right")
     lengths = [int(n) for n in args.lengths.split(",")]
+    longest: dict[str, dict] = {}  # pos -> its measurement at the longest length
     for pos in args.pos.split(","):
         first = None
         for length in lengths:
             runs = [measure(pos, length, env) for env in ({}, {"MALLOC_MMAP_THRESHOLD_": "1048576"})]
             first = first or [r["peak_mb"] for r in runs]
             plain, fixed = runs
+            if length == lengths[-1]:
+                longest[pos] = plain
             table.add_row(pos, str(length), f"{plain['peak_mb']:,.0f}", f"{plain['peak_mb'] - plain['base_mb']:,.0f}",
                           f"{plain['peak_mb'] / first[0]:.2f}", f"{fixed['peak_mb']:,.0f}",
                           f"{fixed['peak_mb'] / first[1]:.2f}", f"{plain['seconds']:.1f}")
         table.add_section()
     Console().print(table)
+    report_targets(longest, lengths[-1])
+
+
+def report_targets(longest: dict[str, dict], length: int) -> None:
+    """Each method's time at `length` against rotary's, and its peak memory, with the issue's targets."""
+    if "rotary" not in longest:
+        return
+    base = longest["rotary"]["seconds"]
+    for pos, run in longest.items():
+        target = TIME_TARGETS.get(pos)
+        ratio = run["seconds"] / base
+        verdict = "" if target is None else f"  (<= {target} {'ok' if ratio <= target else 'MISS'})"
+        memory = "ok" if run["peak_mb"] < 4096 else "MISS"
+        print(f"{pos:10s} {length} tokens: {run['seconds']:6.1f} s = {ratio:.2f}x rotary{verdict}; "
+              f"peak {run['peak_mb']:,.0f} MB (< 4096 {memory})")
+
+
+TIME_TARGETS = {"alibi": 1.3, "t5": 1.3, "kerple": 1.3, "fire": 2.0}  # x rotary's time, issue 15
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Training throughput per position method, against a plain nanoGPT-style model and a plain matmul.
 
-    python benchmarks/train_speed.py [--threads 2] [--steps 20] [--dim 256] [--layers 4] [--heads 8]
+    python benchmarks/train_speed.py [--train-len 256,512] [--threads 2] [--steps 4] [--rounds 3]
+                                     [--dim 256] [--layers 4] [--heads 8] [--batch 16]
 
-Prints, measured in this one run: tokens/s of a training step (forward + backward + AdamW) for each
-method and its ratio to `none`; posbench `learned` against a plain pre-LN GPT of the same shape
-(SDPA is_causal, learned positions, written out below); and the model's FLOP rate
-(6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of
-the model's width. Targets (issue 7): every method >= 0.9x none (t5 >= 0.8x), learned >= 1.0x plain,
-FLOP rate >= 60% of the matmul's.
+Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
+backward + AdamW) for each method and its ratio to `none`; posbench `learned` against a plain pre-LN
+GPT of the same shape (SDPA is_causal, learned positions, written out below); and the model's FLOP
+rate (6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
+model's width. Each model's best of --rounds interleaved rounds counts: on a shared machine a round
+can be slowed by others, never sped up. Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x,
+learned >= 1.0x plain, FLOP rate >= 0.65 of the matmul's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class PlainGPT(nn.Module):
 
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
-        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.d_model), nn.Embedding(c.max_len, c.d_model)
+        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.d_model), nn.Embedding(c.train_len, c.d_model)
         self.blocks = nn.ModuleList(PlainBlock(c.d_model, c.n_head) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model)
 
@@ -68,14 +70,19 @@ def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    args = parse_shape_args(__doc__, steps=20, rounds=2)
+    args = parse_shape_args(__doc__, steps=4, rounds=3, lengths="256,512")
+    for length in args.lengths:
+        args.seq_len = length
+        report(args)
 
+
+def report(args) -> None:
     models = {pos: GPT(shape_config(args, pos)) for pos in METHODS}
     models["plain nanoGPT-style"] = PlainGPT(shape_config(args, "learned"))
     rates = best_train_rates(models, args)
     print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s}  target")
     for name in METHODS:
-        target = 0.8 if name == "t5" else 0.9
+        target = 0.9 if name == "t5" else 0.95
         ratio = rates[name] / rates["none"]
         print(f"{name:22s} {rates[name]:10,.0f} {ratio:8.2f}  >= {target} {'ok' if ratio >= target else 'MISS'}")
     plain = rates["plain nanoGPT-style"]
@@ -90,7 +97,7 @@ def main() -> None:
     machine = matmul_flops(args.batch * args.seq_len, args.dim)
     print(f"model FLOP rate {model_rate / 1e9:.1f} GFLOP/s ({params:,} params, {flops_per_token / 1e6:.1f} "
           f"MFLOP/token); plain fp32 matmul {machine / 1e9:.1f} GFLOP/s; "
-          f"ratio {model_rate / machine:.2f} (>= 0.60 {'ok' if model_rate / machine >= 0.6 else 'MISS'})")
+          f"ratio {model_rate / machine:.2f} (>= 0.65 {'ok' if model_rate / machine >= 0.65 else 'MISS'})\n")
 
 
 if __name__ == "__main__":

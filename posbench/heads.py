@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .attention import Visit
 from .errors import PosbenchError
-from .model import GPT, Visit
+from .model import GPT
 from .positions import relative_distance
 from .runs import held_out_tokens, load_run, resolve_run
 from .stats import percentile_interval, resample_indices

@@ -1,8 +1,9 @@
 """A pre-LayerNorm GPT decoder whose position information comes from one pluggable module.
 
-Read top to bottom: causal_attention (the one attention kernel), Attention, MLP, Block, GPT (its
-settings, ModelConfig, are in config.py). The position method is built once per model and handed to
-every attention layer, which calls its three hooks without knowing which method it is. Position ids
+Read top to bottom: KVCache, Attention, MLP, Block, GPT (its settings, ModelConfig, are in
+config.py; the attention function with its fast paths is in attention.py). The position method is
+built once per model and handed to every attention layer, which calls its three hooks without
+knowing which method it is. Position ids
 (positions.Positions) say where each token sits; the order of the sequence alone says what is causal:
 queries are the last Tq of the Tk keys, whatever their ids.
 """
@@ -12,124 +13,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import Visit, causal_attention
 from .config import ModelConfig
-from .flex import flex_attention, flex_biased_attention
-from .positions import METHODS, PositionMethod, Positions, relative_distance
+from .positions import METHODS, PositionMethod, Positions
 from .positions.base import EMBED_INIT_STD
-
-# Largest float mask (elements) one attention call may hold; longer inputs are cut into query
-# chunks so memory grows linearly with length instead of quadratically.
-MASK_BUDGET = 1 << 24
-# Largest probability block (B, H, chunk, keys) the explicit path holds at once while a probe watches;
-# probes make a few temporaries of the same size from it, so this bounds memory at a few times 16 MiB.
-PROBE_BUDGET = 1 << 22
-
-# A probe's callback: (layer, first query position of the chunk, p: (B, H, chunk, keys) probabilities)
-Visit = Callable[[int, int, torch.Tensor], None]
-
-
-def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
-    visit: Callable[[int, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """Causal SDPA for queries at q_pos over keys at k_pos, plus the method's score bias; the queries
-    are the last Tq of the keys (query r sees keys 0 .. Tk-Tq+r). q: (B, H, Tq, hd), k/v: (B, H, Tk, hd)
-    -> (B, H, Tq, hd).
-
-    Plain causal self-attention without a bias takes SDPA's is_causal kernel. Otherwise the bias
-    and the causal mask are folded into one float mask, built per query chunk so it never holds
-    more than MASK_BUDGET elements. With `visit` (a probe), the softmax is written out instead and
-    each chunk's probabilities go to visit(index of the chunk's first query among the keys, p)."""
-    B, H, Tq, _ = q.shape
-    Tk = k.size(2)
-    offset = Tk - Tq  # index of the first query among the keys
-    if visit is not None:
-        return explicit_attention(q, k, v, pos, q_pos, k_pos, visit)
-    if Tq == Tk and not pos.has_score_bias:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
-    flex = q.is_cuda and pos.has_score_bias and flex_attention is not None
-    # With a bias of i - j alone and ids that step by one (a range), the mask of the chunk at query
-    # offset s over keys 0..offset+s+c-1 is the last c rows and offset+s+c columns of the widest
-    # chunk's mask over all Tk keys: build that one (queries = the last `chunk` keys), slice the rest.
-    shared = None
-    if (pos.shift_invariant and chunk < Tq and not flex and q_pos.is_range and k_pos.is_range
-            and q_pos.start == k_pos.start + offset):
-        shared = causal_mask(pos, k_pos.slice(Tk - chunk, chunk), k_pos, q.device, q.dtype)[None]  # (1, H, chunk, Tk)
-    out = []
-    for s in range(0, Tq, chunk):
-        qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
-        c = qc.size(2)
-        k_len = min(Tk, offset + s + c)  # later keys are all in the future of this chunk
-        kc, vc = k[:, :, :k_len], v[:, :, :k_len]
-        qc_pos, kc_pos = q_pos.slice(s, c), k_pos.slice(0, k_len)
-        if flex:
-            bias = pos.per_pass(("bias",), functools.partial(pos.score_bias, qc_pos, kc_pos), qc_pos, kc_pos)
-            out.append(flex_biased_attention(qc, kc, vc, bias, offset + s))
-            continue
-        if shared is not None:
-            mask = shared[:, :, chunk - c :, Tk - k_len :]  # (1, H, c, k)
-        else:  # 4-D: with a 3-D mask, CPU SDPA falls back from its fused kernel to the slow math path
-            mask = causal_mask(pos, qc_pos, kc_pos, q.device, q.dtype)[None]  # (1, H|1, c, k)
-        out.append(F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask))
-    return torch.cat(out, dim=2)
-
-
-def explicit_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
-    visit: Callable[[int, torch.Tensor], None],
-) -> torch.Tensor:
-    """causal_attention with scores, mask, softmax and p @ v written out, one query chunk at a time,
-    so a probe sees the probabilities SDPA never materialises: visit(offset + s, p), p: (B, H, c, k)
-    over the chunk's keys 0..k-1 (later keys are all in its future), offset + s the index of the
-    chunk's first query among the keys. Same output as SDPA's path."""
-    B, H, Tq, hd = q.shape
-    Tk = k.size(2)
-    offset = Tk - Tq
-    chunk = max(1, PROBE_BUDGET // (B * H * Tk))
-    out = []
-    for s in range(0, Tq, chunk):
-        qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
-        c = qc.size(2)
-        k_len = min(Tk, offset + s + c)
-        scores = qc @ k[:, :, :k_len].transpose(-2, -1) / math.sqrt(hd)  # (B, H, c, k)
-        mask = causal_mask(pos, q_pos.slice(s, c), k_pos.slice(0, k_len), q.device, q.dtype)  # (H|1, c, k)
-        p = torch.softmax(scores + mask, dim=-1)
-        visit(offset + s, p)
-        out.append(p @ v[:, :, :k_len])  # (B, H, c, hd)
-    return torch.cat(out, dim=2)
-
-
-def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype) -> torch.Tensor:
-    """(H or 1, Tq, Tk) float mask for queries at q_pos, the last Tq of the keys at k_pos: the
-    method's score bias, -inf on future keys (by sequence order). Built once per forward pass and
-    shared by all layers (the bias table is shared by them, too)."""
-    q_len, k_len = len(q_pos), len(k_pos)
-
-    def build() -> torch.Tensor:
-        bias = pos.score_bias(q_pos, k_pos)
-        # shape-only, so memoised like the methods' own static tensors: not rebuilt per step
-        future = pos.cached(("future", q_len, k_len, device),
-                            lambda: relative_distance(q_len, k_len, k_len - q_len, device) < 0)  # (q, k)
-        if bias is None:
-            bias = torch.zeros(1, q_len, k_len, device=device)
-        return bias.to(dtype).masked_fill(future, float("-inf"))
-
-    return pos.per_pass(("mask", q_len, k_len, device, dtype), build, q_pos, k_pos)
 
 
 class KVCache:
     """Keys and values of the tokens seen so far, one (k, v) pair per layer, for decoding, and their
-    position ids once any were explicit (while all are 0..length-1, none are stored)."""
+    position ids once any were explicit (while all are 0..length-1, none are stored). Each layer's
+    keys and values live in buffers that double when full, so appending T tokens copies O(T) in all
+    (a chunked prefill of a 16k window would otherwise copy the growing cache once per chunk)."""
 
     def __init__(self, n_layer: int) -> None:
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer  # (B, H, capacity, hd)
+        self.filled = [0] * n_layer  # tokens held per layer
         self.positions: torch.Tensor | None = None  # (length,) long, or None: 0..length-1
 
     def key_positions(self, queries: Positions, device) -> Positions:
@@ -144,15 +48,22 @@ class KVCache:
 
     @property
     def length(self) -> int:
-        first = self.layers[0]
-        return 0 if first is None else first[0].size(2)
+        return self.filled[0]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        past = self.layers[layer]
-        if past is not None:
-            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
-        self.layers[layer] = (k, v)
-        return k, v
+        """Add (B, H, T, hd) keys and values to `layer`'s; returns all of them, (B, H, past + T, hd)."""
+        past, end = self.filled[layer], self.filled[layer] + k.size(2)
+        buffers = self.layers[layer]
+        if buffers is None or buffers[0].size(2) < end:
+            capacity = max(end, 2 * past)
+            grown = tuple(t.new_empty(*t.shape[:2], capacity, t.size(3)) for t in (k, v))
+            if buffers is not None:
+                for new, old in zip(grown, buffers, strict=True):
+                    new[:, :, :past] = old[:, :, :past]
+            buffers = self.layers[layer] = grown
+        buffers[0][:, :, past:end], buffers[1][:, :, past:end] = k, v
+        self.filled[layer] = end
+        return buffers[0][:, :, :end], buffers[1][:, :, :end]
 
 
 class Attention(nn.Module):

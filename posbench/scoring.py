@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
+from .attention import prefill_rows
 from .errors import LengthError, PosbenchError
-from .model import GPT
+from .model import GPT, KVCache
 from .positions import PositionDraw
 from .stats import Windows
 
@@ -40,8 +41,18 @@ def position_draw(random_positions: int | None) -> PositionDraw | None:
 
 
 def forward(model: GPT, x: torch.Tensor, draw: PositionDraw | None) -> torch.Tensor:
-    """(B, T) ids -> (B, T, V) logits, at positions 0..T-1 or, with `draw`, at its next sorted draw."""
-    return model(x) if draw is None else model(x, positions=draw(x.size(1)).to(x.device))
+    """(B, T) ids -> (B, T, V) logits, at positions 0..T-1 or, with `draw`, at its next sorted draw.
+    A long window whose bias is costly per (query, key) goes through the KV cache in query chunks
+    (attention.prefill_rows), on the CPU: the same logits, each chunk's bias built once for all layers."""
+    T = x.size(1)
+    positions = None if draw is None else draw(T).to(x.device)
+    rows = T if x.is_cuda else prefill_rows(model.pos, x.size(0), model.config.n_head, T)
+    if rows == T:
+        return model(x, positions=positions)
+    cache = KVCache(model.config.n_layer)
+    return torch.cat([model(x[:, s : s + rows], start=s, cache=cache,
+                            positions=None if positions is None else positions[s : s + rows])
+                      for s in range(0, T, rows)], dim=1)  # (B, T, V)
 
 
 @torch.no_grad()

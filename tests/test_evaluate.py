@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-import posbench.model as model_module
+import posbench.attention as attention_module
 import posbench.positions.base as base_module
 from posbench.cli import app, main
 from posbench.errors import PosbenchError
 from posbench.evaluate import EvalSettings, extrapolation_report, run_report
-from posbench.positions import METHODS, PositionMethod
+from posbench.positions import METHODS
 from posbench.scoring import bits_per_byte, evaluate_lengths, parse_lengths, position_loss, scored_token_count, windows
 from posbench.train import train
 
@@ -109,7 +109,7 @@ def test_perplexity_matches_a_hand_computation():
         assert result.bpb == pytest.approx(loss * n / math.log(2) / byte_count, rel=1e-5)
 
 
-BIAS_METHODS = [m for m, cls in METHODS.items() if cls.score_bias is not PositionMethod.score_bias]
+BIAS_METHODS = [m for m in METHODS if tiny_model(m).pos.has_score_bias]
 
 
 @pytest.mark.parametrize("pos", BIAS_METHODS)  # the methods that take the chunked float-mask path
@@ -119,7 +119,8 @@ def test_chunked_attention_equals_unchunked_in_the_model(pos, monkeypatch):
     with torch.inference_mode():
         full = model(x)
         [whole] = evaluate(model, [150], max_tokens=300)
-    monkeypatch.setattr(model_module, "MASK_BUDGET", 2 * 4 * 150 * 7)  # chunks of 7 queries
+    monkeypatch.setattr(attention_module, "MASK_BUDGET", 2 * 4 * 150 * 7)  # chunks of 7 queries
+    monkeypatch.setattr(attention_module, "HANKEL_CHUNK", 7)
     monkeypatch.setattr(base_module, "CACHE_NUMEL", 4 * 7 * 150)  # and a cache that cannot keep them all
     with torch.inference_mode():
         chunked = model(x)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from posbench import flex as model_module
+from posbench.attention import causal_mask
 from posbench.flex import flex_biased_attention
-from posbench.model import causal_mask
 
 from .helpers import span, tiny_model
 

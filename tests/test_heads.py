@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posbench import model as model_module
+from posbench import attention as attention_module
 from posbench.cli import app
 from posbench.errors import PosbenchError
 from posbench.heads import (
@@ -86,7 +86,7 @@ def test_spearman_known_values():
 @pytest.mark.parametrize("pos", ALL_METHODS)
 def test_probe_matches_the_model(pos, budget, monkeypatch):
     if budget is not None:
-        monkeypatch.setattr(model_module, "PROBE_BUDGET", budget)
+        monkeypatch.setattr(attention_module, "PROBE_BUDGET", budget)
     model = tiny_model(pos)
     idx = torch.randint(0, 64, (2, 32), generator=torch.Generator().manual_seed(0))
     captured = []  # the output of every layer's attn.proj: model first, then probe
@@ -116,7 +116,7 @@ def test_head_stats_do_not_depend_on_chunking_or_batching(monkeypatch):
     model = tiny_model("t5")
     windows = torch.randint(0, 64, (3, 32), generator=torch.Generator().manual_seed(1))
     whole = head_stats(model, windows)
-    monkeypatch.setattr(model_module, "PROBE_BUDGET", 5)  # one query per chunk
+    monkeypatch.setattr(attention_module, "PROBE_BUDGET", 5)  # one query per chunk
     chunked = head_stats(model, windows, batch_size=2)
     assert set(whole) == {"mean_distance", "span50", "span90", "entropy", "sink", "span90_by_window"}
     assert whole["span90_by_window"].shape == (2, 3, 4, 32)  # layer, window, head, query

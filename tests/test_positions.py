@@ -284,9 +284,7 @@ def test_kerple_legacy_softplus_bias_formula_and_positive_parameters():
     assert (kerple.r1_raw.grad != 0).all() and (kerple.r2_raw.grad != 0).all()
 
 
-def test_fire_bias_matches_hand_computation(monkeypatch):
-    from posbench.positions import fire as fire_module
-
+def test_fire_bias_matches_hand_computation():
     fire = METHODS["fire"](tiny_config("fire", train_len=8, n_head=2, fire_init_L=8.0))
     assert fire.c.item() == pytest.approx(0.1) and fire.threshold.item() == pytest.approx(8.0)  # L = init_L
     torch.manual_seed(0)
@@ -309,8 +307,40 @@ def test_fire_bias_matches_hand_computation(monkeypatch):
             u = math.log(c * (i - j) + 1) / (math.log(c * max(i, L) + 1) + 1e-6)  # psi(i-j) / psi(max(i, L))
             assert bias[:, i, j].tolist() == pytest.approx(f_theta(u), rel=1e-4, abs=1e-5), (i, j)
     assert torch.allclose(fire.score_bias(*span(3, 12, 9)), bias[:, 9:12])  # KV cache / chunk offset
-    monkeypatch.setattr(fire_module, "BUDGET", 12 * 32 * 2)  # the MLP two rows at a time
-    assert torch.allclose(fire.score_bias(*span(12, 12, 0)), bias)
+
+
+def test_fire_pieces_equal_the_mlp_forward_and_gradient():
+    """score_bias evaluates FIRE's ReLU MLP as the piecewise-linear function it is (relu_pieces):
+    on inputs left of, between, on and right of every kink, with a hidden unit whose input weight is
+    0 (always on) and one that is always off, it must give the MLP's values and parameter gradients."""
+    from posbench.positions.fire import relu_pieces
+
+    fire = METHODS["fire"](tiny_config("fire", n_head=2))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in fire.mlp.parameters():
+            p.normal_(0, 1)
+        fire.mlp[0].weight[0] = 0.0
+        fire.mlp[0].bias[0] = 0.7  # on everywhere
+        fire.mlp[0].weight[1] = 0.0
+        fire.mlp[0].bias[1] = -0.2  # off everywhere
+    w1, b1 = fire.mlp[0].weight[2:, 0], fire.mlp[0].bias[2:]
+    kinks = (-b1 / w1).detach()
+    u = torch.cat((kinks, kinks + 1e-3, kinks - 1e-3, torch.linspace(-5, 5, 101))).sort().values
+    kink, slope, intercept = relu_pieces(fire.mlp[0], fire.mlp[2])
+    piece = torch.bucketize(u, kink)
+    fast = slope[piece] * u[:, None] + intercept[piece]  # (n, H)
+    reference = fire.mlp(u[:, None])  # (n, H)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    # gradients away from the kinks, where the ReLU has no derivative (either side is a subgradient)
+    u = u[(u[:, None] - kinks).abs().min(dim=1).values > 1e-4]
+    piece = torch.bucketize(u, kink)
+    fast, reference = slope[piece] * u[:, None] + intercept[piece], fire.mlp(u[:, None])
+    weights = torch.randn_like(reference)
+    params = list(fire.mlp.parameters())
+    for got, want in zip(torch.autograd.grad((fast * weights).sum(), params),
+                         torch.autograd.grad((reference * weights).sum(), params), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_registry_has_the_new_methods():
@@ -334,16 +364,21 @@ def test_shift_invariant_flag_tells_the_truth(pos):
 
 
 def test_ranges_are_memoised_by_start_and_length_explicit_ids_within_one_pass_only():
-    """The common case stays as fast as before explicit ids: a range's tables are memoised by
+    """The common case stays as fast as before explicit ids: a range's distances are memoised by
     (start, length); a fresh draw of ids (randomized positions) never enters the lasting memo."""
     alibi = METHODS["alibi"](tiny_config("alibi"))
     bias = alibi.score_bias(Positions(3, 5), Positions(0, 8))  # (H, 5, 8)
-    assert alibi.score_bias(Positions(3, 5), Positions(0, 8)) is bias
+    [distance] = alibi._static.values()  # (5, 8), memoised by the two ranges
+    assert torch.equal(alibi.score_bias(Positions(3, 5), Positions(0, 8)), bias)
+    assert list(alibi._static.values()) == [distance]  # looked up, not rebuilt
     ids = Positions.explicit(torch.arange(3, 8))
     assert torch.equal(alibi.score_bias(ids, Positions(0, 8)), bias)
     assert not any(isinstance(part, tuple) and part[0] == "ids" for key in alibi._static for part in key)
     with alibi.one_pass():  # every layer of one forward pass shares what explicit ids built
-        assert alibi.score_bias(ids, Positions(0, 8)) is alibi.score_bias(ids, Positions(0, 8))
+        alibi.score_bias(ids, Positions(0, 8))
+        built = dict(alibi._pass)
+        alibi.score_bias(ids, Positions(0, 8))
+        assert len(built) == 1 and all(alibi._pass[key] is t for key, t in built.items())
         assert torch.equal(alibi.score_bias(ids.slice(1, 3), Positions(0, 8)), bias[:, 1:4])
 
 

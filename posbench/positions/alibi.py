@@ -5,8 +5,7 @@ import math
 
 import torch
 
-from .base import PositionMethod, position_distance
-from .ids import Positions
+from .base import PositionMethod
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -28,18 +27,14 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
 class AlibiPosition(PositionMethod):
     name = "alibi"
-    shift_invariant = True
 
     def __init__(self, config) -> None:
         super().__init__(config)
         self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)  # (H,)
 
-    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
-        def build():
-            distance = position_distance(q_pos, k_pos, self.slopes.device)  # (q, k)
-            return -self.slopes[:, None, None] * distance[None].float()  # (H, q, k)
-
-        return self.cached(("alibi", self.slopes.device), build, q_pos, k_pos)
+    def distance_bias(self, distance: torch.Tensor) -> torch.Tensor:
+        slopes = self.slopes.view(-1, *[1] * distance.dim())  # (H, 1, ...)
+        return -slopes * distance[None].float()  # (H, *distance.shape)
 
     def describe(self, length: int) -> dict:
         slopes = self.slopes.tolist()

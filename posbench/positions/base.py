@@ -10,6 +10,7 @@ masks a key that comes after the query, whatever ids the two carry.
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 from torch import nn
@@ -23,9 +24,6 @@ CACHE_NUMEL = 1 << 24  # elements memoised per method at most (64 MB of float32)
 class PositionMethod(nn.Module):
     name: str = "base"
     max_positions: int | None = None  # positions the method can encode at all (None: any number)
-    # True when score_bias depends on i - j alone: then every query chunk's bias is a slice of one
-    # matrix, and long-window attention builds its mask once per call instead of once per chunk
-    shift_invariant: bool = False
     # True for methods whose rotary frequencies RoPE scaling (rope_scaling.py) can rescale at evaluation
     rope_scalable: bool = False
     # the ModelConfig fields this method reads (beyond the shape): compare's labels show those not
@@ -51,8 +49,23 @@ class PositionMethod(nn.Module):
         return q, k
 
     def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor | None:
-        """(H, Tq, Tk) added to the scores of queries at q_pos over keys at k_pos before softmax, or None."""
-        return None
+        """(H, Tq, Tk) added to the scores of queries at q_pos over keys at k_pos before softmax, or None.
+        A method with a distance_bias gets it from there; others with a bias override this."""
+        if not self.shift_invariant:
+            return None
+        device = self.device
+
+        def build():
+            return position_distance(q_pos, k_pos, device)  # (q, k)
+
+        return self.distance_bias(self.cached(("distance", device), build, q_pos, k_pos))  # (H, q, k)
+
+    def distance_bias(self, distance: torch.Tensor) -> torch.Tensor:
+        """(H, *distance.shape) bias of keys `distance` = i - j behind their query (long tensor, any
+        shape; negative entries are future keys, masked afterwards, so any finite value does). A
+        method whose bias depends on i - j alone overrides this instead of score_bias: long windows
+        then take one (H, Tq + Tk - 1) vector of it instead of (H, Tq, Tk) (attention.py)."""
+        raise NotImplementedError
 
     def describe(self, length: int) -> dict:
         """JSON-able parameters that shape attention, for probes and reports; {} when there are none.
@@ -65,9 +78,20 @@ class PositionMethod(nn.Module):
         code projects its parameters back into range in place does it here)."""
 
     @property
+    def shift_invariant(self) -> bool:
+        """True when the score bias depends on i - j alone (the method overrides distance_bias)."""
+        return type(self).distance_bias is not PositionMethod.distance_bias
+
+    @property
     def has_score_bias(self) -> bool:
-        """True when the method overrides score_bias (attention then needs a float mask)."""
-        return type(self).score_bias is not PositionMethod.score_bias
+        """True when the method has a score bias (attention then needs a float mask)."""
+        return self.shift_invariant or type(self).score_bias is not PositionMethod.score_bias
+
+    @property
+    def device(self) -> torch.device:
+        """Where the method's parameters and buffers live (the CPU for one with neither)."""
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
 
     def extra_repr(self) -> str:
         return self.name

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PositionMethod, position_distance
-from .ids import Positions
+from .base import PositionMethod
 
 FLOOR = 1e-2  # smallest r1, r2 (the paper's code clamps both to min 0.01)
 
@@ -33,7 +32,6 @@ def floored(r: torch.Tensor) -> torch.Tensor:
 
 class KerplePosition(PositionMethod):
     name = "kerple"
-    shift_invariant = True
     settings = ("softplus_params",)
 
     def __init__(self, config) -> None:
@@ -66,15 +64,10 @@ class KerplePosition(PositionMethod):
                 self.r1_param.clamp_(min=FLOOR)
                 self.r2_param.clamp_(min=FLOOR)
 
-    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
-        device = self.r1.device
-
-        def build():  # future keys (negative distance) are masked anyway; 0 keeps log1p finite
-            return position_distance(q_pos, k_pos, device).clamp(min=0).float()  # (q, k)
-
-        distance = self.cached(("kerple", device), build, q_pos, k_pos)
-        # the parameters change every step, so only the distances are memoised
-        return -self.r1[:, None, None] * torch.log1p(self.r2[:, None, None] * distance[None])  # (H, q, k)
+    def distance_bias(self, distance: torch.Tensor) -> torch.Tensor:
+        shape = (-1, *[1] * distance.dim())  # (H, 1, ...)
+        d = distance.clamp(min=0).float()[None]  # future keys are masked anyway; 0 keeps log1p finite
+        return -self.r1.view(shape) * torch.log1p(self.r2.view(shape) * d)  # (H, *distance.shape)
 
     def describe(self, length: int) -> dict:
         """Per head r1 (the bias's depth) and r2 (how soon it bends) of -r1 log(1 + r2 d)."""

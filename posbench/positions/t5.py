@@ -13,8 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .base import PositionMethod, position_distance
-from .ids import Positions
+from .base import PositionMethod
 
 PROFILE_DISTANCES = (0, 16, 128)  # where describe() reads the learned bias off
 NUM_BUCKETS = 32
@@ -60,7 +59,6 @@ def t5_max_distance(setting: int | None, train_len: int) -> int:
 
 class T5Position(PositionMethod):
     name = "t5"
-    shift_invariant = True
     settings = ("t5_max_distance",)
     num_buckets = NUM_BUCKETS
 
@@ -70,15 +68,10 @@ class T5Position(PositionMethod):
         self.bias = nn.Embedding(self.num_buckets, config.n_head)  # (buckets, H)
         nn.init.normal_(self.bias.weight, std=config.d_model**-0.5)  # HF T5 _init_weights
 
-    def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
-        device = self.bias.weight.device
-
-        def build():
-            relative = -position_distance(q_pos, k_pos, device)  # key - query
-            return t5_relative_bucket(relative, False, self.num_buckets, self.max_distance)
-
-        buckets = self.cached(("t5", device), build, q_pos, k_pos)  # (q, k)
-        return self.bias(buckets).permute(2, 0, 1)  # (q, k, H) -> (H, q, k)
+    def distance_bias(self, distance: torch.Tensor) -> torch.Tensor:
+        relative = -distance  # key - query, the reference's relative_position
+        buckets = t5_relative_bucket(relative, False, self.num_buckets, self.max_distance)
+        return self.bias(buckets).movedim(-1, 0)  # (..., H) -> (H, ...)
 
     def describe(self, length: int) -> dict:
         """The learned bias per head at a few distances, and the distance < length it favours most."""

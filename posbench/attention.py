@@ -1,0 +1,238 @@
+"""Causal attention with a position method's score bias: the one attention function of the model.
+
+causal_attention picks the fastest path that gives the same result, in this order:
+  - a probe watches: explicit_attention writes the softmax out, one query chunk at a time;
+  - no bias, queries = keys: SDPA's causal kernel;
+  - CUDA with a bias: FlexAttention adds the bias inside the kernel (flex.py);
+  - a bias of i - j alone at consecutive positions, with no gradient to it (ALiBi; T5 and KERPLE at
+    evaluation): the keys reversed, every query chunk's mask is a Hankel view of one (H, Tq + Tk - 1)
+    vector of per-distance values, read by SDPA's fused kernel with no (Tq, Tk) tensor anywhere;
+  - a bias the loss differentiates (T5, KERPLE and FIRE in training), on the CPU: BiasedAttention,
+    SDPA's fused forward and a row-blocked backward that skips future keys and sums the bias gradient;
+  - otherwise: a float mask per query chunk, at most MASK_BUDGET elements each.
+Every fast path is tested against the plain masked softmax (tests/test_attention.py), forward and gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .flex import flex_attention, flex_biased_attention
+from .positions import PositionMethod, Positions, relative_distance
+
+# Largest float mask (elements) one attention call may hold; longer inputs are cut into query
+# chunks so memory grows linearly with length instead of quadratically.
+MASK_BUDGET = 1 << 24
+# Largest probability block (B, H, chunk, keys) the explicit path holds at once while a probe watches;
+# probes make a few temporaries of the same size from it, so this bounds memory at a few times 16 MiB.
+PROBE_BUDGET = 1 << 22
+# Queries per SDPA call on the Hankel path: its mask costs no memory, so chunks only skip future keys
+# (a chunk computes up to its last query); 1024 was fastest at 16k tokens on 2 CPU threads.
+HANKEL_CHUNK = 1024
+# Query rows per block of BiasedAttention's backward: (B, H, 32, Tk) temporaries stay in cache.
+ROW_BLOCK = 32
+
+# SDPA's fused CPU kernel, called directly for the log-sum-exp its public wrapper drops
+_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+# A probe's callback: (layer, first query position of the chunk, p: (B, H, chunk, keys) probabilities)
+Visit = Callable[[int, int, torch.Tensor], None]
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
+    visit: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Causal attention for queries at q_pos over keys at k_pos, plus the method's score bias; the
+    queries are the last Tq of the keys (query r sees keys 0 .. Tk-Tq+r). q: (B, H, Tq, hd), k/v:
+    (B, H, Tk, hd) -> (B, H, Tq, hd). With `visit` (a probe), each chunk's probabilities go to
+    visit(index of the chunk's first query among the keys, p)."""
+    Tq, Tk = q.size(2), k.size(2)
+    if visit is not None:
+        return explicit_attention(q, k, v, pos, q_pos, k_pos, visit)
+    if Tq == Tk and not pos.has_score_bias:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if q.is_cuda and pos.has_score_bias and flex_attention is not None:
+        return _flex_chunks(q, k, v, pos, q_pos, k_pos)
+    compiling = torch.compiler.is_compiling()  # a compiled graph fuses the plain path itself
+    if pos.shift_invariant and q_pos.is_range and k_pos.is_range and not compiling:
+        diagonal = distance_vector(pos, q_pos, k_pos, q.dtype)  # (H, Tq + Tk - 1)
+        if not diagonal.requires_grad:
+            return hankel_attention(q, k, v, diagonal)
+    B, H = q.shape[:2]
+    if (_flash_cpu is not None and not q.is_cuda and not compiling and torch.is_grad_enabled()
+            and H * Tq * Tk <= MASK_BUDGET):
+        mask = causal_mask(pos, q_pos, k_pos, q.device, q.dtype)  # (H, Tq, Tk)
+        if mask.requires_grad:
+            return BiasedAttention.apply(q, k, v, mask)
+    return _masked_chunks(q, k, v, pos, q_pos, k_pos)
+
+
+def prefill_rows(pos: PositionMethod, batch: int, n_head: int, length: int) -> int:
+    """Query rows per forward pass for scoring `length` tokens without gradient. A method whose bias
+    is built per (query, key) (not shift-invariant: FIRE) would build each query chunk's bias once
+    per layer; fed through the KV cache this many rows at a time, whose whole mask fits MASK_BUDGET,
+    each chunk's bias is built once per forward pass and shared by all layers. Others: all rows."""
+    if not pos.has_score_bias or pos.shift_invariant:
+        return length
+    return max(1, min(length, MASK_BUDGET // (batch * n_head * length)))
+
+
+def _masked_chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
+    """The general path: SDPA with the float mask of causal_mask, one query chunk at a time."""
+    B, H, Tq, _ = q.shape
+    Tk = k.size(2)
+    offset = Tk - Tq  # index of the first query among the keys
+    chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
+    out = []
+    for s in range(0, Tq, chunk):
+        qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
+        k_len = min(Tk, offset + s + qc.size(2))  # later keys are all in the future of this chunk
+        # 4-D: with a 3-D mask, CPU SDPA falls back from its fused kernel to the slow math path
+        mask = causal_mask(pos, q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len), q.device, q.dtype)[None]
+        out.append(F.scaled_dot_product_attention(qc, k[:, :, :k_len], v[:, :, :k_len], attn_mask=mask))
+    return torch.cat(out, dim=2)
+
+
+def _flex_chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
+    """CUDA: FlexAttention per query chunk, the bias added inside the kernel (flex.py)."""
+    B, H, Tq, _ = q.shape
+    Tk = k.size(2)
+    offset = Tk - Tq
+    chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
+    out = []
+    for s in range(0, Tq, chunk):
+        qc = q[:, :, s : s + chunk]
+        k_len = min(Tk, offset + s + qc.size(2))
+        qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len)
+        bias = pos.per_pass(("bias",), functools.partial(pos.score_bias, qc_pos, kc_pos), qc_pos, kc_pos)
+        out.append(flex_biased_attention(qc, k[:, :, :k_len], v[:, :, :k_len], bias, offset + s))
+    return torch.cat(out, dim=2)
+
+
+def distance_vector(pos: PositionMethod, q_pos: Positions, k_pos: Positions, dtype) -> torch.Tensor:
+    """(H, Tq + Tk - 1) the mask of a shift-invariant method at ranges of ids, by diagonal: with the
+    keys reversed (j' = Tk-1-j), query r and key j' lie i - j = n + q_start - k_start - (Tk-1) apart,
+    n = r + j', and the key is causal (j <= Tk-Tq+r) exactly when n >= Tq-1. Entry n holds the bias
+    at that distance, or -inf past the causal limit. Built once per forward pass for all layers."""
+    q_len, k_len = len(q_pos), len(k_pos)
+    device = pos.device
+
+    def build() -> torch.Tensor:
+        n = torch.arange(q_len + k_len - 1, device=device)
+        bias = pos.distance_bias(n + (q_pos.start - k_pos.start - (k_len - 1)))  # (H, Tq + Tk - 1)
+        return bias.to(dtype).masked_fill(n < q_len - 1, float("-inf"))
+
+    return pos.per_pass(("diagonals", q_len, k_len, dtype), build, q_pos, k_pos)
+
+
+def hankel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """Attention whose mask is constant along diagonals: `diagonal` (H, Tq + Tk - 1) from
+    distance_vector. With the keys reversed, the mask of query r and key j' is diagonal[:, r + j'], a
+    Hankel matrix: a strided view (row stride 1) of the vector, which SDPA's fused kernel reads as it
+    is. Query chunk s..s+c only sees keys 0..Tk-Tq+s+c-1, the last k of the reversed ones."""
+    B, H, Tq, _ = q.shape
+    Tk = k.size(2)
+    k, v = k.flip(2), v.flip(2)  # (B, H, Tk, hd): key j' is key Tk-1-j'
+    out = []
+    for s in range(0, Tq, HANKEL_CHUNK):
+        c = min(HANKEL_CHUNK, Tq - s)
+        k_len = Tk - Tq + s + c
+        # row r = s + i, reversed key j' = Tk - k_len + l: entry n = r + j' = s + Tk - k_len + i + l
+        mask = diagonal.as_strided((1, H, c, k_len), (0, diagonal.stride(0), 1, 1),
+                                   diagonal.storage_offset() + s + Tk - k_len)  # (1, H, c, k_len)
+        out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k[:, :, Tk - k_len :], v[:, :, Tk - k_len :],
+                                                  attn_mask=mask))
+    return torch.cat(out, dim=2)
+
+
+class BiasedAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(hd) + mask) v with a gradient for the mask too, on the CPU. SDPA routes a
+    mask that needs a gradient to its unfused math path (slow, and it keeps a (B, H, Tq, Tk) mask
+    gradient); here the forward is SDPA's fused kernel, which also returns each row's log-sum-exp,
+    and the backward recomputes the probabilities ROW_BLOCK query rows at a time, only over the keys
+    up to the block's last query, summing the score gradient over the batch into the mask's.
+    q: (B, H, Tq, hd), k, v: (B, H, Tk, hd), mask: (H, Tq, Tk) with -inf on future keys."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        out, lse = _flash_cpu(q, k, v, attn_mask=mask[None])  # (B, H, Tq, hd), (B, H, Tq)
+        ctx.save_for_backward(q, k, v, mask, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, mask, out, lse = ctx.saved_tensors
+        Tq, Tk = q.size(2), k.size(2)
+        scale = 1 / math.sqrt(q.size(-1))
+        q_scaled = q * scale
+        # contiguous once: q, k, v arrive as strided views of one projection, which every row block's
+        # matmul would otherwise copy again
+        k, v, grad_out = k.contiguous(), v.contiguous(), grad_out.contiguous()
+        # Dao 2022 (FlashAttention-2, Alg. 2): dS = P * (dP - rowsum(dO * O)), dP = dO v^T
+        delta = (grad_out * out).sum(-1, keepdim=True)  # (B, H, Tq, 1)
+        dq = torch.empty_like(q)
+        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+        dmask = torch.zeros_like(mask) if ctx.needs_input_grad[3] else None
+        for a in range(0, Tq, ROW_BLOCK):
+            e = min(Tq, a + ROW_BLOCK)
+            keys = Tk - Tq + e  # the block's last query sees keys 0 .. keys-1
+            rows = slice(a, e)
+            p = q_scaled[:, :, rows] @ k[:, :, :keys].transpose(-1, -2)  # (B, H, rows, keys) scores
+            p.add_(mask[:, rows, :keys]).sub_(lse[:, :, rows, None]).exp_()  # probabilities
+            dv[:, :, :keys] += p.transpose(-1, -2) @ grad_out[:, :, rows]
+            ds = grad_out[:, :, rows] @ v[:, :, :keys].transpose(-1, -2)  # dP
+            ds.sub_(delta[:, :, rows]).mul_(p)  # dS, the gradient of the scores (and of the mask)
+            if dmask is not None:
+                dmask[:, rows, :keys] = ds.sum(0)
+            dq[:, :, rows] = (ds @ k[:, :, :keys]).mul_(scale)
+            dk[:, :, :keys] += ds.transpose(-1, -2) @ q_scaled[:, :, rows]
+        return dq, dk, dv, dmask
+
+
+def explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
+    visit: Callable[[int, torch.Tensor], None],
+) -> torch.Tensor:
+    """causal_attention with scores, mask, softmax and p @ v written out, one query chunk at a time,
+    so a probe sees the probabilities SDPA never materialises: visit(offset + s, p), p: (B, H, c, k)
+    over the chunk's keys 0..k-1 (later keys are all in its future), offset + s the index of the
+    chunk's first query among the keys. Same output as SDPA's path."""
+    B, H, Tq, hd = q.shape
+    Tk = k.size(2)
+    offset = Tk - Tq
+    chunk = max(1, PROBE_BUDGET // (B * H * Tk))
+    out = []
+    for s in range(0, Tq, chunk):
+        qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
+        c = qc.size(2)
+        k_len = min(Tk, offset + s + c)
+        scores = qc @ k[:, :, :k_len].transpose(-2, -1) / math.sqrt(hd)  # (B, H, c, k)
+        mask = causal_mask(pos, q_pos.slice(s, c), k_pos.slice(0, k_len), q.device, q.dtype)  # (H|1, c, k)
+        p = torch.softmax(scores + mask, dim=-1)
+        visit(offset + s, p)
+        out.append(p @ v[:, :, :k_len])  # (B, H, c, hd)
+    return torch.cat(out, dim=2)
+
+
+def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype) -> torch.Tensor:
+    """(H or 1, Tq, Tk) float mask for queries at q_pos, the last Tq of the keys at k_pos: the
+    method's score bias, -inf on future keys (by sequence order). Built once per forward pass and
+    shared by all layers (the bias table is shared by them, too)."""
+    q_len, k_len = len(q_pos), len(k_pos)
+
+    def build() -> torch.Tensor:
+        bias = pos.score_bias(q_pos, k_pos)
+        # shape-only, so memoised like the methods' own static tensors: not rebuilt per step
+        future = pos.cached(("future", q_len, k_len, device),
+                            lambda: relative_distance(q_len, k_len, k_len - q_len, device) < 0)  # (q, k)
+        if bias is None:
+            bias = torch.zeros(1, q_len, k_len, device=device)
+        return bias.to(dtype).masked_fill(future, float("-inf"))
+
+    return pos.per_pass(("mask", q_len, k_len, device, dtype), build, q_pos, k_pos)

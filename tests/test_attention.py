@@ -1,0 +1,114 @@
+"""attention.py's fast paths against the plain masked softmax, forward and gradient.
+
+The reference is written out here: scores q k^T / sqrt(hd), plus the method's score_bias at the
+position ids, -inf on keys after the query in sequence order, softmax, times v. Every path the
+dispatcher can pick must give it to fp32 rounding, and the dispatcher must pick the fast path where
+one exists (a silent fall-back to the slow path would pass every equality test)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posbench import attention
+from posbench.attention import BiasedAttention, causal_attention
+from posbench.positions import METHODS, Positions
+
+from .helpers import tiny_model
+
+BIAS_METHODS = [name for name in sorted(METHODS) if tiny_model(name).pos.has_score_bias]
+SHIFT_INVARIANT = [name for name in BIAS_METHODS if tiny_model(name).pos.shift_invariant]
+LEARNED_BIAS = [name for name in BIAS_METHODS if any(True for _ in tiny_model(name).pos.parameters())]
+
+
+def reference_attention(q, k, v, method, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) + bias + causal -inf) v, the queries the last Tq of the keys."""
+    Tq, Tk = q.size(2), k.size(2)
+    bias = method.score_bias(q_pos, k_pos)  # (H, Tq, Tk)
+    future = torch.arange(Tk)[None, :] > torch.arange(Tk - Tq, Tk)[:, None]  # (Tq, Tk)
+    scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5 + bias.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def qkv(q_len: int, k_len: int, requires_grad: bool = False):
+    torch.manual_seed(1)
+    q = torch.randn(2, 4, q_len, 8, requires_grad=requires_grad)
+    k, v = (torch.randn(2, 4, k_len, 8, requires_grad=requires_grad) for _ in range(2))
+    return q, k, v
+
+
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Wrap owner.name so the test can see that the path was taken."""
+    calls, original = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("pos", SHIFT_INVARIANT)
+@pytest.mark.parametrize(("q_len", "k_len", "q_start", "k_start"), [(30, 30, 0, 0), (19, 30, 11, 0), (5, 30, 40, 15)])
+def test_hankel_path_equals_the_masked_softmax(pos, q_len, k_len, q_start, k_start, monkeypatch):
+    """Evaluation of a bias of i - j alone: the keys reversed, each chunk's mask a strided view of one
+    per-diagonal vector. Whole, in chunks of 7 queries, with queries mid-window (a KV cache) and with
+    key ids that do not start at 0 (a window deep in a long text)."""
+    method = tiny_model(pos).pos
+    q, k, v = qkv(q_len, k_len)
+    q_pos, k_pos = Positions(q_start, q_len), Positions(k_start, k_len)
+    calls = count_calls(monkeypatch, attention, "hankel_attention")
+    for chunk in (1024, 7):
+        monkeypatch.setattr(attention, "HANKEL_CHUNK", chunk)
+        with torch.no_grad():
+            got = causal_attention(q, k, v, method, q_pos, k_pos)
+            torch.testing.assert_close(got, reference_attention(q, k, v, method, q_pos, k_pos), rtol=0, atol=1e-5)
+    assert len(calls) == 2, "shift-invariant evaluation left the Hankel path"
+
+
+@pytest.mark.parametrize("pos", LEARNED_BIAS)
+@pytest.mark.parametrize(("q_len", "k_len"), [(30, 30), (19, 30)])
+def test_biased_attention_equals_the_masked_softmax_forward_and_gradient(pos, q_len, k_len, monkeypatch):
+    """Training a learned bias on the CPU: SDPA's fused forward and the row-blocked backward (blocks of
+    5 rows here, the last one short) give the reference's output and the gradients of q, k, v and
+    of every parameter of the method."""
+    monkeypatch.setattr(attention, "ROW_BLOCK", 5)
+    method = tiny_model(pos).pos.train()
+    params = list(method.parameters())
+    q_pos, k_pos = Positions(k_len - q_len, q_len), Positions(0, k_len)
+    calls = count_calls(monkeypatch, BiasedAttention, "apply")
+    results = []
+    for run in (lambda *a: causal_attention(*a), reference_attention):
+        q, k, v = qkv(q_len, k_len, requires_grad=True)
+        with method.one_pass():
+            out = run(q, k, v, method, q_pos, k_pos)
+        weights = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
+        results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v, *params])))
+    assert len(calls) == 1, "training a learned bias left BiasedAttention"
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_biased_attention_is_not_taken_without_a_gradient_to_the_bias(monkeypatch):
+    """ALiBi's fixed slopes need no mask gradient: SDPA's own fused backward serves it."""
+    method = tiny_model("alibi").pos.train()
+    calls = count_calls(monkeypatch, BiasedAttention, "apply")
+    q, k, v = qkv(12, 12, requires_grad=True)
+    with method.one_pass():
+        causal_attention(q, k, v, method, Positions(0, 12), Positions(0, 12)).sum().backward()
+    assert not calls and q.grad is not None
+
+
+@pytest.mark.parametrize("pos", BIAS_METHODS)
+def test_explicit_ids_take_the_dense_mask_and_agree(pos):
+    """Explicit (random) ids are no range: the mask is built densely from them; the same ids as a
+    range must give the same attention through whichever fast path the range takes."""
+    method = tiny_model(pos).pos
+    q, k, v = qkv(12, 12)
+    ids = Positions.explicit(torch.arange(5, 17))
+    with torch.no_grad():
+        dense = causal_attention(q, k, v, method, ids, ids)
+        ranged = causal_attention(q, k, v, method, Positions(5, 12), Positions(5, 12))
+        torch.testing.assert_close(dense, reference_attention(q, k, v, method, ids, ids), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ranged, dense, rtol=0, atol=1e-5)
