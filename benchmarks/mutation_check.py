@@ -49,7 +49,7 @@ MUTANTS = [
            "return position_distance(q_pos, k_pos, device)  # (q, k)",
            "return position_distance(k_pos.slice(0, len(q_pos)), k_pos, device)", (P, M)),
     Mutant("t5: distances shifted by one (0 and 1 share a bucket)", "positions/t5.py",
-           "relative = -distance  # key - query", "relative = -distance + 1", (P, REF)),
+           "relative = -distance  #", "relative = -distance + 1  #", (P, REF)),
     Mutant("t5: log base of the far buckets off (max_distance / 2)", "positions/t5.py",
            "math.log(max_distance / max_exact)", "math.log(max_distance / max_exact / 2)", (P, REF)),
     Mutant("t5: exact buckets end one early", "positions/t5.py",

@@ -52,19 +52,24 @@ def count_calls(monkeypatch, owner, name: str) -> list:
 @pytest.mark.parametrize("pos", SHIFT_INVARIANT)
 @pytest.mark.parametrize(("q_len", "k_len", "q_start", "k_start"), [(30, 30, 0, 0), (19, 30, 11, 0), (5, 30, 40, 15)])
 def test_hankel_path_equals_the_masked_softmax(pos, q_len, k_len, q_start, k_start, monkeypatch):
-    """Evaluation of a bias of i - j alone: the keys reversed, each chunk's mask a strided view of one
-    per-diagonal vector. Whole, in chunks of 7 queries, with queries mid-window (a KV cache) and with
-    key ids that do not start at 0 (a window deep in a long text)."""
-    method = tiny_model(pos).pos
-    q, k, v = qkv(q_len, k_len)
+    """A bias of i - j alone that needs no gradient (ALiBi; T5 and KERPLE at evaluation, or frozen):
+    the keys reversed, each chunk's mask a strided view of one per-diagonal vector. Whole, in chunks
+    of 7 queries, with queries mid-window (a KV cache) and with key ids that do not start at 0 (a
+    window deep in a long text); output and the gradients of q, k, v (training ALiBi)."""
+    method = tiny_model(pos).pos.requires_grad_(False)
     q_pos, k_pos = Positions(q_start, q_len), Positions(k_start, k_len)
     calls = count_calls(monkeypatch, attention, "hankel_attention")
     for chunk in (1024, 7):
         monkeypatch.setattr(attention, "HANKEL_CHUNK", chunk)
-        with torch.no_grad():
-            got = causal_attention(q, k, v, method, q_pos, k_pos)
-            torch.testing.assert_close(got, reference_attention(q, k, v, method, q_pos, k_pos), rtol=0, atol=1e-5)
-    assert len(calls) == 2, "shift-invariant evaluation left the Hankel path"
+        results = []
+        for run in (causal_attention, reference_attention):
+            q, k, v = qkv(q_len, k_len, requires_grad=True)
+            out = run(q, k, v, method, q_pos, k_pos)
+            weights = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
+            results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v])))
+        for got, want in zip(*results, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert len(calls) == 2, "a shift-invariant bias without gradient left the Hankel path"
 
 
 @pytest.mark.parametrize("pos", LEARNED_BIAS)
