@@ -1,15 +1,16 @@
 """Training throughput per position method, against a plain nanoGPT-style model and a plain matmul.
 
-    python benchmarks/train_speed.py [--train-len 256,512] [--threads 2] [--steps 4] [--rounds 3]
+    python benchmarks/train_speed.py [--train-len 256,512] [--methods none,t5,...] [--threads 2] [--steps 12]
                                      [--dim 256] [--layers 4] [--heads 8] [--batch 16]
 
 Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
 backward + AdamW) for each method and its ratio to `none`; posbench `learned` against a plain pre-LN
 GPT of the same shape (SDPA is_causal, learned positions, written out below); and the model's FLOP
 rate (6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
-model's width. Each model's best of --rounds interleaved rounds counts: on a shared machine a round
-can be slowed by others, never sped up. Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x,
-learned >= 1.0x plain, FLOP rate >= 0.65 of the matmul's.
+model's width. The models take turns one step at a time and each one's fastest step counts: on a
+shared machine a step can be slowed by others, never sped up. Default shape: issue 15's (d = 256).
+Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, learned >= 1.0x plain, FLOP rate >= 0.65
+of the matmul's.
 """
 
 from __future__ import annotations
@@ -70,25 +71,28 @@ def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    args = parse_shape_args(__doc__, steps=4, rounds=3, lengths="256,512")
+    args = parse_shape_args(__doc__, steps=12, lengths="256,512", dim=256, methods=",".join(METHODS))
     for length in args.lengths:
         args.seq_len = length
         report(args)
 
 
 def report(args) -> None:
-    models = {pos: GPT(shape_config(args, pos)) for pos in METHODS}
-    models["plain nanoGPT-style"] = PlainGPT(shape_config(args, "learned"))
+    names = list(dict.fromkeys(["none", *args.methods]))  # `none` is the yardstick, always measured
+    models = {pos: GPT(shape_config(args, pos)) for pos in names}
+    if "learned" in names:
+        models["plain nanoGPT-style"] = PlainGPT(shape_config(args, "learned"))
     rates = best_train_rates(models, args)
     print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s}  target")
-    for name in METHODS:
+    for name in names:
         target = 0.9 if name == "t5" else 0.95
         ratio = rates[name] / rates["none"]
         print(f"{name:22s} {rates[name]:10,.0f} {ratio:8.2f}  >= {target} {'ok' if ratio >= target else 'MISS'}")
-    plain = rates["plain nanoGPT-style"]
-    ratio = rates["learned"] / plain
-    print(f"{'plain nanoGPT-style':22s} {plain:10,.0f}   learned / plain = {ratio:.2f}  "
-          f"(>= 1.0 {'ok' if ratio >= 0.98 else 'MISS'})")
+    if "learned" in names:
+        plain = rates["plain nanoGPT-style"]
+        ratio = rates["learned"] / plain
+        print(f"{'plain nanoGPT-style':22s} {plain:10,.0f}   learned / plain = {ratio:.2f}  "
+              f"(>= 1.0 {'ok' if ratio >= 0.98 else 'MISS'})")
 
     model = models["none"]
     params = model.num_params()

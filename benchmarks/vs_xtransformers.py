@@ -1,13 +1,13 @@
 """posbench against x-transformers, a general-purpose library with every option behind flags.
 
     pip install -c constraints.txt x-transformers   # not a posbench dependency; only this script needs it
-    python benchmarks/vs_xtransformers.py [--threads 2] [--steps 8] [--rounds 3]
+    python benchmarks/vs_xtransformers.py [--threads 2] [--steps 12]
 
 Both sides get the same shape (layers, width, heads, head size, 4x GELU MLP, tied embeddings, pre-LN)
 and the same training step (forward + cross-entropy + backward + AdamW, `posbench.bench.train_rate`).
 x-transformers gets its fastest settings for each method: `attn_flash=True` (SDPA) wherever it
-allows it (it refuses it for T5), full-width rotary (`rotary_emb_dim` = head size). Methods are
-interleaved over rounds and the best round counts, so drift in machine speed hits both sides alike.
+allows it (it refuses it for T5), full-width rotary (`rotary_emb_dim` = head size). Models take
+turns one step at a time and each one's fastest step counts, so drift in machine speed hits both sides alike.
 Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly faster in posbench.
 """
 
@@ -50,7 +50,7 @@ def xt_model(c: ModelConfig, pos: str) -> torch.nn.Module:
 
 
 def main() -> None:
-    args = parse_shape_args(__doc__, steps=8, rounds=3)
+    args = parse_shape_args(__doc__, steps=12)
     torch.manual_seed(0)
 
     models = {}

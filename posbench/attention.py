@@ -64,9 +64,8 @@ def causal_attention(
         diagonal = distance_vector(pos, q_pos, k_pos, q.dtype)  # (H, Tq + Tk - 1)
         if not diagonal.requires_grad:
             return hankel_attention(q, k, v, diagonal)
-    B, H = q.shape[:2]
-    if (_flash_cpu is not None and not q.is_cuda and not compiling and torch.is_grad_enabled()
-            and H * Tq * Tk <= MASK_BUDGET):
+    if (_flash_cpu is not None and q.device.type == "cpu" and q.dtype == torch.float32 and not compiling
+            and torch.is_grad_enabled() and q.size(1) * Tq * Tk <= MASK_BUDGET):
         mask = causal_mask(pos, q_pos, k_pos, q.device, q.dtype)  # (H, Tq, Tk)
         if mask.requires_grad:
             return BiasedAttention.apply(q, k, v, mask)

@@ -1,0 +1,26 @@
+"""The benchmark scripts still run (they are run by hand, so nothing else would notice them rot):
+each once at a toy size."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_train_speed_runs_and_prints_ratios():
+    out = run(str(BENCHMARKS / "train_speed.py"), "--train-len", "16", "--dim", "32", "--layers", "1",
+              "--heads", "2", "--batch", "2", "--steps", "1", "--methods", "t5,learned")
+    assert "t5" in out and "vs none" in out and "learned / plain" in out and "model FLOP rate" in out
+
+
+def test_eval_memory_child_measures_one_window():
+    out = run(str(BENCHMARKS / "eval_memory.py"), "--child", "fire", "64")
+    assert set(json.loads(out.strip().splitlines()[-1])) == {"base_mb", "peak_mb", "seconds", "loss"}
