@@ -135,6 +135,8 @@ MUTANTS = [
     Mutant("train: gradients not clipped", "train.py",
            "torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)", "pass", (T,)),
     # --- scoring.py / evaluate.py
+    Mutant("scoring: prefill chunks all start at position 0", "scoring.py",
+           "model(x[:, s : s + rows], start=s, cache=cache,", "model(x[:, s : s + rows], start=0, cache=cache,", (E,)),
     Mutant("scoring: bits per byte with log base e", "scoring.py",
            "return loss / math.log(2) / bytes_per_token", "return loss / bytes_per_token", (E,)),
     Mutant("scoring: sliding windows score the overlap twice", "scoring.py",
