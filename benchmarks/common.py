@@ -13,14 +13,15 @@ from posbench import ModelConfig
 
 def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int | None = None,
                      methods: str | None = None) -> argparse.Namespace:
-    """Parse --threads --steps --batch --train-len --dim --layers --heads (defaults: the default
+    """Parse --threads --steps --repeats --batch --train-len --dim --layers --heads (defaults: the default
     posbench model, or `dim`) and set torch's thread count. With `lengths` (a default such as
     "256,512"), --train-len takes a comma-separated list, in args.lengths (args.seq_len: the first);
     with `methods`, --methods takes one too, in args.methods."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = ModelConfig()
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=steps, help="timed steps per model, interleaved one at a time")
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per model and repeat, taken in turns")
+    p.add_argument("--repeats", type=int, default=3, help="times the models are built afresh and timed again")
     p.add_argument("--batch", type=int, default=16)
     if lengths is None:
         p.add_argument("--train-len", "--seq-len", dest="seq_len", type=int, default=defaults.train_len)
@@ -63,18 +64,23 @@ def train_step(model: torch.nn.Module, batch: int, train_len: int, vocab: int):
     return step
 
 
-def best_train_rates(models: dict, args: argparse.Namespace) -> dict:
-    """Training tokens/s per model from its fastest of args.steps steps. The models take turns one
-    step at a time, so a slow spell of a shared machine hits all of them alike, and the fastest step
-    is the one the least disturbed (as timeit takes the minimum). Then prints the shape line."""
+def best_train_rates(builders: dict, args: argparse.Namespace) -> dict:
+    """Training tokens/s per model from its fastest step. `builders` maps a name to a function that
+    builds the model. The models take turns one step at a time, so a slow spell of a shared machine
+    hits all of them alike, and the fastest step is the least disturbed one (as timeit takes the
+    minimum). The models are built afresh for each of args.repeats repeats: one process's allocation
+    can leave a model persistently ~20% slow on this kind of machine, and a rebuild re-rolls it.
+    Then prints the shape line."""
     vocab = ModelConfig().vocab_size
-    steps = {key: train_step(model, args.batch, args.seq_len, vocab) for key, model in models.items()}
-    for step in steps.values():  # warm-up: allocator, optimizer state, memoised position tables
-        step(), step()
-    times: dict = {key: [] for key in models}
-    for _ in range(args.steps):
-        for key, step in steps.items():
-            times[key].append(step())
+    fastest: dict = {}
+    for _ in range(args.repeats):
+        steps = {key: train_step(build(), args.batch, args.seq_len, vocab) for key, build in builders.items()}
+        for step in steps.values():  # warm-up: allocator, optimizer state, memoised position tables
+            step()
+        for _ in range(args.steps):
+            for key, step in steps.items():
+                fastest[key] = min(fastest.get(key, float("inf")), step())
+        del steps
     print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
-          f"T={args.seq_len}, batch={args.batch}, fastest of {args.steps} interleaved steps per model")
-    return {key: args.batch * args.seq_len / min(seconds) for key, seconds in times.items()}
+          f"T={args.seq_len}, batch={args.batch}, fastest of {args.repeats} x {args.steps} interleaved steps per model")
+    return {key: args.batch * args.seq_len / seconds for key, seconds in fastest.items()}

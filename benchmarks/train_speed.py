@@ -1,20 +1,22 @@
 """Training throughput per position method, against a plain nanoGPT-style model and a plain matmul.
 
-    python benchmarks/train_speed.py [--train-len 256,512] [--methods none,t5,...] [--threads 2] [--steps 12]
-                                     [--dim 256] [--layers 4] [--heads 8] [--batch 16]
+    python benchmarks/train_speed.py [--train-len 256,512] [--methods none,t5,...] [--threads 2]
+                                     [--steps 4] [--repeats 3] [--dim 256] [--layers 4] [--heads 8] [--batch 16]
 
 Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
 backward + AdamW) for each method and its ratio to `none`; posbench `learned` against a plain pre-LN
 GPT of the same shape (SDPA is_causal, learned positions, written out below); and the model's FLOP
 rate (6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
-model's width. The models take turns one step at a time and each one's fastest step counts: on a
-shared machine a step can be slowed by others, never sped up. Default shape: issue 15's (d = 256).
+model's width. The models take turns one step at a time and each one's fastest step counts (a step
+can be slowed by others on a shared machine, never sped up); they are built afresh --repeats times.
+Default shape: issue 15's (d = 256).
 Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, learned >= 1.0x plain, FLOP rate >= 0.65
 of the matmul's.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -71,7 +73,7 @@ def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    args = parse_shape_args(__doc__, steps=12, lengths="256,512", dim=256, methods=",".join(METHODS))
+    args = parse_shape_args(__doc__, steps=4, lengths="256,512", dim=256, methods=",".join(METHODS))
     for length in args.lengths:
         args.seq_len = length
         report(args)
@@ -79,10 +81,10 @@ def main() -> None:
 
 def report(args) -> None:
     names = list(dict.fromkeys(["none", *args.methods]))  # `none` is the yardstick, always measured
-    models = {pos: GPT(shape_config(args, pos)) for pos in names}
+    builders = {pos: functools.partial(GPT, shape_config(args, pos)) for pos in names}
     if "learned" in names:
-        models["plain nanoGPT-style"] = PlainGPT(shape_config(args, "learned"))
-    rates = best_train_rates(models, args)
+        builders["plain nanoGPT-style"] = functools.partial(PlainGPT, shape_config(args, "learned"))
+    rates = best_train_rates(builders, args)
     print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s}  target")
     for name in names:
         target = 0.9 if name == "t5" else 0.95
@@ -94,8 +96,7 @@ def report(args) -> None:
         print(f"{'plain nanoGPT-style':22s} {plain:10,.0f}   learned / plain = {ratio:.2f}  "
               f"(>= 1.0 {'ok' if ratio >= 0.98 else 'MISS'})")
 
-    model = models["none"]
-    params = model.num_params()
+    params = GPT(shape_config(args, "none")).num_params()
     flops_per_token = 6 * params + 12 * args.layers * args.dim * args.seq_len
     model_rate = flops_per_token * rates["none"]
     machine = matmul_flops(args.batch * args.seq_len, args.dim)

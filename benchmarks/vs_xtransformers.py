@@ -1,7 +1,7 @@
 """posbench against x-transformers, a general-purpose library with every option behind flags.
 
     pip install -c constraints.txt x-transformers   # not a posbench dependency; only this script needs it
-    python benchmarks/vs_xtransformers.py [--threads 2] [--steps 12]
+    python benchmarks/vs_xtransformers.py [--threads 2] [--steps 4] [--repeats 3]
 
 Both sides get the same shape (layers, width, heads, head size, 4x GELU MLP, tied embeddings, pre-LN)
 and the same training step (forward + cross-entropy + backward + AdamW, `posbench.bench.train_rate`).
@@ -12,6 +12,8 @@ Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly fast
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from common import best_train_rates, parse_shape_args, shape_config  # benchmarks/common.py
@@ -50,14 +52,15 @@ def xt_model(c: ModelConfig, pos: str) -> torch.nn.Module:
 
 
 def main() -> None:
-    args = parse_shape_args(__doc__, steps=12)
+    args = parse_shape_args(__doc__, steps=4)
     torch.manual_seed(0)
 
-    models = {}
+    builders = {}
     for pos in XT_FLAGS:
-        models["posbench", pos] = GPT(shape_config(args, pos))
-        models["x-transformers", pos] = xt_model(shape_config(args, pos), pos)
-    rates = best_train_rates(models, args)
+        builders["posbench", pos] = functools.partial(GPT, shape_config(args, pos))
+        builders["x-transformers", pos] = functools.partial(xt_model, shape_config(args, pos), pos)
+    models = {key: build() for key, build in builders.items()}  # for the parameter counts
+    rates = best_train_rates(builders, args)
     print(f"{'method':10s} {'posbench tok/s':>15s} {'x-transformers':>15s} {'ratio':>6s}  params (posbench / x-t)")
     for pos in XT_FLAGS:
         ours, theirs = rates["posbench", pos], rates["x-transformers", pos]
