@@ -58,18 +58,15 @@ def causal_attention(
     if Tq == Tk and not pos.has_score_bias:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if q.is_cuda and pos.has_score_bias and flex_attention is not None:
-        return _flex_chunks(q, k, v, pos, q_pos, k_pos)
+        return _chunks(q, k, v, pos, q_pos, k_pos, _flex_sdpa)
     compiling = torch.compiler.is_compiling()  # a compiled graph fuses the plain path itself
-    if pos.shift_invariant and q_pos.is_range and k_pos.is_range and not compiling:
-        diagonal = distance_vector(pos, q_pos, k_pos, q.dtype)  # (H, Tq + Tk - 1)
-        if not diagonal.requires_grad:
-            return hankel_attention(q, k, v, diagonal)
-    if (_flash_cpu is not None and q.device.type == "cpu" and q.dtype == torch.float32 and not compiling
-            and torch.is_grad_enabled() and q.size(1) * Tq * Tk <= MASK_BUDGET):
-        mask = causal_mask(pos, q_pos, k_pos, q.device, q.dtype)  # (H, Tq, Tk)
-        if mask.requires_grad:
-            return BiasedAttention.apply(q, k, v, mask)
-    return _masked_chunks(q, k, v, pos, q_pos, k_pos)
+    bias_learns = pos.has_score_bias and torch.is_grad_enabled() and any(p.requires_grad for p in pos.parameters())
+    if pos.shift_invariant and q_pos.is_range and k_pos.is_range and not compiling and not bias_learns:
+        return hankel_attention(q, k, v, distance_vector(pos, q_pos, k_pos, q.dtype))
+    if (bias_learns and _flash_cpu is not None and q.device.type == "cpu" and q.dtype == torch.float32
+            and not compiling and q.size(1) * Tq * Tk <= MASK_BUDGET):
+        return BiasedAttention.apply(q, k, v, causal_mask(pos, q_pos, k_pos, q.device, q.dtype))
+    return _chunks(q, k, v, pos, q_pos, k_pos, _masked_sdpa)
 
 
 def prefill_rows(pos: PositionMethod, batch: int, n_head: int, length: int) -> int:
@@ -82,8 +79,10 @@ def prefill_rows(pos: PositionMethod, batch: int, n_head: int, length: int) -> i
     return max(1, min(length, MASK_BUDGET // (batch * n_head * length)))
 
 
-def _masked_chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
-    """The general path: SDPA with the float mask of causal_mask, one query chunk at a time."""
+def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, attend) -> torch.Tensor:
+    """The general path: query chunks whose (H, c, k) masks hold at most MASK_BUDGET elements in all,
+    each over its keys 0..k-1 only (later keys are all in its future); attend(qc, kc, vc, pos, qc_pos,
+    kc_pos, offset of the chunk's first query among the keys) -> (B, H, c, hd)."""
     B, H, Tq, _ = q.shape
     Tk = k.size(2)
     offset = Tk - Tq  # index of the first query among the keys
@@ -91,27 +90,21 @@ def _masked_chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positi
     out = []
     for s in range(0, Tq, chunk):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
-        k_len = min(Tk, offset + s + qc.size(2))  # later keys are all in the future of this chunk
-        # 4-D: with a 3-D mask, CPU SDPA falls back from its fused kernel to the slow math path
-        mask = causal_mask(pos, q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len), q.device, q.dtype)[None]
-        out.append(F.scaled_dot_product_attention(qc, k[:, :, :k_len], v[:, :, :k_len], attn_mask=mask))
-    return torch.cat(out, dim=2)
-
-
-def _flex_chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
-    """CUDA: FlexAttention per query chunk, the bias added inside the kernel (flex.py)."""
-    B, H, Tq, _ = q.shape
-    Tk = k.size(2)
-    offset = Tk - Tq
-    chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
-    out = []
-    for s in range(0, Tq, chunk):
-        qc = q[:, :, s : s + chunk]
         k_len = min(Tk, offset + s + qc.size(2))
         qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len)
-        bias = pos.per_pass(("bias",), functools.partial(pos.score_bias, qc_pos, kc_pos), qc_pos, kc_pos)
-        out.append(flex_biased_attention(qc, k[:, :, :k_len], v[:, :, :k_len], bias, offset + s))
+        out.append(attend(qc, k[:, :, :k_len], v[:, :, :k_len], pos, qc_pos, kc_pos, offset + s))
     return torch.cat(out, dim=2)
+
+
+def _masked_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, offset: int) -> torch.Tensor:
+    """SDPA with causal_mask's float mask; 4-D: with a 3-D mask CPU SDPA leaves its fused kernel."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, q_pos, k_pos, q.device, q.dtype)[None])
+
+
+def _flex_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, offset: int) -> torch.Tensor:
+    """CUDA: FlexAttention, the bias added inside the kernel (flex.py)."""
+    bias = pos.per_pass(("bias",), functools.partial(pos.score_bias, q_pos, k_pos), q_pos, k_pos)
+    return flex_biased_attention(q, k, v, bias, offset)
 
 
 def distance_vector(pos: PositionMethod, q_pos: Positions, k_pos: Positions, dtype) -> torch.Tensor:
