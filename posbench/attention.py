@@ -76,7 +76,12 @@ def prefill_rows(pos: PositionMethod, batch: int, n_head: int, length: int) -> i
     each chunk's bias is built once per forward pass and shared by all layers. Others: all rows."""
     if not pos.has_score_bias or pos.shift_invariant:
         return length
-    return max(1, min(length, MASK_BUDGET // (batch * n_head * length)))
+    return min(length, mask_rows(batch, n_head, length))
+
+
+def mask_rows(batch: int, n_head: int, keys: int) -> int:
+    """Query rows whose (B, H, rows, keys) float mask stays within MASK_BUDGET (at least one)."""
+    return max(1, MASK_BUDGET // (batch * n_head * keys))
 
 
 def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, attend) -> torch.Tensor:
@@ -86,7 +91,7 @@ def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, at
     B, H, Tq, _ = q.shape
     Tk = k.size(2)
     offset = Tk - Tq  # index of the first query among the keys
-    chunk = min(Tq, max(1, MASK_BUDGET // (B * H * Tk)))
+    chunk = min(Tq, mask_rows(B, H, Tk))
     out = []
     for s in range(0, Tq, chunk):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)

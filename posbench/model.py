@@ -2,10 +2,9 @@
 
 Read top to bottom: KVCache, Attention, MLP, Block, GPT (its settings, ModelConfig, are in
 config.py; the attention function with its fast paths is in attention.py). The position method is
-built once per model and handed to every attention layer, which calls its three hooks without
-knowing which method it is. Position ids
-(positions.Positions) say where each token sits; the order of the sequence alone says what is causal:
-queries are the last Tq of the Tk keys, whatever their ids.
+built once per model and handed to every attention layer, which calls its hooks without knowing
+which method it is. Position ids (positions.Positions) say where each token sits; the order of the
+sequence alone says what is causal: queries are the last Tq of the Tk keys, whatever their ids.
 """
 
 from __future__ import annotations

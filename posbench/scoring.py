@@ -46,11 +46,10 @@ def forward(model: GPT, x: torch.Tensor, draw: PositionDraw | None) -> torch.Ten
     (attention.prefill_rows), on the CPU: the same logits, each chunk's bias built once for all layers."""
     T = x.size(1)
     positions = None if draw is None else draw(T).to(x.device)
-    if x.is_cuda or not isinstance(model, GPT):  # a stand-in model (tests) takes its plain call
-        return model(x) if positions is None else model(x, positions=positions)
-    rows = prefill_rows(model.pos, x.size(0), model.config.n_head, T)
+    # on CUDA, and for a stand-in model (tests), one plain call
+    rows = T if x.is_cuda or not isinstance(model, GPT) else prefill_rows(model.pos, x.size(0), model.config.n_head, T)
     if rows == T:
-        return model(x, positions=positions)
+        return model(x) if positions is None else model(x, positions=positions)
     cache = KVCache(model.config.n_layer)
     return torch.cat([model(x[:, s : s + rows], start=s, cache=cache,
                             positions=None if positions is None else positions[s : s + rows])
