@@ -7,6 +7,8 @@ import torch
 
 from posbench.errors import LengthError
 from posbench.positions import METHODS, Positions, alibi_slopes, sinusoid_table, t5_relative_bucket
+from posbench.positions import fire as fire_module
+from posbench.positions.fire import fold_steady_units
 from posbench.positions.rotary import RotaryPosition
 
 from .helpers import span, tiny_config
@@ -309,38 +311,58 @@ def test_fire_bias_matches_hand_computation():
     assert torch.allclose(fire.score_bias(*span(3, 12, 9)), bias[:, 9:12])  # KV cache / chunk offset
 
 
-def test_fire_pieces_equal_the_mlp_forward_and_gradient():
-    """score_bias evaluates FIRE's ReLU MLP as the piecewise-linear function it is (relu_pieces):
-    on inputs left of, between, on and right of every kink, with a hidden unit whose input weight is
-    0 (always on) and one that is always off, it must give the MLP's values and parameter gradients."""
-    from posbench.positions.fire import relu_pieces
-
-    fire = METHODS["fire"](tiny_config("fire", n_head=2))
+def random_fire(**settings):
+    """FIRE with its MLP off the init (every unit a random kink), unit 0 on everywhere (input weight
+    0, positive bias), unit 1 off everywhere, unit 2 switching exactly at u = 0.25 and unit 3 at 0.75."""
+    fire = METHODS["fire"](tiny_config("fire", n_head=2, **settings))
     torch.manual_seed(0)
     with torch.no_grad():
         for p in fire.mlp.parameters():
             p.normal_(0, 1)
-        fire.mlp[0].weight[0] = 0.0
-        fire.mlp[0].bias[0] = 0.7  # on everywhere
-        fire.mlp[0].weight[1] = 0.0
-        fire.mlp[0].bias[1] = -0.2  # off everywhere
-    w1, b1 = fire.mlp[0].weight[2:, 0], fire.mlp[0].bias[2:]
-    kinks = (-b1 / w1).detach()
-    u = torch.cat((kinks, kinks + 1e-3, kinks - 1e-3, torch.linspace(-5, 5, 101))).sort().values
-    kink, slope, intercept = relu_pieces(fire.mlp[0], fire.mlp[2])
-    piece = torch.bucketize(u, kink)
-    fast = slope[piece] * u[:, None] + intercept[piece]  # (n, H)
+        fire.mlp[0].weight[:4, 0] = torch.tensor([0.0, 0.0, 2.0, -1.0])
+        fire.mlp[0].bias[:4] = torch.tensor([0.7, -0.2, -0.5, 0.75])
+    return fire
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 1.0), (0.25, 0.75), (0.3, 0.31), (-3.0, 3.0), (0.5, 0.5)])
+def test_fire_folded_units_equal_the_mlp_forward_and_gradient(low, high):
+    """mlp_over evaluates FIRE's MLP on a tile through only the hidden units that switch inside the
+    tile's range of inputs, the others folded into one line: it must give the MLP's values and
+    parameter gradients on inputs left of, on and right of every kink in the range (units switching
+    exactly at an end, with input weight 0, always off included), and keep only the switching units."""
+    fire = random_fire()
+    w1, b1 = fire.mlp[0].weight[:, 0].detach(), fire.mlp[0].bias.detach()
+    kinks = (-b1 / w1)[w1 != 0]
+    inside = kinks[(kinks > low) & (kinks < high)]
+    u = torch.cat((torch.linspace(low, high, 41), inside, inside + 1e-3, inside - 1e-3)).clamp(low, high)
+    fast = fire.mlp_over(u[None])[:, 0].T  # (n, H)
     reference = fire.mlp(u[:, None])  # (n, H)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    weights, *_ = fold_steady_units(fire.mlp[0], fire.mlp[2], torch.tensor(low), torch.tensor(high))
+    assert weights.shape[1] == 1 + len(inside), "a unit that does not switch in the range was kept (or one dropped)"
     # gradients away from the kinks, where the ReLU has no derivative (either side is a subgradient)
     u = u[(u[:, None] - kinks).abs().min(dim=1).values > 1e-4]
-    piece = torch.bucketize(u, kink)
-    fast, reference = slope[piece] * u[:, None] + intercept[piece], fire.mlp(u[:, None])
+    fast, reference = fire.mlp_over(u[None])[:, 0].T, fire.mlp(u[:, None])
     weights = torch.randn_like(reference)
     params = list(fire.mlp.parameters())
     for got, want in zip(torch.autograd.grad((fast * weights).sum(), params),
                          torch.autograd.grad((reference * weights).sum(), params), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("q_len, start", [(20, 0), (7, 13)])
+def test_fire_bias_in_tiles_equals_the_mlp(q_len, start, monkeypatch):
+    """Without a gradient, score_bias builds FIRE's bias in tiles of (query, key) pairs, each through
+    the units that switch within it; tiles of 3 x 5 (partial ones at the edges, a query chunk at an
+    offset, queries past the threshold L) must give the plain MLP's bias, as the one-tile path does."""
+    monkeypatch.setattr(fire_module, "TILE", (3, 5))
+    fire = random_fire(fire_init_L=8.0)
+    q_pos, k_pos = span(q_len, 20, start)
+    with torch.no_grad():
+        tiled = fire.score_bias(q_pos, k_pos)  # (H, q, k)
+        reference = fire.mlp(fire.normalized_distance(q_pos, k_pos)[..., None]).permute(2, 0, 1)
+    torch.testing.assert_close(tiled, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fire.score_bias(q_pos, k_pos).detach(), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_registry_has_the_new_methods():

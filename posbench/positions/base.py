@@ -50,6 +50,7 @@ class PositionMethod(nn.Module):
 
     def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor | None:
         """(H, Tq, Tk) added to the scores of queries at q_pos over keys at k_pos before softmax, or None.
+        A new tensor each call (never a memoised one): attention writes -inf into it on future keys.
         A method with a distance_bias gets it from there; others with a bias override this."""
         if not self.shift_invariant:
             return None
