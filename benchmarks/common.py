@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -64,23 +65,35 @@ def train_step(model: torch.nn.Module, batch: int, train_len: int, vocab: int):
     return step
 
 
-def best_train_rates(builders: dict, args: argparse.Namespace) -> dict:
-    """Training tokens/s per model from its fastest step. `builders` maps a name to a function that
-    builds the model. The models take turns one step at a time, so a slow spell of a shared machine
-    hits all of them alike, and the fastest step is the least disturbed one (as timeit takes the
-    minimum). The models are built afresh for each of args.repeats repeats: one process's allocation
-    can leave a model persistently ~20% slow on this kind of machine, and a rebuild re-rolls it.
-    Then prints the shape line."""
+def paired_step_times(builders: dict, args: argparse.Namespace) -> dict:
+    """Seconds of every training step of each model, by round. `builders` maps a name to a function
+    that builds the model. In each round every model takes one step, in turns (the order reversed
+    every other round), so the steps a ratio compares lie seconds apart: a slow spell of a shared
+    machine, or its clock drifting over minutes, hits both sides alike. args.steps rounds follow
+    each of args.repeats fresh builds (one process's allocation can leave a model persistently ~20%
+    slow on this kind of machine; a rebuild re-rolls it). Then prints the shape line."""
     vocab = ModelConfig().vocab_size
-    fastest: dict = {}
+    times: dict = {key: [] for key in builders}
     for _ in range(args.repeats):
         steps = {key: train_step(build(), args.batch, args.seq_len, vocab) for key, build in builders.items()}
         for step in steps.values():  # warm-up: allocator, optimizer state, memoised position tables
             step()
-        for _ in range(args.steps):
-            for key, step in steps.items():
-                fastest[key] = min(fastest.get(key, float("inf")), step())
+        for round_ in range(args.steps):
+            for key in list(steps)[:: 1 if round_ % 2 == 0 else -1]:
+                times[key].append(steps[key]())
         del steps
-    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, "
-          f"T={args.seq_len}, batch={args.batch}, fastest of {args.repeats} x {args.steps} interleaved steps per model")
-    return {key: args.batch * args.seq_len / seconds for key, seconds in fastest.items()}
+    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, T={args.seq_len}, "
+          f"batch={args.batch}, {args.repeats} builds x {args.steps} rounds of one step per model")
+    return times
+
+
+def paired_ratio(times: dict, key, baseline) -> tuple[float, float, float]:
+    """Speed of `key` against `baseline` (> 1: faster): the median over rounds of the ratio of their
+    step times within a round, and the middle half of those ratios (25th and 75th percentiles)."""
+    ratios = sorted(b / k for k, b in zip(times[key], times[baseline], strict=True))
+    return statistics.median(ratios), *statistics.quantiles(ratios, n=4, method="inclusive")[::2]
+
+
+def tokens_per_second(times: dict, key, args: argparse.Namespace) -> float:
+    """Training tokens/s of `key` at its median step time."""
+    return args.batch * args.seq_len / statistics.median(times[key])

@@ -1,14 +1,16 @@
 """Training throughput per position method, against a plain nanoGPT-style model and a plain matmul.
 
     python benchmarks/train_speed.py [--train-len 256,512] [--methods none,t5,...] [--threads 2]
-                                     [--steps 4] [--repeats 3] [--dim 256] [--layers 4] [--heads 8] [--batch 16]
+                                     [--steps 6] [--repeats 3] [--dim 256] [--layers 4] [--heads 8] [--batch 16]
 
 Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
 backward + AdamW) for each method and its ratio to `none`; posbench `learned` against a plain pre-LN
 GPT of the same shape (SDPA is_causal, learned positions, written out below); and the model's FLOP
 rate (6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
-model's width. The models take turns one step at a time and each one's fastest step counts (a step
-can be slowed by others on a shared machine, never sped up); they are built afresh --repeats times.
+model's width. The models take turns one step at a time (common.paired_step_times); each ratio is
+the median over rounds of the two step times within one round, printed with the middle half of
+those ratios, so a machine whose speed drifts (this VM's swung 2x within minutes) still compares
+like with like. They are built afresh --repeats times.
 Default shape: issue 15's (d = 256).
 Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, learned >= 1.0x plain, FLOP rate >= 0.65
 of the matmul's.
@@ -21,7 +23,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import best_train_rates, parse_shape_args, shape_config  # benchmarks/common.py
+from common import (  # benchmarks/common.py
+    paired_ratio,
+    paired_step_times,
+    parse_shape_args,
+    shape_config,
+    tokens_per_second,
+)
 from torch import nn
 
 from posbench import GPT, ModelConfig
@@ -73,7 +81,7 @@ def matmul_flops(rows: int, d: int, repeats: int = 30) -> float:
 
 
 def main() -> None:
-    args = parse_shape_args(__doc__, steps=4, lengths="256,512", dim=256, methods=",".join(METHODS))
+    args = parse_shape_args(__doc__, steps=6, lengths="256,512", dim=256, methods=",".join(METHODS))
     for length in args.lengths:
         args.seq_len = length
         report(args)
@@ -84,21 +92,21 @@ def report(args) -> None:
     builders = {pos: functools.partial(GPT, shape_config(args, pos)) for pos in names}
     if "learned" in names:
         builders["plain nanoGPT-style"] = functools.partial(PlainGPT, shape_config(args, "learned"))
-    rates = best_train_rates(builders, args)
-    print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s}  target")
+    times = paired_step_times(builders, args)
+    print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s} {'middle half':>12s}  target (on the median)")
     for name in names:
         target = 0.9 if name == "t5" else 0.95
-        ratio = rates[name] / rates["none"]
-        print(f"{name:22s} {rates[name]:10,.0f} {ratio:8.2f}  >= {target} {'ok' if ratio >= target else 'MISS'}")
+        ratio, low, high = paired_ratio(times, name, "none")
+        print(f"{name:22s} {tokens_per_second(times, name, args):10,.0f} {ratio:8.2f} {low:5.2f}-{high:<6.2f}"
+              f"  >= {target} {'ok' if ratio >= target else 'MISS'}")
     if "learned" in names:
-        plain = rates["plain nanoGPT-style"]
-        ratio = rates["learned"] / plain
-        print(f"{'plain nanoGPT-style':22s} {plain:10,.0f}   learned / plain = {ratio:.2f}  "
-              f"(>= 1.0 {'ok' if ratio >= 0.98 else 'MISS'})")
+        ratio, low, high = paired_ratio(times, "learned", "plain nanoGPT-style")
+        print(f"{'plain nanoGPT-style':22s} {tokens_per_second(times, 'plain nanoGPT-style', args):10,.0f}   "
+              f"learned / plain = {ratio:.2f} ({low:.2f}-{high:.2f}; >= 1.0 {'ok' if ratio >= 0.98 else 'MISS'})")
 
     params = GPT(shape_config(args, "none")).num_params()
     flops_per_token = 6 * params + 12 * args.layers * args.dim * args.seq_len
-    model_rate = flops_per_token * rates["none"]
+    model_rate = flops_per_token * tokens_per_second(times, "none", args)
     machine = matmul_flops(args.batch * args.seq_len, args.dim)
     print(f"model FLOP rate {model_rate / 1e9:.1f} GFLOP/s ({params:,} params, {flops_per_token / 1e6:.1f} "
           f"MFLOP/token); plain fp32 matmul {machine / 1e9:.1f} GFLOP/s; "

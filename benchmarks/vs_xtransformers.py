@@ -7,7 +7,8 @@ Both sides get the same shape (layers, width, heads, head size, 4x GELU MLP, tie
 and the same training step (forward + cross-entropy + backward + AdamW, `posbench.bench.train_rate`).
 x-transformers gets its fastest settings for each method: `attn_flash=True` (SDPA) wherever it
 allows it (it refuses it for T5), full-width rotary (`rotary_emb_dim` = head size). Models take
-turns one step at a time and each one's fastest step counts, so drift in machine speed hits both sides alike.
+turns one step at a time; the ratio is the median over rounds of the two sides' step times within
+a round (with the middle half of those ratios), so drift in machine speed hits both sides alike.
 Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly faster in posbench.
 """
 
@@ -16,7 +17,13 @@ from __future__ import annotations
 import functools
 
 import torch
-from common import best_train_rates, parse_shape_args, shape_config  # benchmarks/common.py
+from common import (  # benchmarks/common.py
+    paired_ratio,
+    paired_step_times,
+    parse_shape_args,
+    shape_config,
+    tokens_per_second,
+)
 
 from posbench import GPT, ModelConfig
 
@@ -60,13 +67,16 @@ def main() -> None:
         builders["posbench", pos] = functools.partial(GPT, shape_config(args, pos))
         builders["x-transformers", pos] = functools.partial(xt_model, shape_config(args, pos), pos)
     models = {key: build() for key, build in builders.items()}  # for the parameter counts
-    rates = best_train_rates(builders, args)
-    print(f"{'method':10s} {'posbench tok/s':>15s} {'x-transformers':>15s} {'ratio':>6s}  params (posbench / x-t)")
+    times = paired_step_times(builders, args)
+    print(f"{'method':10s} {'posbench tok/s':>15s} {'x-transformers':>15s} {'ratio':>6s} {'middle half':>12s}  "
+          "params (posbench / x-t)")
     for pos in XT_FLAGS:
-        ours, theirs = rates["posbench", pos], rates["x-transformers", pos]
+        ours, theirs = (tokens_per_second(times, (lib, pos), args) for lib in ("posbench", "x-transformers"))
+        ratio, low, high = paired_ratio(times, ("posbench", pos), ("x-transformers", pos))
         n_ours = sum(p.numel() for p in models["posbench", pos].parameters())
         n_theirs = sum(p.numel() for p in models["x-transformers", pos].parameters())
-        print(f"{pos:10s} {ours:15,.0f} {theirs:15,.0f} {ours / theirs:6.2f}  {n_ours:,} / {n_theirs:,}")
+        print(f"{pos:10s} {ours:15,.0f} {theirs:15,.0f} {ratio:6.2f} {low:5.2f}-{high:<6.2f}  "
+              f"{n_ours:,} / {n_theirs:,}")
 
 
 if __name__ == "__main__":
