@@ -3,9 +3,11 @@
 Each (method, length) runs in a fresh subprocess, so ru_maxrss is that evaluation's peak alone.
 Targets (issues 9 and 15): the default small model evaluates 16384 tokens in < 4 GB, peak memory
 growing about linearly in length; at the longest length ALiBi, T5 and KERPLE take <= 1.3x rotary's
-time (its bias-free fused causal kernel), FIRE <= 2x. The ratios print when rotary is measured.
+time (its bias-free fused causal kernel), FIRE <= 2x. The ratios print when rotary is measured: each
+from --rounds rounds of fresh processes in turns (rotary then the method, the method then rotary), the
+median of the rounds' ratios, with their range.
 
-    .venv/bin/python benchmarks/eval_memory.py [--pos rotary,alibi,t5,kerple,fire] [--lengths 4096,16384]
+    .venv/bin/python benchmarks/eval_memory.py [--pos rotary,alibi,t5,kerple,fire] [--lengths 4096,16384] [--rounds 3]
 
 Peak RSS also counts memory glibc keeps after torch frees it: the per-chunk attention temporaries
 of the bias methods vary in size and fragment the heap, so plain RSS is noisy from run to run. Each
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pos", default="rotary,alibi,t5,kerple,fire", help="position methods, comma-separated")
     parser.add_argument("--lengths", default="4096,16384", help="window lengths, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of rotary and each method in turns, for the time ratios")
     parser.add_argument("--child", nargs=2, metavar=("POS", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,21 +91,30 @@ def main() -> None:
                           f"{fixed['peak_mb'] / first[1]:.2f}", f"{seconds:.1f}")
         table.add_section()
     Console().print(table)
-    report_targets(longest, lengths[-1])
+    report_targets(longest, lengths[-1], args.rounds)
 
 
-def report_targets(longest: dict[str, dict], length: int) -> None:
-    """Each method's time at `length` against rotary's, and its peak memory, with the issue's targets."""
+def report_targets(longest: dict[str, dict], length: int, rounds: int) -> None:
+    """Each method's time at `length` against rotary's, with the issue's targets, and its peak memory.
+    The time ratios come from rounds of fresh processes in turns (rotary first, then the method first),
+    one ratio per round; printed: their median and range (a drift of the machine's speed over the
+    minutes between the table's rows would otherwise pass for a difference between methods)."""
     if "rotary" not in longest:
         return
-    base = longest["rotary"]["seconds"]
     for pos, run in longest.items():
+        if pos == "rotary":
+            continue
+        ratios = []
+        for round_ in range(rounds):
+            order = ("rotary", pos) if round_ % 2 == 0 else (pos, "rotary")
+            seconds = {name: measure(name, length, {})["seconds"] for name in order}
+            ratios.append(seconds[pos] / seconds["rotary"])
+        ratio = statistics.median(ratios)
         target = TIME_TARGETS.get(pos)
-        ratio = run["seconds"] / base
         verdict = "" if target is None else f"  (<= {target} {'ok' if ratio <= target else 'MISS'})"
         memory = "ok" if run["peak_mb"] < 4096 else "MISS"
-        print(f"{pos:10s} {length} tokens: {run['seconds']:6.1f} s = {ratio:.2f}x rotary{verdict}; "
-              f"peak {run['peak_mb']:,.0f} MB (< 4096 {memory})")
+        print(f"{pos:10s} {length} tokens: {ratio:.2f}x rotary's time (median of {rounds} rounds in turns, "
+              f"{min(ratios):.2f}-{max(ratios):.2f}){verdict}; peak {run['peak_mb']:,.0f} MB (< 4096 {memory})")
 
 
 TIME_TARGETS = {"alibi": 1.3, "t5": 1.3, "kerple": 1.3, "fire": 2.0}  # x rotary's time, issue 15

@@ -24,3 +24,8 @@ def test_train_speed_runs_and_prints_ratios():
 def test_eval_memory_child_measures_one_window():
     out = run(str(BENCHMARKS / "eval_memory.py"), "--child", "fire", "64")
     assert set(json.loads(out.strip().splitlines()[-1])) == {"base_mb", "peak_mb", "seconds", "loss"}
+
+
+def test_eval_memory_prints_time_ratios_from_rounds_in_turns():
+    out = run(str(BENCHMARKS / "eval_memory.py"), "--pos", "rotary,fire", "--lengths", "64", "--rounds", "1")
+    assert "fire" in out and "x rotary's time (median of 1 rounds in turns" in out and "<= 2.0" in out
