@@ -61,7 +61,7 @@ MUTANTS = [
     Mutant("sinusoid: natural log base instead of 10000", "positions/base.py",
            "inv_freq = 10000.0 ** (", "inv_freq = 2.718281828 ** (", (P, REF)),
     Mutant("relative_distance: j - i instead of i - j", "positions/base.py",
-           "    return i - j\n", "    return j - i\n", (P, M)),
+           "    return i - j\n", "    return j - i\n", (P, M, H)),
     Mutant("rotary: rotate_half sign flipped", "positions/rotary.py",
            "return torch.cat((-x2, x1), dim=-1)", "return torch.cat((x2, -x1), dim=-1)", (REF, P)),
     Mutant("rotary: cos and sin swapped", "positions/rotary.py",
