@@ -65,17 +65,21 @@ def train_step(model: torch.nn.Module, batch: int, train_len: int, vocab: int):
     return step
 
 
-def paired_step_times(builders: dict, args: argparse.Namespace) -> dict:
+def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | None = None) -> dict:
     """Seconds of every training step of each model, by round. `builders` maps a name to a function
     that builds the model. In each round every model takes one step, in turns (the order reversed
     every other round), so the steps a ratio compares lie seconds apart: a slow spell of a shared
     machine, or its clock drifting over minutes, hits both sides alike. args.steps rounds follow
     each of args.repeats fresh builds (one process's allocation can leave a model persistently ~20%
-    slow on this kind of machine; a rebuild re-rolls it). Then prints the shape line."""
+    slow on this kind of machine; a rebuild re-rolls it). `also` maps more names to functions that
+    time something else in each round (returning seconds), e.g. the machine's plain matmul. Then
+    prints the shape line."""
     vocab = ModelConfig().vocab_size
-    times: dict = {key: [] for key in builders}
+    also = also or {}
+    times: dict = {key: [] for key in [*builders, *also]}
     for _ in range(args.repeats):
         steps = {key: train_step(build(), args.batch, args.seq_len, vocab) for key, build in builders.items()}
+        steps.update(also)
         for step in steps.values():  # warm-up: allocator, optimizer state, memoised position tables
             step()
         for round_ in range(args.steps):
