@@ -94,7 +94,7 @@ def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | Non
 def paired_ratio(times: dict, key, baseline) -> tuple[float, float, float]:
     """Speed of `key` against `baseline` (> 1: faster): the median over rounds of the ratio of their
     step times within a round, and the middle half of those ratios (25th and 75th percentiles)."""
-    ratios = sorted(b / k for k, b in zip(times[key], times[baseline], strict=True))
+    ratios = [b / k for k, b in zip(times[key], times[baseline], strict=True)]
     return statistics.median(ratios), *statistics.quantiles(ratios, n=4, method="inclusive")[::2]
 
 

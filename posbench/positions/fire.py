@@ -98,9 +98,9 @@ class FirePosition(PositionMethod):
         u = self.normalized_distance(q_pos, k_pos)  # (q, k)
         if torch.compiler.is_compiling():  # the graph fuses the plain MLP (a varying unit count would break it)
             return self.mlp(u[..., None]).permute(2, 0, 1).contiguous()  # (H, q, k)
-        q_len, k_len = u.shape
-        # With a gradient, one tile: autograd would clone the whole bias gradient per tile written
-        rows, keys = (q_len, k_len) if torch.is_grad_enabled() else TILE
+        if torch.is_grad_enabled():  # one tile: autograd would clone the whole bias gradient per tile written
+            return self.mlp_over(u)  # (H, q, k)
+        (q_len, k_len), (rows, keys) = u.shape, TILE
         bias = u.new_empty(self.n_head, q_len, k_len)  # (H, q, k): SDPA reads a mask fastest key-contiguous
         for a in range(0, q_len, rows):
             for s in range(0, k_len, keys):
