@@ -80,14 +80,24 @@ def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | Non
     for _ in range(args.repeats):
         steps = {key: train_step(build(), args.batch, args.seq_len, vocab) for key, build in builders.items()}
         steps.update(also)
-        for step in steps.values():  # warm-up: allocator, optimizer state, memoised position tables
-            step()
-        for round_ in range(args.steps):
-            for key in list(steps)[:: 1 if round_ % 2 == 0 else -1]:
-                times[key].append(steps[key]())
+        for key, seconds in paired_times(steps, args.steps).items():
+            times[key] += seconds
         del steps
     print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, T={args.seq_len}, "
           f"batch={args.batch}, {args.repeats} builds x {args.steps} rounds of one step per model")
+    return times
+
+
+def paired_times(steps: dict, rounds: int) -> dict:
+    """{name: [seconds per round]}: each of `steps` (functions that time one step and return its
+    seconds) is run once to warm up (allocator, optimizer state, memoised tables), then once per
+    round, in turns, the order reversed every other round."""
+    for step in steps.values():
+        step()
+    times: dict = {key: [] for key in steps}
+    for round_ in range(rounds):
+        for key in list(steps)[:: 1 if round_ % 2 == 0 else -1]:
+            times[key].append(steps[key]())
     return times
 
 
@@ -95,6 +105,8 @@ def paired_ratio(times: dict, key, baseline) -> tuple[float, float, float]:
     """Speed of `key` against `baseline` (> 1: faster): the median over rounds of the ratio of their
     step times within a round, and the middle half of those ratios (25th and 75th percentiles)."""
     ratios = [b / k for k, b in zip(times[key], times[baseline], strict=True)]
+    if len(ratios) < 2:  # one round: no spread to show
+        return ratios[0], ratios[0], ratios[0]
     return statistics.median(ratios), *statistics.quantiles(ratios, n=4, method="inclusive")[::2]
 
 

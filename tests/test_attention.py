@@ -95,6 +95,24 @@ def test_biased_attention_equals_the_masked_softmax_forward_and_gradient(pos, q_
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_biased_attention_gradient_is_exact_where_probabilities_underflow(monkeypatch):
+    """A steep bias (slope 30 per token: log-probabilities down to about -870, far below where exp
+    underflows, ~-87) and -inf on future keys: the backward's 2^x form of the probabilities gives the
+    reference's gradients of q, k, v and of the bias, in row blocks of 7."""
+    monkeypatch.setattr(attention, "ROW_BLOCK", 7)
+    distance = (torch.arange(30)[:, None] - torch.arange(30)[None, :]).float()  # (T, T) i - j
+    steep = (-30 * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf")).expand(4, -1, -1)
+    results = []
+    for run in (BiasedAttention.apply, lambda q, k, v, b: torch.softmax(q @ k.mT / 8**0.5 + b, -1) @ v):
+        q, k, v = qkv(30, 30, requires_grad=True)
+        bias = steep.clone().requires_grad_()
+        out = run(q, k, v, bias)
+        weights = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
+        results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v, bias])))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_biased_attention_is_not_taken_without_a_gradient_to_the_bias(monkeypatch):
     """ALiBi's fixed slopes need no mask gradient: SDPA's own fused backward serves it."""
     method = tiny_model("alibi").pos.train()

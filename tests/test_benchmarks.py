@@ -29,3 +29,9 @@ def test_eval_memory_child_measures_one_window():
 def test_eval_memory_prints_time_ratios_from_rounds_in_turns():
     out = run(str(BENCHMARKS / "eval_memory.py"), "--pos", "rotary,fire", "--lengths", "64", "--rounds", "1")
     assert "fire" in out and "x rotary's time (median of 1 rounds in turns" in out and "<= 2.0" in out
+
+
+def test_attention_backward_prints_ratios_to_sdpa():
+    out = run(str(BENCHMARKS / "attention_backward.py"), "--train-len", "16", "--dim", "16", "--heads", "2",
+              "--batch", "2", "--steps", "1")
+    assert "x SDPA causal" in out and "mild" in out and "steep (slope 1.0)" in out
