@@ -9,10 +9,12 @@ from .base import PositionMethod
 from .ids import Positions
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension (the GPT-NeoX pairing)."""
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin (HF's form; rotate_half: (x1, x2) -> (-x2, x1) on the two halves
+    of the last dimension, the GPT-NeoX pairing), as x * cos + (x2, x1) * signed_sin, signed_sin
+    being sin with its first half negated: one pass fewer over x, forward and backward."""
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    return torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), signed_sin)
 
 
 class RotaryPosition(PositionMethod):
@@ -55,17 +57,27 @@ class RotaryPosition(PositionMethod):
     def cos_sin(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, hd) cos and sin for `positions`, computed for any position (times attn_scale, 1 unless
         YaRN set it)."""
+        cos, sin, _ = self._rope_tables(positions, device, dtype)
+        return cos, sin
+
+    def _rope_tables(self, positions: Positions, device, dtype) -> torch.Tensor:
+        """(3, T, hd): cos, sin and sin with its first half negated (rotate_pairs' signed_sin)."""
 
         def build():
             angles = positions.tensor(device).float()[:, None] * self.inv_freq(device)[None, :]  # (T, hd/2)
-            angles = torch.cat((angles, angles), dim=-1)  # (T, hd): same angle for both halves
-            return (torch.stack((angles.cos(), angles.sin())) * self.attn_scale).to(dtype)
+            cos, sin = angles.cos(), angles.sin()
+            # (T, hd) each: the same angle for both halves of the channels
+            tables = torch.stack((torch.cat((cos, cos), -1), torch.cat((sin, sin), -1), torch.cat((-sin, sin), -1)))
+            return (tables * self.attn_scale).to(dtype)
 
-        cos, sin = self.cached(("rope", device, dtype), build, positions)
-        return cos, sin
+        return self.cached(("rope", device, dtype), build, positions)
+
+    def rotation(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, ...]:
+        """(T, hd) cos and signed sin for the queries, then for the keys (rotate_pairs): the same
+        for rotary; xPos scales them apart."""
+        cos, _, signed_sin = self._rope_tables(positions, device, dtype)
+        return cos, signed_sin, cos, signed_sin
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: Positions) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.cos_sin(positions, q.device, q.dtype)  # (T, hd) each
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        return q, k
+        q_cos, q_sin, k_cos, k_sin = self.rotation(positions, q.device, q.dtype)  # (T, hd) each
+        return rotate_pairs(q, q_cos, q_sin), rotate_pairs(k, k_cos, k_sin)

@@ -49,6 +49,15 @@ class XposPosition(RotaryPosition):
         if end > limit:
             raise LengthError(f"'xpos' positions stop at {limit:,} in {str(q.dtype).removeprefix('torch.')} "
                               f"(its decay scale overflows); positions up to {end:,} were asked for")
-        q, k = super().rotate(q, k, positions)  # (B, H, T, hd) each
-        scale, inverse = self.decay(positions, q.device, q.dtype)  # (T, hd) each
-        return q * scale, k * inverse
+        return super().rotate(q, k, positions)
+
+    def rotation(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, ...]:
+        """Rotary's cos and signed sin times the decay for the queries, times its inverse for the keys
+        (folded into the tables: no pass over q and k of its own)."""
+
+        def build():
+            cos, signed_sin, _, _ = super(XposPosition, self).rotation(positions, device, torch.float32)
+            scale, inverse = self.decay(positions, device, torch.float32)  # (T, hd) each
+            return torch.stack((cos * scale, signed_sin * scale, cos * inverse, signed_sin * inverse)).to(dtype)
+
+        return tuple(self.cached(("xpos rotation", device, dtype), build, positions))
