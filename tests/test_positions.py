@@ -385,14 +385,32 @@ def test_shift_invariant_flag_tells_the_truth(pos):
     assert torch.equal(near, far) == method.shift_invariant
 
 
-def test_ranges_are_memoised_by_start_and_length_explicit_ids_within_one_pass_only():
-    """The common case stays as fast as before explicit ids: a range's distances are memoised by
-    (start, length); a fresh draw of ids (randomized positions) never enters the lasting memo."""
+@pytest.mark.parametrize("pos", [name for name, cls in METHODS.items() if cls(tiny_config(name)).shift_invariant])
+@pytest.mark.parametrize(("q_len", "k_len", "q_start", "k_start"), [(6, 6, 0, 0), (3, 9, 6, 0), (4, 5, 40, 3)])
+def test_bias_laid_along_diagonals_equals_the_bias_per_query_and_key(pos, q_len, k_len, q_start, k_start):
+    """At ranges of ids a shift-invariant method's bias is evaluated once per distance and laid along
+    the diagonals: the same values as distance_bias of every query's id minus every key's (future
+    keys included, queries mid-window, keys not from 0), and the same parameter gradients."""
+    method = METHODS[pos](tiny_config(pos))
+    q_ids, k_ids = torch.arange(q_start, q_start + q_len), torch.arange(k_start, k_start + k_len)
+    weights = torch.randn(method.n_head, q_len, k_len, generator=torch.Generator().manual_seed(0))
+    results = []
+    for bias in (method.score_bias(Positions(q_start, q_len), Positions(k_start, k_len)),
+                 method.distance_bias(q_ids[:, None] - k_ids[None, :])):
+        params = [p for p in method.parameters() if p.requires_grad]
+        grads = torch.autograd.grad((bias * weights).sum(), params) if params else ()
+        results.append((bias.detach(), *grads))
+    assert results[0][0].is_contiguous() and torch.equal(results[0][0], results[1][0])
+    for got, want in zip(results[0][1:], results[1][1:], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_ranges_need_no_lasting_memo_explicit_ids_share_theirs_within_one_pass_only():
+    """At ranges the bias is built from Tq + Tk - 1 distances, nothing memoised; a fresh draw of ids
+    (randomized positions) never enters the lasting memo, and one forward pass builds it once."""
     alibi = METHODS["alibi"](tiny_config("alibi"))
     bias = alibi.score_bias(Positions(3, 5), Positions(0, 8))  # (H, 5, 8)
-    [distance] = alibi._static.values()  # (5, 8), memoised by the two ranges
-    assert torch.equal(alibi.score_bias(Positions(3, 5), Positions(0, 8)), bias)
-    assert list(alibi._static.values()) == [distance]  # looked up, not rebuilt
+    assert not alibi._static
     ids = Positions.explicit(torch.arange(3, 8))
     assert torch.equal(alibi.score_bias(ids, Positions(0, 8)), bias)
     assert not any(isinstance(part, tuple) and part[0] == "ids" for key in alibi._static for part in key)

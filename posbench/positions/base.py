@@ -55,6 +55,12 @@ class PositionMethod(nn.Module):
         if not self.shift_invariant:
             return None
         device = self.device
+        if q_pos.is_range and k_pos.is_range:
+            # i - j runs over Tq + Tk - 1 values: the bias once per distance, laid along the diagonals
+            # (its gradient: their sums), not once per (query, key)
+            first = q_pos.start - k_pos.end() + 1  # query 0, last key
+            distance = torch.arange(first, first + len(q_pos) + len(k_pos) - 1, device=device)
+            return along_diagonals(self.distance_bias(distance), len(q_pos), len(k_pos))
 
         def build():
             return position_distance(q_pos, k_pos, device)  # (q, k)
@@ -147,6 +153,14 @@ def relative_distance(q_len: int, k_len: int, start: int, device) -> torch.Tenso
     i = torch.arange(start, start + q_len, device=device)[:, None]
     j = torch.arange(k_len, device=device)[None, :]
     return i - j
+
+
+def along_diagonals(per_distance: torch.Tensor, q_len: int, k_len: int) -> torch.Tensor:
+    """(H, q_len + k_len - 1) values by distance i - j, smallest first (query 0, key k_len - 1) ->
+    the (H, q_len, k_len) matrix of query i, key j, a new contiguous tensor: entry i + (k_len - 1 - j)
+    of the vector. Reversed, the vector's windows of k_len give the rows from the last query up."""
+    rows_last_first = per_distance.flip(-1).unfold(-1, k_len, 1)  # (H, q, k) view: row s is query q-1-s
+    return rows_last_first.flip(-2).contiguous()
 
 
 def position_distance(q_pos: Positions, k_pos: Positions, device) -> torch.Tensor:
