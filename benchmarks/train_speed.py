@@ -4,13 +4,16 @@
                                      [--steps 6] [--repeats 3] [--dim 256] [--layers 4] [--heads 8] [--batch 16]
 
 Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
-backward + AdamW) for each method and its ratio to `none`; posbench `learned` against a plain pre-LN
-GPT of the same shape (SDPA is_causal, learned positions, written out below); and the model's FLOP
-rate (6 * params + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
-model's width, timed in every round too. The models take turns one step at a time
-(common.paired_step_times); each ratio is the median over rounds of the two step times within one
-round, printed with the middle half of those ratios, so a machine whose speed drifts (this VM's
-swung 2x within minutes) still compares like with like. They are built afresh --repeats times.
+backward + AdamW) for each method and its ratio to `none` (built twice: the ratio is against the
+mean of the two builds' step times in the round, and the two builds' own ratio is printed as the
+run's resolution, since a build can stay a few % faster or slower than an identical one); posbench
+`learned` against a plain pre-LN GPT of the same shape (SDPA is_causal, learned positions, written
+out below); and the model's FLOP rate (6 * params + 12 * layers * d * T per token, PaLM appendix B)
+against a plain fp32 matmul of the model's width, timed in every round too. The models take turns
+one step at a time (common.paired_step_times); each ratio is the median over rounds of the two step
+times within one round, printed with the middle half of those ratios, so a machine whose speed
+drifts (this VM's swung 2x within minutes) still compares like with like. They are built afresh
+--repeats times.
 Default shape: issue 15's (d = 256).
 Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, learned >= 1.0x plain, FLOP rate >= 0.65
 of the matmul's.
@@ -91,19 +94,28 @@ def main() -> None:
         report(args)
 
 
+AGAIN = "none, 2nd build"  # the yardstick built twice: how far apart two identical models measure
+YARDSTICK = "none (both builds)"  # per round, the mean of the two: what every ratio is against
+
+
 def report(args) -> None:
     names = list(dict.fromkeys(["none", *args.methods]))  # `none` is the yardstick, always measured
     builders = {pos: functools.partial(GPT, shape_config(args, pos)) for pos in names}
+    builders[AGAIN] = builders["none"]
     if "learned" in names:
         builders["plain nanoGPT-style"] = functools.partial(PlainGPT, shape_config(args, "learned"))
     matmul, matmul_flops = matmul_step(args.batch * args.seq_len, args.dim)
     times = paired_step_times(builders, args, also={"matmul": matmul})
+    times[YARDSTICK] = [(a + b) / 2 for a, b in zip(times["none"], times[AGAIN], strict=True)]
     print(f"{'method':22s} {'tokens/s':>10s} {'vs none':>8s} {'middle half':>12s}  target (on the median)")
     for name in names:
         target = 0.9 if name == "t5" else 0.95
-        ratio, low, high = paired_ratio(times, name, "none")
+        ratio, low, high = paired_ratio(times, name, YARDSTICK)
         print(f"{name:22s} {tokens_per_second(times, name, args):10,.0f} {ratio:8.2f} {low:5.2f}-{high:<6.2f}"
               f"  >= {target} {'ok' if ratio >= target else 'MISS'}")
+    ratio, low, high = paired_ratio(times, AGAIN, "none")
+    print(f"{AGAIN:22s} {tokens_per_second(times, AGAIN, args):10,.0f}   2nd build / 1st = {ratio:.2f} "
+          f"({low:.2f}-{high:.2f}): two identical models, this run's resolution")
     if "learned" in names:
         ratio, low, high = paired_ratio(times, "learned", "plain nanoGPT-style")
         print(f"{'plain nanoGPT-style':22s} {tokens_per_second(times, 'plain nanoGPT-style', args):10,.0f}   "
@@ -111,12 +123,12 @@ def report(args) -> None:
 
     params = GPT(shape_config(args, "none")).num_params()
     flops_per_token = 6 * params + 12 * args.layers * args.dim * args.seq_len
-    model_rate = flops_per_token * tokens_per_second(times, "none", args)
+    model_rate = flops_per_token * tokens_per_second(times, YARDSTICK, args)
     machine = matmul_flops / statistics.median(times["matmul"])
     # both timed in every round: the ratio of the two within a round, median over rounds
     flops_per_step = flops_per_token * args.batch * args.seq_len
     ratio = statistics.median(flops_per_step / t_model / (matmul_flops / t_matmul)
-                              for t_model, t_matmul in zip(times["none"], times["matmul"], strict=True))
+                              for t_model, t_matmul in zip(times[YARDSTICK], times["matmul"], strict=True))
     print(f"model FLOP rate {model_rate / 1e9:.1f} GFLOP/s ({params:,} params, {flops_per_token / 1e6:.1f} "
           f"MFLOP/token); plain fp32 matmul {machine / 1e9:.1f} GFLOP/s; "
           f"ratio {ratio:.2f}, paired by round (>= 0.65 {'ok' if ratio >= 0.65 else 'MISS'})\n")

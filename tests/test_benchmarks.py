@@ -19,6 +19,7 @@ def test_train_speed_runs_and_prints_ratios():
     out = run(str(BENCHMARKS / "train_speed.py"), "--train-len", "16", "--dim", "32", "--layers", "1",
               "--heads", "2", "--batch", "2", "--steps", "1", "--methods", "t5,learned")
     assert "t5" in out and "vs none" in out and "learned / plain" in out and "model FLOP rate" in out
+    assert "2nd build / 1st" in out  # the yardstick built twice: the run's resolution
 
 
 def test_eval_memory_child_measures_one_window():
