@@ -121,11 +121,10 @@ def distance_vector(pos: PositionMethod, q_pos: Positions, k_pos: Positions, dty
     n = r + j', and the key is causal (j <= Tk-Tq+r) exactly when n >= Tq-1. Entry n holds the bias
     at that distance, or -inf past the causal limit. Built once per forward pass for all layers."""
     q_len, k_len = len(q_pos), len(k_pos)
-    device = pos.device
 
     def build() -> torch.Tensor:
-        n = torch.arange(q_len + k_len - 1, device=device)
-        bias = pos.distance_bias(n + (q_pos.start - k_pos.start - (k_len - 1)))  # (H, Tq + Tk - 1)
+        n = torch.arange(q_len + k_len - 1, device=pos.device)
+        bias = pos.bias_by_distance(q_pos, k_pos)  # (H, Tq + Tk - 1): entry n at the distance above
         return bias.to(dtype).masked_fill(n < q_len - 1, float("-inf"))
 
     return pos.per_pass(("diagonals", q_len, k_len, dtype), build, q_pos, k_pos)

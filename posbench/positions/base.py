@@ -56,11 +56,9 @@ class PositionMethod(nn.Module):
             return None
         device = self.device
         if q_pos.is_range and k_pos.is_range:
-            # i - j runs over Tq + Tk - 1 values: the bias once per distance, laid along the diagonals
-            # (its gradient: their sums), not once per (query, key)
-            first = q_pos.start - k_pos.end() + 1  # query 0, last key
-            distance = torch.arange(first, first + len(q_pos) + len(k_pos) - 1, device=device)
-            return along_diagonals(self.distance_bias(distance), len(q_pos), len(k_pos))
+            # the bias once per distance, laid along the diagonals (its gradient: their sums), not
+            # once per (query, key)
+            return along_diagonals(self.bias_by_distance(q_pos, k_pos), len(q_pos), len(k_pos))
 
         def build():
             return position_distance(q_pos, k_pos, device)  # (q, k)
@@ -73,6 +71,12 @@ class PositionMethod(nn.Module):
         method whose bias depends on i - j alone overrides this instead of score_bias: long windows
         then take one (H, Tq + Tk - 1) vector of it instead of (H, Tq, Tk) (attention.py)."""
         raise NotImplementedError
+
+    def bias_by_distance(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
+        """(H, Tq + Tk - 1) distance_bias at every distance i - j between queries at q_pos and keys at
+        k_pos (both ranges: i - j steps by one), smallest first (query 0, last key)."""
+        first = q_pos.start - k_pos.end() + 1
+        return self.distance_bias(torch.arange(first, first + len(q_pos) + len(k_pos) - 1, device=self.device))
 
     def describe(self, length: int) -> dict:
         """JSON-able parameters that shape attention, for probes and reports; {} when there are none.
