@@ -54,11 +54,11 @@ class PositionMethod(nn.Module):
         A method with a distance_bias gets it from there; others with a bias override this."""
         if not self.shift_invariant:
             return None
-        device = self.device
         if q_pos.is_range and k_pos.is_range:
             # the bias once per distance, laid along the diagonals (its gradient: their sums), not
             # once per (query, key)
             return along_diagonals(self.bias_by_distance(q_pos, k_pos), len(q_pos), len(k_pos))
+        device = self.device  # explicit ids: the distance of every (query, key), built once per pass
 
         def build():
             return position_distance(q_pos, k_pos, device)  # (q, k)
