@@ -57,17 +57,18 @@ class RotaryPosition(PositionMethod):
     def cos_sin(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, hd) cos and sin for `positions`, computed for any position (times attn_scale, 1 unless
         YaRN set it)."""
-        cos, sin, _ = self._rope_tables(positions, device, dtype)
-        return cos, sin
+        cos, signed_sin = self._rope_tables(positions, device, dtype)
+        first, second = signed_sin.chunk(2, dim=-1)
+        return cos, torch.cat((-first, second), dim=-1)
 
     def _rope_tables(self, positions: Positions, device, dtype) -> torch.Tensor:
-        """(3, T, hd): cos, sin and sin with its first half negated (rotate_pairs' signed_sin)."""
+        """(2, T, hd): cos, and sin with its first half negated (rotate_pairs' signed_sin)."""
 
         def build():
             angles = positions.tensor(device).float()[:, None] * self.inv_freq(device)[None, :]  # (T, hd/2)
             cos, sin = angles.cos(), angles.sin()
             # (T, hd) each: the same angle for both halves of the channels
-            tables = torch.stack((torch.cat((cos, cos), -1), torch.cat((sin, sin), -1), torch.cat((-sin, sin), -1)))
+            tables = torch.stack((torch.cat((cos, cos), -1), torch.cat((-sin, sin), -1)))
             return (tables * self.attn_scale).to(dtype)
 
         return self.cached(("rope", device, dtype), build, positions)
@@ -75,7 +76,7 @@ class RotaryPosition(PositionMethod):
     def rotation(self, positions: Positions, device, dtype) -> tuple[torch.Tensor, ...]:
         """(T, hd) cos and signed sin for the queries, then for the keys (rotate_pairs): the same
         for rotary; xPos scales them apart."""
-        cos, _, signed_sin = self._rope_tables(positions, device, dtype)
+        cos, signed_sin = self._rope_tables(positions, device, dtype)
         return cos, signed_sin, cos, signed_sin
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: Positions) -> tuple[torch.Tensor, torch.Tensor]:
