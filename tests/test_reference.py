@@ -350,19 +350,42 @@ def test_rotary_equals_hf_llama_rotary(start):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_xpos_is_rotary_times_the_torchscale_decay():
+def torchscale_xpos(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
     """microsoft/torchscale, torchscale/component/xpos_relative_position.py: scale_i =
     (2i + 0.4 d) / (1.4 d) per pair, queries times scale^(n / scale_base), keys times its inverse
-    (scale_base 512). posbench pairs channels as halves (GPT-NeoX), not torchscale's every-two, and does
-    not re-centre positions per call (docs/methods.md): so the decay is expanded to both halves."""
+    (scale_base 512), on HF's rotation. posbench pairs channels as halves (GPT-NeoX), not torchscale's
+    every-two, and does not re-centre positions per call (docs/methods.md): so the decay is expanded
+    to both halves."""
+    d = q.size(-1)
+    scale = (torch.arange(0, d, 2) + 0.4 * d) / (1.4 * d)  # (d/2,)
+    decay = scale[None, :] ** (positions.float()[:, None] / 512)  # (T, d/2)
+    decay = torch.cat((decay, decay), dim=-1)
+    rq, rk = hf_rotary(q, k, positions)
+    return rq * decay, rk / decay
+
+
+def test_xpos_is_rotary_times_the_torchscale_decay():
     xpos = gpt("xpos", n_head=2, d_model=32).pos  # head dim 16
     q, k = torch.randn(2, 1, 2, 10, 16, generator=torch.Generator().manual_seed(1)).unbind(0)
-    start, d = 5, 16
-    positions = torch.arange(start, start + 10).float()
-    scale = (torch.arange(0, d, 2) + 0.4 * d) / (1.4 * d)  # (d/2,)
-    decay = scale[None, :] ** (positions[:, None] / 512)  # (T, d/2)
-    decay = torch.cat((decay, decay), dim=-1)
-    rq, rk = hf_rotary(q, k, positions.long())
-    got_q, got_k = xpos.rotate(q, k, Positions(start, 10))
-    torch.testing.assert_close(got_q, rq * decay, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got_k, rk / decay, atol=1e-5, rtol=1e-5)
+    expected = torchscale_xpos(q, k, torch.arange(5, 15))
+    for got, want in zip(xpos.rotate(q, k, Positions(5, 10)), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("method", "reference"), [("rotary", hf_rotary), ("xpos", torchscale_xpos)])
+def test_rotation_gradient_equals_autograd_through_the_reference(method, reference):
+    """The rotation has its own backward (the rotation back): q's and k's gradients must equal
+    autograd's through the transcribed references, for q, k strided views of one projection as in
+    the model."""
+    pos = gpt(method, n_head=2, d_model=32).pos  # head dim 16
+    qkv = torch.randn(3, 10, 3, 2, 16, generator=torch.Generator().manual_seed(2))  # (B, T, 3, H, hd)
+    grads = torch.randn(2, 3, 2, 10, 16, generator=torch.Generator().manual_seed(3))  # for q and k
+    results = []
+    for rotate in (lambda q, k: pos.rotate(q, k, Positions(7, 10)), lambda q, k: reference(q, k, torch.arange(7, 17))):
+        leaf = qkv.clone().requires_grad_()
+        q, k, _ = leaf.permute(2, 0, 3, 1, 4)  # (B, H, T, hd) views
+        out = rotate(q, k)
+        torch.autograd.backward(out, list(grads))
+        results.append((*out, leaf.grad))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
