@@ -74,6 +74,8 @@ MUTANTS = [
            "_rotate_halves(grad, cos, -signed_sin)", "_rotate_halves(grad, cos, signed_sin)", (REF,)),
     Mutant("rotary: second half of the output from the first half's tables", "positions/rotary.py",
            "(slice(h, None), x[..., h:], x[..., :h])", "(slice(None, h), x[..., h:], x[..., :h])", (REF, P)),
+    Mutant("rotary: compiled path pairs each half with itself", "positions/rotary.py",
+           "torch.cat((x2, x1), dim=-1), signed_sin)", "torch.cat((x1, x2), dim=-1), signed_sin)", (M,)),
     Mutant("rotary: ignores the offset start", "positions/rotary.py",
            "angles = positions.tensor(device).float()[:, None]",
            "angles = (positions.tensor(device) - positions.tensor(device)[0]).float()[:, None]", (P, M, S)),

@@ -156,6 +156,17 @@ def test_forward_compiles_as_one_graph(pos):
     assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
 
 
+
+@pytest.mark.parametrize("pos", ["rotary", "xpos"])
+def test_compiled_rotation_equals_eager(pos):
+    """Under compile the rotation takes the plain formula (Dynamo cannot trace the eager path's
+    writes into strided halves): traced with eager kernels, the logits must be the eager model's."""
+    model = tiny_model(pos)
+    idx = torch.randint(0, 64, (2, 16))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, backend="eager")(idx), model(idx))
+
 # ----------------------------------------------------------------------------- explicit position ids
 
 

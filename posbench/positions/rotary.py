@@ -14,6 +14,9 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
     of the last dimension, the GPT-NeoX pairing), as x * cos + (x2, x1) * signed_sin, signed_sin
     being sin with its first half negated. x: (..., T, hd), the tables (T, hd), the same angle in
     both halves (a scale too, as xPos's, as long as both halves share it)."""
+    if torch.compiler.is_compiling():  # Dynamo cannot trace writes into strided halves; its kernels fuse this
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), signed_sin)
     return _PairRotation.apply(x, cos, signed_sin)
 
 
