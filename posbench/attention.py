@@ -7,8 +7,11 @@ causal_attention picks the fastest path that gives the same result, in this orde
   - a bias of i - j alone at consecutive positions, with no gradient to it (ALiBi; T5 and KERPLE at
     evaluation): the keys reversed, every query chunk's mask is a Hankel view of one (H, Tq + Tk - 1)
     vector of per-distance values, read by SDPA's fused kernel with no (Tq, Tk) tensor anywhere;
-  - a bias the loss differentiates (T5, KERPLE and FIRE in training), on the CPU: BiasedAttention,
-    SDPA's fused forward and a row-blocked backward that skips future keys and sums the bias gradient;
+  - the same bias with a gradient (T5 and KERPLE in training), on the CPU: DiagonalBiasedAttention,
+    SDPA's fused forward over that Hankel view and a row-blocked backward that skips future keys and
+    sums the bias gradient per distance;
+  - another bias the loss differentiates (FIRE in training, any at explicit ids), on the CPU:
+    BiasedAttention, the same over a (H, Tq, Tk) float mask;
   - otherwise: a float mask per query chunk, at most MASK_BUDGET elements each.
 Every fast path is tested against the plain masked softmax (tests/test_attention.py), forward and gradient.
 """
@@ -22,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .biased_attention import BiasedAttention, DiagonalBiasedAttention, fused_cpu_kernel, hankel_mask
 from .flex import flex_attention, flex_biased_attention
 from .positions import PositionMethod, Positions
 
@@ -36,12 +40,6 @@ PROBE_BUDGET = 1 << 22
 # Queries per SDPA call on the Hankel path: its mask costs no memory, so chunks only skip future keys
 # (a chunk computes up to its last query); 1024 was fastest at 16k tokens on 2 CPU threads.
 HANKEL_CHUNK = 1024
-# Query rows per block of BiasedAttention's backward: (B, H, 32, Tk) temporaries stay in cache.
-ROW_BLOCK = 32
-
-LOG2_E = math.log2(math.e)  # exp(x) = 2^(x log2 e)
-# SDPA's fused CPU kernel, called directly for the log-sum-exp its public wrapper drops
-_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 # A probe's callback: (layer, first query position of the chunk, p: (B, H, chunk, keys) probabilities)
 Visit = Callable[[int, int, torch.Tensor], None]
@@ -64,10 +62,14 @@ def causal_attention(
         return _chunks(q, k, v, pos, q_pos, k_pos, _flex_sdpa)
     compiling = torch.compiler.is_compiling()  # a compiled graph fuses the plain path itself
     bias_learns = pos.has_score_bias and torch.is_grad_enabled() and any(p.requires_grad for p in pos.parameters())
-    if pos.shift_invariant and q_pos.is_range and k_pos.is_range and not compiling and not bias_learns:
-        return hankel_attention(q, k, v, distance_vector(pos, q_pos, k_pos, q.dtype))
-    if (bias_learns and _flash_cpu is not None and q.device.type == "cpu" and q.dtype == torch.float32
-            and not compiling and q.size(1) * Tq * Tk <= MASK_BUDGET):
+    fused_backward = fused_cpu_kernel(q) and not compiling  # the biased attention functions' condition
+    if pos.shift_invariant and q_pos.is_range and k_pos.is_range and not compiling:
+        diagonal = distance_vector(pos, q_pos, k_pos, q.dtype)
+        if not bias_learns:
+            return hankel_attention(q, k, v, diagonal)
+        if fused_backward:
+            return DiagonalBiasedAttention.apply(q, k, v, diagonal)
+    if bias_learns and fused_backward and q.size(1) * Tq * Tk <= MASK_BUDGET:
         return BiasedAttention.apply(q, k, v, causal_mask(pos, q_pos, k_pos, q.device, q.dtype))
     return _chunks(q, k, v, pos, q_pos, k_pos, _masked_sdpa)
 
@@ -143,59 +145,10 @@ def hankel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal
         c = min(HANKEL_CHUNK, Tq - s)
         k_len = Tk - Tq + s + c
         # row r = s + i, reversed key j' = Tk - k_len + l: entry n = r + j' = s + Tk - k_len + i + l
-        mask = diagonal.as_strided((1, H, c, k_len), (0, diagonal.stride(0), 1, 1),
-                                   diagonal.storage_offset() + s + Tk - k_len)  # (1, H, c, k_len)
+        mask = hankel_mask(diagonal, s + Tk - k_len, c, k_len)  # (1, H, c, k_len)
         out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k[:, :, Tk - k_len :], v[:, :, Tk - k_len :],
                                                   attn_mask=mask))
     return torch.cat(out, dim=2)
-
-
-class BiasedAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(hd) + mask) v with a gradient for the mask too, on the CPU. SDPA routes a
-    mask that needs a gradient to its unfused math path (slow, and it keeps a (B, H, Tq, Tk) mask
-    gradient); here the forward is SDPA's fused kernel, which also returns each row's log-sum-exp,
-    and the backward recomputes the probabilities ROW_BLOCK query rows at a time, only over the keys
-    up to the block's last query, summing the score gradient over the batch into the mask's.
-    q: (B, H, Tq, hd), k, v: (B, H, Tk, hd), mask: (H, Tq, Tk) with -inf on future keys."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, mask):
-        out, lse = _flash_cpu(q, k, v, attn_mask=mask[None])  # (B, H, Tq, hd), (B, H, Tq)
-        ctx.save_for_backward(q, k, v, mask, out, lse)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, mask, out, lse = ctx.saved_tensors
-        Tq, Tk = q.size(2), k.size(2)
-        scale = 1 / math.sqrt(q.size(-1))
-        q_scaled = q * scale
-        # probabilities as 2^(log2-scaled scores): torch's exp leaves its vector path wherever the
-        # result underflows (-inf, or log-probabilities below ~-87, common under a steep learned bias:
-        # the whole backward 1.8x slower at ALiBi-like slopes of 1), exp2 does not
-        q_log2, mask_log2, lse_log2 = q * (scale * LOG2_E), mask * LOG2_E, lse * LOG2_E
-        # contiguous once: q, k, v arrive as strided views of one projection, which every row block's
-        # matmul would otherwise copy again
-        k, v, grad_out = k.contiguous(), v.contiguous(), grad_out.contiguous()
-        # Dao 2022 (FlashAttention-2, Alg. 2): dS = P * (dP - rowsum(dO * O)), dP = dO v^T
-        delta = (grad_out * out).sum(-1, keepdim=True)  # (B, H, Tq, 1)
-        dq = torch.empty_like(q)
-        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
-        dmask = torch.zeros_like(mask) if ctx.needs_input_grad[3] else None
-        for a in range(0, Tq, ROW_BLOCK):
-            e = min(Tq, a + ROW_BLOCK)
-            keys = Tk - Tq + e  # the block's last query sees keys 0 .. keys-1
-            rows = slice(a, e)
-            p = q_log2[:, :, rows] @ k[:, :, :keys].transpose(-1, -2)  # (B, H, rows, keys) scores / ln 2
-            p.add_(mask_log2[:, rows, :keys]).sub_(lse_log2[:, :, rows, None]).exp2_()  # probabilities
-            dv[:, :, :keys] += p.transpose(-1, -2) @ grad_out[:, :, rows]
-            ds = grad_out[:, :, rows] @ v[:, :, :keys].transpose(-1, -2)  # dP
-            ds.sub_(delta[:, :, rows]).mul_(p)  # dS, the gradient of the scores (and of the mask)
-            if dmask is not None:
-                dmask[:, rows, :keys] = ds.sum(0)
-            dq[:, :, rows] = (ds @ k[:, :, :keys]).mul_(scale)
-            dk[:, :, :keys] += ds.transpose(-1, -2) @ q_scaled[:, :, rows]
-        return dq, dk, dv, dmask
 
 
 def explicit_attention(

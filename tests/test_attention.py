@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posbench import attention
-from posbench.attention import BiasedAttention, causal_attention
+from posbench import attention, biased_attention
+from posbench.attention import causal_attention
+from posbench.biased_attention import BiasedAttention, DiagonalBiasedAttention
 from posbench.positions import METHODS, Positions
 
 from .helpers import tiny_model
@@ -77,12 +78,13 @@ def test_hankel_path_equals_the_masked_softmax(pos, q_len, k_len, q_start, k_sta
 def test_biased_attention_equals_the_masked_softmax_forward_and_gradient(pos, q_len, k_len, monkeypatch):
     """Training a learned bias on the CPU: SDPA's fused forward and the row-blocked backward (blocks of
     5 rows here, the last one short) give the reference's output and the gradients of q, k, v and
-    of every parameter of the method."""
-    monkeypatch.setattr(attention, "ROW_BLOCK", 5)
+    of every parameter of the method. A bias of i - j alone (T5, KERPLE) takes the per-diagonal
+    form, with no (Tq, Tk) mask; any other (FIRE) the dense mask."""
+    monkeypatch.setattr(biased_attention, "ROW_BLOCK", 5)
     method = tiny_model(pos).pos.train()
     params = list(method.parameters())
     q_pos, k_pos = Positions(k_len - q_len, q_len), Positions(0, k_len)
-    calls = count_calls(monkeypatch, BiasedAttention, "apply")
+    calls = count_calls(monkeypatch, DiagonalBiasedAttention if method.shift_invariant else BiasedAttention, "apply")
     results = []
     for run in (lambda *a: causal_attention(*a), reference_attention):
         q, k, v = qkv(q_len, k_len, requires_grad=True)
@@ -99,7 +101,7 @@ def test_biased_attention_gradient_is_exact_where_probabilities_underflow(monkey
     """A steep bias (slope 30 per token: log-probabilities down to about -870, far below where exp
     underflows, ~-87) and -inf on future keys: the backward's 2^x form of the probabilities gives the
     reference's gradients of q, k, v and of the bias, in row blocks of 7."""
-    monkeypatch.setattr(attention, "ROW_BLOCK", 7)
+    monkeypatch.setattr(biased_attention, "ROW_BLOCK", 7)
     distance = (torch.arange(30)[:, None] - torch.arange(30)[None, :]).float()  # (T, T) i - j
     steep = (-30 * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf")).expand(4, -1, -1)
     results = []
@@ -113,14 +115,38 @@ def test_biased_attention_gradient_is_exact_where_probabilities_underflow(monkey
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_diagonal_biased_attention_gradient_is_exact_where_probabilities_underflow(monkeypatch):
+    """The per-diagonal form under the same steep bias (slope 30 per token, -inf on future keys), with
+    19 queries, the last of 30 keys, in row blocks of 7: output and the gradients of q, k, v and of
+    the per-diagonal vector (entry n: query r, key j, n = r + Tk - 1 - j), against the dense softmax
+    with the mask gathered from the vector."""
+    monkeypatch.setattr(biased_attention, "ROW_BLOCK", 7)
+    q_len, k_len = 19, 30
+    n = torch.arange(q_len + k_len - 1)
+    distance = (n - (q_len - 1)).float()  # i - j of entry n (query r is key k_len - q_len + r)
+    vector = -30 * distance.clamp(min=0) + torch.randn(4, n.numel(), generator=torch.Generator().manual_seed(3))
+    vector = vector.masked_fill(distance < 0, float("-inf"))  # (H, Tq + Tk - 1)
+    gather = torch.arange(q_len)[:, None] + (k_len - 1) - torch.arange(k_len)[None, :]  # (Tq, Tk): n of (r, j)
+    results = []
+    for run in (DiagonalBiasedAttention.apply,
+                lambda q, k, v, d: torch.softmax(q @ k.mT / 8**0.5 + d[:, gather], -1) @ v):
+        q, k, v = qkv(q_len, k_len, requires_grad=True)
+        diagonal = vector.clone().requires_grad_()
+        out = run(q, k, v, diagonal)
+        weights = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
+        results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v, diagonal])))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_biased_attention_is_not_taken_without_a_gradient_to_the_bias(monkeypatch):
     """ALiBi's fixed slopes need no mask gradient: SDPA's own fused backward serves it."""
     method = tiny_model("alibi").pos.train()
-    calls = count_calls(monkeypatch, BiasedAttention, "apply")
+    calls = [count_calls(monkeypatch, path, "apply") for path in (BiasedAttention, DiagonalBiasedAttention)]
     q, k, v = qkv(12, 12, requires_grad=True)
     with method.one_pass():
         causal_attention(q, k, v, method, Positions(0, 12), Positions(0, 12)).sum().backward()
-    assert not calls and q.grad is not None
+    assert calls == [[], []] and q.grad is not None
 
 
 @pytest.mark.parametrize("pos", BIAS_METHODS)

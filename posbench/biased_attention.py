@@ -1,0 +1,137 @@
+"""Attention with a score bias that the loss differentiates, on the CPU: SDPA's fused forward (which
+also gives each row's log-sum-exp) and a backward that recomputes the probabilities a few query rows
+at a time. SDPA itself routes a mask that needs a gradient to its unfused math path (slow, and it
+keeps a (B, H, Tq, Tk) mask gradient). Two forms of the mask: dense (BiasedAttention) and, for a bias
+of i - j alone at ranges of ids, one vector of per-distance values (DiagonalBiasedAttention). Both
+are tested against the plain softmax, forward and gradient (tests/test_attention.py)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Query rows per block of the backward: (B, H, 32, Tk) temporaries stay in cache.
+ROW_BLOCK = 32
+
+LOG2_E = math.log2(math.e)  # exp(x) = 2^(x log2 e)
+# SDPA's fused CPU kernel, called directly for the log-sum-exp its public wrapper drops
+_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def fused_cpu_kernel(q: torch.Tensor) -> bool:
+    """True where the functions below can run: float32 on the CPU, with SDPA's fused CPU kernel."""
+    return _flash_cpu is not None and q.device.type == "cpu" and q.dtype == torch.float32
+
+
+def hankel_mask(diagonal: torch.Tensor, first: int, rows: int, keys: int) -> torch.Tensor:
+    """(1, H, rows, keys) view of the (H, N) per-diagonal vector whose entry (i, l) is diagonal[:,
+    first + i + l]: row stride 1, no copy."""
+    assert diagonal.stride(-1) == 1 and first + rows + keys - 1 <= diagonal.size(-1)
+    return diagonal.as_strided((1, diagonal.size(0), rows, keys), (0, diagonal.stride(0), 1, 1),
+                               diagonal.storage_offset() + first)
+
+
+class BiasedAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(hd) + mask) v with a gradient for the mask too, on the CPU. SDPA routes a
+    mask that needs a gradient to its unfused math path (slow, and it keeps a (B, H, Tq, Tk) mask
+    gradient); here the forward is SDPA's fused kernel, which also returns each row's log-sum-exp,
+    and the backward (_blocked_backward) recomputes the probabilities a few query rows at a time.
+    q: (B, H, Tq, hd), k, v: (B, H, Tk, hd), mask: (H, Tq, Tk) with -inf on future keys."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        out, lse = _flash_cpu(q, k, v, attn_mask=mask[None])  # (B, H, Tq, hd), (B, H, Tq)
+        ctx.save_for_backward(q, k, v, mask, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, mask, out, lse = ctx.saved_tensors
+        mask_log2 = mask * LOG2_E
+        dmask = torch.zeros_like(mask) if ctx.needs_input_grad[3] else None
+
+        def mask_rows(a: int, e: int, keys: int) -> torch.Tensor:
+            return mask_log2[:, a:e, :keys]
+
+        def mask_grad(a: int, e: int, keys: int, grad: torch.Tensor) -> None:
+            dmask[:, a:e, :keys] = grad
+
+        dq, dk, dv = _blocked_backward(q, k, v, out, lse, grad_out, mask_rows, None if dmask is None else mask_grad)
+        return dq, dk, dv, dmask
+
+
+class DiagonalBiasedAttention(torch.autograd.Function):
+    """BiasedAttention for a mask constant along diagonals (a learned bias of i - j at ranges of
+    ids: T5, KERPLE in training), given as distance_vector's (H, Tq + Tk - 1) vector (entry n: query
+    r, key j with n = r + Tk - 1 - j; -inf past the causal limit). No (Tq, Tk) tensor exists: the
+    forward reads a Hankel view of the vector (keys reversed, as hankel_attention), the backward
+    builds each row block's mask from it and sums the block's mask gradient along its diagonals,
+    so the bias's gradient arrives per distance."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, diagonal):
+        Tq, Tk = q.size(2), k.size(2)
+        diagonal = diagonal.contiguous()
+        out, lse = _flash_cpu(q, k.flip(2), v.flip(2), attn_mask=hankel_mask(diagonal, 0, Tq, Tk))
+        ctx.save_for_backward(q, k, v, diagonal, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, diagonal, out, lse = ctx.saved_tensors
+        Tq = q.size(2)
+        # by m = Tq + Tk - 2 - n the mask of query r and key j is backwards[Tq - 1 - r + j]: in a
+        # block of rows a..e-1 every row reads a window of backwards[Tq - e:], shifted one per row
+        backwards = diagonal.flip(-1) * LOG2_E  # (H, N)
+        grad = torch.zeros_like(backwards) if ctx.needs_input_grad[3] else None  # the mask's, in backwards' order
+
+        def mask_rows(a: int, e: int, keys: int) -> torch.Tensor:  # (H, e - a, keys)
+            return backwards[:, Tq - e : Tq - a + keys - 1].unfold(-1, keys, 1).flip(1)
+
+        def mask_grad(a: int, e: int, keys: int, block: torch.Tensor) -> None:
+            # row i, key j -> column j - i + rows - 1 of a (H, rows, rows + keys - 1) buffer (rows
+            # sheared by one each), whose column sums are the diagonals' = backwards[Tq - e + column]
+            rows = e - a
+            sheared = block.new_zeros(block.size(0), rows, rows + keys - 1)
+            sheared.as_strided(block.shape, (sheared.stride(0), sheared.stride(1) - 1, 1), rows - 1).copy_(block)
+            grad[:, Tq - e : Tq - a + keys - 1] += sheared.sum(1)
+
+        dq, dk, dv = _blocked_backward(q, k, v, out, lse, grad_out, mask_rows, None if grad is None else mask_grad)
+        return dq, dk, dv, None if grad is None else grad.flip(-1)
+
+
+def _blocked_backward(q, k, v, out, lse, grad_out, mask_rows, mask_grad) -> tuple[torch.Tensor, ...]:
+    """dq, dk, dv of softmax(q k^T / sqrt(hd) + mask) v, ROW_BLOCK query rows at a time, each only
+    over the keys up to the block's last query (query r sees keys 0 .. Tk - Tq + r). The mask comes
+    as mask_rows(a, e, keys): rows a..e-1 over keys 0..keys-1, (H or 1, e - a, keys), times log2 e;
+    mask_grad(a, e, keys, grad), unless None, receives the block's score gradient summed over the
+    batch. out, lse: the forward's output and per-row log-sum-exp."""
+    Tq, Tk = q.size(2), k.size(2)
+    scale = 1 / math.sqrt(q.size(-1))
+    q_scaled = q * scale
+    # probabilities as 2^(log2-scaled scores): torch's exp leaves its vector path wherever the
+    # result underflows (-inf, or log-probabilities below ~-87, common under a steep learned bias:
+    # the whole backward 1.8x slower at ALiBi-like slopes of 1), exp2 does not
+    q_log2, lse_log2 = q * (scale * LOG2_E), lse * LOG2_E
+    # contiguous once: q, k, v arrive as strided views of one projection, which every row block's
+    # matmul would otherwise copy again
+    k, v, grad_out = k.contiguous(), v.contiguous(), grad_out.contiguous()
+    # Dao 2022 (FlashAttention-2, Alg. 2): dS = P * (dP - rowsum(dO * O)), dP = dO v^T
+    delta = (grad_out * out).sum(-1, keepdim=True)  # (B, H, Tq, 1)
+    dq = torch.empty_like(q)
+    dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+    for a in range(0, Tq, ROW_BLOCK):
+        e = min(Tq, a + ROW_BLOCK)
+        keys = Tk - Tq + e  # the block's last query sees keys 0 .. keys-1
+        rows = slice(a, e)
+        p = q_log2[:, :, rows] @ k[:, :, :keys].transpose(-1, -2)  # (B, H, rows, keys) scores / ln 2
+        p.add_(mask_rows(a, e, keys)).sub_(lse_log2[:, :, rows, None]).exp2_()  # probabilities
+        dv[:, :, :keys] += p.transpose(-1, -2) @ grad_out[:, :, rows]
+        ds = grad_out[:, :, rows] @ v[:, :, :keys].transpose(-1, -2)  # dP
+        ds.sub_(delta[:, :, rows]).mul_(p)  # dS, the gradient of the scores (and of the mask)
+        if mask_grad is not None:
+            mask_grad(a, e, keys, ds.sum(0))
+        dq[:, :, rows] = (ds @ k[:, :, :keys]).mul_(scale)
+        dk[:, :, :keys] += ds.transpose(-1, -2) @ q_scaled[:, :, rows]
+    return dq, dk, dv
