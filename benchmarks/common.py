@@ -6,14 +6,16 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from posbench import ModelConfig
+from posbench.stats import Interval, percentile_interval, resample_indices
 
 
 def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int | None = None,
-                     methods: str | None = None) -> argparse.Namespace:
+                     methods: str | None = None, repeats: int = 3) -> argparse.Namespace:
     """Parse --threads --steps --repeats --batch --train-len --dim --layers --heads (defaults: the default
     posbench model, or `dim`) and set torch's thread count. With `lengths` (a default such as
     "256,512"), --train-len takes a comma-separated list, in args.lengths (args.seq_len: the first);
@@ -22,7 +24,7 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
     defaults = ModelConfig()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=steps, help="timed steps per model and repeat, taken in turns")
-    p.add_argument("--repeats", type=int, default=3, help="times the models are built afresh and timed again")
+    p.add_argument("--repeats", type=int, default=repeats, help="times the models are built afresh and timed again")
     p.add_argument("--batch", type=int, default=16)
     if lengths is None:
         p.add_argument("--train-len", "--seq-len", dest="seq_len", type=int, default=defaults.train_len)
@@ -108,6 +110,36 @@ def paired_ratio(times: dict, key, baseline) -> tuple[float, float, float]:
     if len(ratios) < 2:  # one round: no spread to show
         return ratios[0], ratios[0], ratios[0]
     return statistics.median(ratios), *statistics.quantiles(ratios, n=4, method="inclusive")[::2]
+
+
+def ratio_interval(times: dict, key, baseline, rounds_per_build: int) -> Interval:
+    """Speed of `key` against `baseline` (> 1: faster): the median over rounds of the ratio of their
+    step times within a round, with its 95% interval from a bootstrap over builds (paired_step_times'
+    layout: each build's rounds in a row). A build's rounds are resampled together, since one build
+    can stay a few % off an identical one for all its rounds; the rounds alone would claim too
+    narrow an interval. With one build there is no interval (its ends are nan)."""
+    ratios = [b / k for k, b in zip(times[key], times[baseline], strict=True)]
+    return median_interval(np.reshape(ratios, (-1, rounds_per_build)))
+
+
+def median_interval(per_build: np.ndarray) -> Interval:
+    """The median of (builds, rounds) values, and its 95% bootstrap interval resampling builds."""
+    value = float(np.median(per_build))
+    builds = len(per_build)
+    if builds < 2:
+        return Interval(value, float("nan"), float("nan"))
+    samples = np.median(per_build[resample_indices(builds)].reshape(-1, builds * per_build.shape[1]), axis=1)
+    return Interval(value, *percentile_interval(samples))
+
+
+def verdict(interval: Interval, target: float) -> str:
+    """'ok' when the whole interval lies at or above the target, 'MISS' when it lies below it,
+    'unresolved' when it straddles it (more --repeats narrow the interval)."""
+    if interval.low >= target:
+        return "ok"
+    if interval.high < target:
+        return "MISS"
+    return "unresolved"
 
 
 def tokens_per_second(times: dict, key, args: argparse.Namespace) -> float:

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from posbench.stats import Interval
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -19,7 +23,8 @@ def test_train_speed_runs_and_prints_ratios():
     out = run(str(BENCHMARKS / "train_speed.py"), "--train-len", "16", "--dim", "32", "--layers", "1",
               "--heads", "2", "--batch", "2", "--steps", "1", "--methods", "t5,learned")
     assert "t5" in out and "vs none" in out and "learned / plain" in out and "model FLOP rate" in out
-    assert "2nd build / 1st" in out  # the yardstick built twice: the run's resolution
+    assert "2nd build / 1st" in out  # the yardstick built twice: an A/A control
+    assert "95% interval" in out and any(word in out for word in (" ok", " MISS", " unresolved"))
 
 
 def test_eval_memory_child_measures_one_window():
@@ -36,3 +41,20 @@ def test_attention_backward_prints_ratios_to_sdpa():
     out = run(str(BENCHMARKS / "attention_backward.py"), "--train-len", "16", "--dim", "16", "--heads", "2",
               "--batch", "2", "--steps", "1")
     assert "x SDPA causal" in out and "mild" in out and "steep (slope 1.0)" in out
+
+
+def test_ratio_interval_resamples_builds_not_rounds():
+    """A build that stays off for all its rounds must widen the interval (rounds resampled one by one
+    would not see it), and the verdict reads the whole interval."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from common import median_interval, verdict
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    steady = np.array([[1.0, 1.01, 0.99]] * 4)  # (builds, rounds): every build alike
+    one_off = np.vstack([steady[:3], [[0.9, 0.91, 0.89]]])
+    narrow, wide = median_interval(steady), median_interval(one_off)
+    assert narrow.high - narrow.low < 0.02 < wide.high - wide.low
+    assert wide.low < 0.95 and wide.high >= 1.0
+    assert [verdict(Interval(1, lo, hi), 0.95) for lo, hi in ((0.96, 1.1), (0.9, 0.94), (0.9, 1.0))] == \
+        ["ok", "MISS", "unresolved"]
