@@ -139,6 +139,20 @@ def test_diagonal_biased_attention_gradient_is_exact_where_probabilities_underfl
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("pos", [name for name in LEARNED_BIAS if name in SHIFT_INVARIANT])
+def test_a_learned_bias_of_distance_trains_with_no_dense_mask(pos, monkeypatch):
+    """T5 and KERPLE in training build no (Tq, Tk) mask at all, so no mask budget limits their window
+    (a budget of one element here): the per-distance path takes them, causal_mask is never called."""
+    monkeypatch.setattr(attention, "MASK_BUDGET", 1)
+    method = tiny_model(pos).pos.train()
+    diagonal, dense = (count_calls(monkeypatch, owner, name)
+                       for owner, name in ((DiagonalBiasedAttention, "apply"), (attention, "causal_mask")))
+    q, k, v = qkv(12, 12, requires_grad=True)
+    with method.one_pass():
+        causal_attention(q, k, v, method, Positions(0, 12), Positions(0, 12)).sum().backward()
+    assert len(diagonal) == 1 and not dense
+
+
 def test_biased_attention_is_not_taken_without_a_gradient_to_the_bias(monkeypatch):
     """ALiBi's fixed slopes need no mask gradient: SDPA's own fused backward serves it."""
     method = tiny_model("alibi").pos.train()
