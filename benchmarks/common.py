@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from posbench import ModelConfig
+from posbench.common import keep_freed_memory
 from posbench.stats import Interval, percentile_interval, resample_indices
 
 
@@ -19,7 +20,7 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
     """Parse --threads --steps --repeats --batch --train-len --dim --layers --heads (defaults: the default
     posbench model, or `dim`) and set torch's thread count. With `lengths` (a default such as
     "256,512"), --train-len takes a comma-separated list, in args.lengths (args.seq_len: the first);
-    with `methods`, --methods takes one too, in args.methods."""
+    with `methods`, --methods takes one too, in args.methods. Sets glibc's malloc as training does."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = ModelConfig()
     p.add_argument("--threads", type=int, default=2)
@@ -43,6 +44,7 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
         args.lengths = [int(n) for n in args.lengths.split(",")]
         args.seq_len = args.lengths[0]
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as posbench's training does: each step reuses the memory the last one freed
     return args
 
 

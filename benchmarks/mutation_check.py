@@ -97,6 +97,10 @@ MUTANTS = [
            "on = (ends >= 0).all(0)", "on = (ends >= 0).any(0)", (P, REF)),
     Mutant("fire: the units that switch inside a tile dropped", "positions/fire.py",
            "switching = ~on & (ends > 0).any(0)", "switching = ~on & (ends > 0).all(0)", (P, REF)),
+    Mutant("common: large blocks still get mappings of their own", "common.py",
+           " and bool(mallopt(M_MMAP_THRESHOLD, MAP_ABOVE))", "", (T,)),
+    Mutant("train: CPU training leaves malloc's defaults", "train.py",
+           "        keep_freed_memory()  # the steps reuse", "        pass  # the steps reuse", (T,)),
     # --- attention.py and model.py
     Mutant("model: causal mask lets a query see the next key", "attention.py",
            "dtype=torch.bool, device=device).triu(1)", "dtype=torch.bool, device=device).triu(2)", (M, P)),

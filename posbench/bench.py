@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .common import keep_freed_memory
 from .config import ModelConfig
 from .model import GPT
 
@@ -111,6 +112,8 @@ def bench(
     torch.set_num_threads(threads)
     names = ["none", *[m for m in methods if m != "none"]]
     dev = torch.device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # as training does
     nets = {pos: GPT(ModelConfig(pos=pos, train_len=train_len, **model)).to(dev) for pos in names}
     vocab = nets["none"].config.vocab_size
     rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}

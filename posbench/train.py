@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import average_across_ranks, init_distributed, resolve_device
+from .common import average_across_ranks, init_distributed, keep_freed_memory, resolve_device
 from .config import ModelConfig, TrainConfig
 from .errors import PosbenchError
 from .lock import lock_run_dir
@@ -86,6 +86,8 @@ def train(
     these (e.g. a task's TaskSampler, already sliced for this rank) instead of cfg.data's corpus."""
     cfg.validate()
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # the steps reuse the memory their predecessors freed
     rank, world = init_distributed(device)
     if cfg.batch_size % world:
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")

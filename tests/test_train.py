@@ -1,6 +1,8 @@
 """Training: schedule, determinism, the run folder, exact resume."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -9,6 +11,7 @@ from safetensors.torch import load_file
 
 from posbench import load_run
 from posbench import tokens as data_module
+from posbench import train as train_module
 from posbench.errors import PosbenchError
 from posbench.model import GPT
 from posbench.positions import METHODS
@@ -138,6 +141,42 @@ def test_embed_norm_flag_reaches_config_json_and_the_model(corpus, tmp_path, mon
     model, _, _ = load_run(out)
     assert model.config.embed_norm and isinstance(model.ln_e, torch.nn.LayerNorm)
     assert "ln_e.weight" in load_file(str(out / "model.safetensors"))
+
+
+MAPPED_WHILE_ALIVE = """
+import ctypes, sys, torch
+from posbench.common import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+class MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2: ten size_t counters
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+x = torch.ones(16 * 2**20)  # 64 MiB of float32
+print(mallinfo2().hblkhd)  # bytes in blocks that have a mapping of their own
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_memory_is_kept_in_the_heap_for_the_next_step():
+    """A training step's large buffers come from the heap once keep_freed_memory ran (freed, they stay
+    for the next step), not from mappings of their own (by default, over glibc's 32 MiB threshold,
+    each is mapped afresh and unmapped on free: its pages fault in again every step)."""
+    mapped = {}
+    for mode in ("default", "keep"):
+        done = subprocess.run([sys.executable, "-c", MAPPED_WHILE_ALIVE, mode], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        mapped[mode] = int(done.stdout.split()[-1])
+    assert mapped["default"] >= 64 * 2**20 > mapped["keep"], mapped
+
+
+def test_cpu_training_keeps_freed_memory(corpus, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1))
+    train(*tiny_train(corpus, "none", steps=1), out=tmp_path / "run", show_progress=False)
+    assert calls == [1]
 
 
 def test_compiled_training_matches_eager(corpus, tmp_path):
