@@ -104,13 +104,19 @@ def test_biased_attention_gradient_is_exact_where_probabilities_underflow(monkey
     monkeypatch.setattr(biased_attention, "ROW_BLOCK", 7)
     distance = (torch.arange(30)[:, None] - torch.arange(30)[None, :]).float()  # (T, T) i - j
     steep = (-30 * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf")).expand(4, -1, -1)
+    check_against_softmax(BiasedAttention.apply, steep, lambda bias: bias, 30, 30)
+
+
+def check_against_softmax(fast, mask: torch.Tensor, dense, q_len: int, k_len: int) -> None:
+    """fast(q, k, v, mask) against softmax(q k^T / sqrt(hd) + dense(mask)) v: the output and the
+    gradients of q, k, v and of the mask."""
     results = []
-    for run in (BiasedAttention.apply, lambda q, k, v, b: torch.softmax(q @ k.mT / 8**0.5 + b, -1) @ v):
-        q, k, v = qkv(30, 30, requires_grad=True)
-        bias = steep.clone().requires_grad_()
-        out = run(q, k, v, bias)
+    for run in (fast, lambda q, k, v, m: torch.softmax(q @ k.mT / 8**0.5 + dense(m), -1) @ v):
+        q, k, v = qkv(q_len, k_len, requires_grad=True)
+        leaf = mask.clone().requires_grad_()
+        out = run(q, k, v, leaf)
         weights = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
-        results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v, bias])))
+        results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v, leaf])))
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
@@ -127,16 +133,7 @@ def test_diagonal_biased_attention_gradient_is_exact_where_probabilities_underfl
     vector = -30 * distance.clamp(min=0) + torch.randn(4, n.numel(), generator=torch.Generator().manual_seed(3))
     vector = vector.masked_fill(distance < 0, float("-inf"))  # (H, Tq + Tk - 1)
     gather = torch.arange(q_len)[:, None] + (k_len - 1) - torch.arange(k_len)[None, :]  # (Tq, Tk): n of (r, j)
-    results = []
-    for run in (DiagonalBiasedAttention.apply,
-                lambda q, k, v, d: torch.softmax(q @ k.mT / 8**0.5 + d[:, gather], -1) @ v):
-        q, k, v = qkv(q_len, k_len, requires_grad=True)
-        diagonal = vector.clone().requires_grad_()
-        out = run(q, k, v, diagonal)
-        weights = torch.randn_like(out, generator=torch.Generator().manual_seed(2))
-        results.append((out, *torch.autograd.grad((out * weights).sum(), [q, k, v, diagonal])))
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    check_against_softmax(DiagonalBiasedAttention.apply, vector, lambda diagonal: diagonal[:, gather], q_len, k_len)
 
 
 @pytest.mark.parametrize("pos", [name for name in LEARNED_BIAS if name in SHIFT_INVARIANT])
