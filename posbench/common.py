@@ -1,5 +1,6 @@
-"""The bottom of the house: names every layer shares (splits, where files go) and the device and
-process-group set-up. Imports nothing of posbench but its errors."""
+"""The bottom of the house: names every layer shares (splits, where files go), the device and
+process-group set-up, and the process's malloc setting for CPU training. Imports nothing of posbench
+but its errors."""
 
 from __future__ import annotations
 

@@ -33,8 +33,9 @@ def _rotate_halves(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor)
 class _PairRotation(torch.autograd.Function):
     """rotate_pairs with its own backward: a rotation's gradient is the rotation back, the same
     tables with the sine negated (R^T = R(-angle); a scale shared by both halves carries over), one
-    pass instead of autograd's walk back through the multiplies. Training with rotary paid ~4% of a
-    step for the rotation under autograd (d = 256, L = 512, 2 CPU threads), about nothing like this."""
+    pass instead of autograd's walk back through the multiplies: the rotation of q and k, forward and
+    backward, cost 28-41 ms over none per layer under autograd, 14-18 ms like this (B 16, T 512, d 256,
+    2 CPU threads)."""
 
     @staticmethod
     def forward(ctx, x, cos, signed_sin):
