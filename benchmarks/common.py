@@ -108,7 +108,7 @@ def paired_times(steps: dict, rounds: int) -> dict:
 def paired_ratio(times: dict, key, baseline) -> tuple[float, float, float]:
     """Speed of `key` against `baseline` (> 1: faster): the median over rounds of the ratio of their
     step times within a round, and the middle half of those ratios (25th and 75th percentiles)."""
-    ratios = [b / k for k, b in zip(times[key], times[baseline], strict=True)]
+    ratios = round_ratios(times, key, baseline)
     if len(ratios) < 2:  # one round: no spread to show
         return ratios[0], ratios[0], ratios[0]
     return statistics.median(ratios), *statistics.quantiles(ratios, n=4, method="inclusive")[::2]
@@ -120,8 +120,12 @@ def ratio_interval(times: dict, key, baseline, rounds_per_build: int) -> Interva
     layout: each build's rounds in a row). A build's rounds are resampled together, since one build
     can stay a few % off an identical one for all its rounds; the rounds alone would claim too
     narrow an interval. With one build there is no interval (its ends are nan)."""
-    ratios = [b / k for k, b in zip(times[key], times[baseline], strict=True)]
-    return median_interval(np.reshape(ratios, (-1, rounds_per_build)))
+    return median_interval(np.reshape(round_ratios(times, key, baseline), (-1, rounds_per_build)))
+
+
+def round_ratios(times: dict, key, baseline) -> list[float]:
+    """Per round, the baseline's step time over key's (> 1: key is faster)."""
+    return [b / k for k, b in zip(times[key], times[baseline], strict=True)]
 
 
 def median_interval(per_build: np.ndarray) -> Interval:
