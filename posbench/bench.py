@@ -17,6 +17,27 @@ from .common import keep_freed_memory
 from .config import ModelConfig
 from .model import GPT
 
+# Dense bf16 peak of the SXM parts, TFLOP/s (NVIDIA datasheets, without sparsity): what MFU is
+# measured against. A GPU not named here gets no MFU column.
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def training_flops_per_token(model: GPT) -> float:
+    """Model FLOPs of one training token (PaLM, Chowdhery et al. 2022, App. B): 6 per weight a token
+    multiplies (forward 2, backward 4: the blocks and the output head, not the embedding lookups)
+    plus attention's scores and weighted sum, 12 * layers * d * L."""
+    c = model.config
+    weights = sum(p.numel() for p in model.blocks.parameters() if p.dim() == 2) + c.vocab_size * c.d_model
+    return 6 * weights + 12 * c.n_layer * c.d_model * c.train_len
+
+
+def bf16_peak_tflops(device: torch.device) -> float | None:
+    """The datasheet bf16 peak of a known CUDA GPU (first match in BF16_PEAK_TFLOPS), else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
 
 def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
     """Training tokens/s: forward + cross-entropy + backward + AdamW, after `warmup` steps."""
@@ -51,7 +72,8 @@ def eval_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, st
     return batch * train_len * steps / (time.perf_counter() - start)
 
 
-def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, threads: int) -> float:
+def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, threads: int,
+                compile: bool = False) -> float:
     """Peak memory (MB) of one training step and one evaluation step. On CUDA: the allocator's peak
     for this method. On the CPU, which keeps no such count: how far the steps raise the process's
     peak resident size above where it stood once the model was built (torch's own ~300 MB would
@@ -59,8 +81,11 @@ def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, 
     torch.set_num_threads(threads)
     dev = torch.device(device)
     config = ModelConfig(pos=pos, train_len=train_len, **model)
-    net = GPT(config).to(dev)
+    net = _build(config, dev, compile)
     if dev.type == "cuda":
+        train_rate(net, batch, train_len, config.vocab_size, steps=1, warmup=0)  # compiles, if asked to
+        eval_rate(net.eval(), batch, train_len, config.vocab_size, steps=1, warmup=0)
+        net.train()
         torch.cuda.reset_peak_memory_stats(dev)
     else:  # first-call set-up (thread pools, kernel caches, ~80 MB) is not the method's
         train_rate(net, 1, train_len, config.vocab_size, steps=1, warmup=0)
@@ -103,19 +128,21 @@ def _proc_status_mb(field: str) -> float:
 
 def bench(
     methods: Sequence[str], model: dict, train_len: int, batch: int, steps: int, device: str = "cpu",
-    threads: int | None = None, rounds: int = 2,
+    threads: int | None = None, rounds: int = 2, compile: bool = False,
 ) -> list[dict]:
     """Rows per method with ratios to `none` (measured too, whether asked for or not). Speeds are
     measured in one process, methods interleaved for `rounds` rounds, best round kept, so drift in
-    the machine's speed hits every method alike."""
+    the machine's speed hits every method alike. `train_tflops`: model FLOPs (training_flops_per_token)
+    per second of training; `mfu`: that over the GPU's bf16 peak, where bf16_peak_tflops knows it."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     names = ["none", *[m for m in methods if m != "none"]]
     dev = torch.device(device)
     if dev.type == "cpu":
         keep_freed_memory()  # as training does
-    nets = {pos: GPT(ModelConfig(pos=pos, train_len=train_len, **model)).to(dev) for pos in names}
+    nets = {pos: _build(ModelConfig(pos=pos, train_len=train_len, **model), dev, compile) for pos in names}
     vocab = nets["none"].config.vocab_size
+    flops = training_flops_per_token(GPT(ModelConfig(pos="none", train_len=train_len, **model)))
     rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}
             for pos, net in nets.items()}
     for net in nets.values():  # a throwaway pass: first-touch allocations would count against `none`
@@ -129,7 +156,11 @@ def bench(
             row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, train_len,
                                                                                vocab, steps))
     del nets
-    args = [(pos, model, train_len, batch, device, threads) for pos in names]
+    peak = bf16_peak_tflops(dev)
+    for row in rows.values():  # the same model FLOPs for every method: its own extra work is its cost
+        row["train_tflops"] = flops * row["train_tokens_per_s"] / 1e12
+        row["mfu"] = row["train_tflops"] / peak if peak else None
+    args = [(pos, model, train_len, batch, device, threads, compile) for pos in names]
     if dev.type == "cpu":
         with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
             memory = pool.starmap(peak_memory, args, chunksize=1)
@@ -142,6 +173,11 @@ def bench(
                            ("peak_memory_mb", "memory_vs_none")):
             row[ratio] = row[key] / base[key] if base[key] > 0 else float("nan")  # a tiny step may add no RSS
     return [rows[pos] for pos in names if pos in methods]
+
+
+def _build(config: ModelConfig, device: torch.device, compile: bool) -> torch.nn.Module:
+    net = GPT(config).to(device)
+    return torch.compile(net) if compile else net
 
 
 def _sync(device: torch.device) -> None:

@@ -1,5 +1,10 @@
 """The fused-kernel path for score-bias methods on CUDA: FlexAttention (torch >= 2.5) adds the method's
-bias inside the kernel and skips future blocks, so no (B, H, Tq, Tk) mask is materialised."""
+bias inside the kernel and skips future blocks, so no (B, H, Tq, Tk) mask is materialised.
+
+Two forms: a bias of i - j alone (ALiBi, T5, KERPLE at consecutive positions) is read from its
+(H, Tq + Tk - 1) vector of per-distance values, so nothing quadratic exists at all; any other bias
+(FIRE, explicit ids) from an (H, Tq, Tk) tensor built once per pass. The bias stays float32: the
+kernel adds it to float32 scores, and a bf16 ALiBi bias would step by 0.125 past distance 16·256."""
 
 from __future__ import annotations
 
@@ -12,6 +17,15 @@ try:
 except ImportError:  # pragma: no cover - older torch: SDPA with a float mask everywhere
     flex_attention = create_block_mask = None
 
+# Each new (length, batch) shape compiles the kernel once more; evaluation by length visits a dozen
+# shapes, past Dynamo's default of 8, after which it would silently run FlexAttention's unfused
+# reference (a (B, H, Tq, Tk) score tensor). Raised once, when the kernel is first compiled.
+RECOMPILE_LIMIT = 64
+# FlexAttention's default backward tiles for head dims 65..128 on Hopper (64, 128, 128, 64, three
+# stages) asked for 233,472 bytes of shared memory with a bias in score_mod, over an H200's 232,448
+# (torch 2.11): the tiles each backward kernel loops over are halved there.
+WIDE_HEAD_BACKWARD = {"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 32}
+
 
 @functools.lru_cache(maxsize=32)
 def _causal_block_mask(q_len: int, k_len: int, offset: int, device: str):
@@ -22,19 +36,41 @@ def _causal_block_mask(q_len: int, k_len: int, offset: int, device: str):
 
 @functools.cache
 def _compiled_flex():
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(flex_attention, dynamic=False)
 
 
 def flex_biased_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, offset: int
 ) -> torch.Tensor:
-    """The fused-kernel path for score-bias methods (used on CUDA): FlexAttention adds the (H, Tq, Tk)
-    bias inside the kernel via score_mod and skips future blocks (query i sees keys 0..offset+i), so no
-    (B, H, Tq, Tk) mask or score tensor is ever materialised. Equal to the SDPA path to the precision of q's dtype."""
-    bias = bias.to(q.dtype)
+    """Causal attention plus an (H, Tq, Tk) bias, added inside the kernel via score_mod; query i
+    sees keys 0..offset+i. Equal to the SDPA float-mask path to the precision of q's dtype."""
+    bias = bias.float()
 
     def add_bias(score, b, h, i, j):
         return score + bias[h, i, j]
 
-    block_mask = _causal_block_mask(q.size(2), k.size(2), offset, str(q.device))
-    return _compiled_flex()(q, k, v, score_mod=add_bias, block_mask=block_mask)
+    return _flex(q, k, v, add_bias, _causal_block_mask(q.size(2), k.size(2), offset, str(q.device)))
+
+
+def flex_diagonal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """Causal attention of the last Tq of Tk keys plus a bias of i - j alone, read inside the kernel
+    from attention.distance_vector's (H, Tq + Tk - 1) vector: query i and key j sit on its entry
+    n = i + (Tk - 1 - j) (keys counted from the last). A learned vector gets its gradient summed per
+    distance by the kernel's backward; no (Tq, Tk) tensor is built forward or backward."""
+    Tq, Tk = q.size(2), k.size(2)
+    diagonal = diagonal.float()
+    last_key = Tk - 1
+
+    def add_bias(score, b, h, i, j):
+        return score + diagonal[h, i + last_key - j]
+
+    return _flex(q, k, v, add_bias, _causal_block_mask(Tq, Tk, Tk - Tq, str(q.device)))
+
+
+def _flex(q, k, v, score_mod, block_mask) -> torch.Tensor:
+    # q, k, v arrive in autocast's dtype already; the kernel takes them as they are, outside autocast
+    options = WIDE_HEAD_BACKWARD if q.size(-1) > 64 else None
+    with torch.autocast(q.device.type, enabled=False):
+        return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, kernel_options=options)

@@ -7,10 +7,15 @@ import sys
 import types
 
 import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from posbench import bench as bench_module
 from posbench import cli
-from posbench.bench import bench, peak_memory
+from posbench.bench import bench, peak_memory, training_flops_per_token
+from posbench.config import ModelConfig
+from posbench.model import GPT
 
 
 def test_bench_measures_each_asked_method_in_order():
@@ -96,3 +101,15 @@ def test_bench_cli_json(tmp_path, monkeypatch, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["pos"] for r in rows] == ["rotary"], "none is measured as the baseline but only asked rows are kept"
     assert "rotary" in capsys.readouterr().out
+
+
+def test_model_flops_per_token_match_the_matmuls_torch_counts():
+    """training_flops_per_token (6 per weight plus 12 * layers * d * L) against torch's own count of
+    the matmul FLOPs of one forward + backward, attention through SDPA's math path (plain matmuls,
+    which it counts over the full square, causality not subtracted, as the formula does)."""
+    model = GPT(ModelConfig(pos="none", n_layer=2, n_head=4, d_model=64, vocab_size=256, train_len=48))
+    idx = torch.randint(0, 256, (3, 48))
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        model(idx).sum().backward()
+    counted = counter.get_total_flops() / idx.numel()
+    assert training_flops_per_token(model) == pytest.approx(counted, rel=0.01)
