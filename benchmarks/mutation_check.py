@@ -38,6 +38,7 @@ P, M, T, R = "tests/test_positions.py", "tests/test_model.py", "tests/test_train
 E, S, H = "tests/test_evaluate.py", "tests/test_sample.py", "tests/test_heads.py"
 ST, RS, LK = "tests/test_stats.py", "tests/test_rope_scaling.py", "tests/test_lock.py"
 REF = "tests/test_reference.py"
+FX, BN = "tests/test_flex.py", "tests/test_bench.py"
 
 MUTANTS = [
     # --- positions/
@@ -133,6 +134,15 @@ MUTANTS = [
            "return buffers[0][:, :, :end], buffers[1][:, :, :end]", "return k, v", (S, M)),
     Mutant("model: KV cache loses the old keys when its buffers grow", "model.py",
            "new[:, :, :past] = old[:, :, :past]", "pass", (S, M)),
+    Mutant("flex: per-distance vector read one diagonal off", "flex.py",
+           "diagonal[h, i + last_key - j]", "diagonal[h, i + last_key - j - 1]", (FX,)),
+    Mutant("flex: dense bias dropped", "flex.py",
+           "score + bias[h, i, j]", "score + bias[h, i, j] * 0", (FX,)),
+    # --- bench.py
+    Mutant("bench: model FLOPs leave attention out", "bench.py",
+           "+ 12 * c.n_layer * c.d_model * c.train_len", "+ 0 * c.n_layer * c.d_model * c.train_len", (BN,)),
+    Mutant("bench: model FLOPs count the biases and norms", "bench.py",
+           "model.blocks.parameters() if p.dim() == 2)", "model.blocks.parameters())", (BN,)),
     # --- train.py and runs.py
     Mutant("train: resume does not restore the step", "runs.py",
            'return state["step"], state["elapsed"]', 'return 0, state["elapsed"]', (T, R)),
