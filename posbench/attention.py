@@ -3,8 +3,8 @@
 causal_attention picks the fastest path that gives the same result, in this order:
   - a probe watches: explicit_attention writes the softmax out, one query chunk at a time;
   - no bias, queries = keys: SDPA's causal kernel;
-  - CUDA with a bias: FlexAttention adds the bias inside the kernel (flex.py), read from the
-    per-distance vector below where the bias is of i - j alone;
+  - CUDA with a bias, head dim >= 16: FlexAttention adds the bias inside the kernel (flex.py),
+    read from the per-distance vector below where the bias is of i - j alone;
   - a bias of i - j alone at consecutive positions, with no gradient to it (ALiBi; T5 and KERPLE at
     evaluation): the keys reversed, every query chunk's mask is a Hankel view of one (H, Tq + Tk - 1)
     vector of per-distance values, read by SDPA's fused kernel with no (Tq, Tk) tensor anywhere;
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .biased_attention import BiasedAttention, DiagonalBiasedAttention, fused_cpu_kernel, hankel_mask
-from .flex import flex_attention, flex_biased_attention, flex_diagonal_attention
+from .flex import MIN_HEAD_DIM, flex_attention, flex_biased_attention, flex_diagonal_attention
 from .positions import PositionMethod, Positions
 
 # Largest float mask (elements, 128 MB of float32) one attention call may hold; longer inputs are cut
@@ -59,7 +59,7 @@ def causal_attention(
         return explicit_attention(q, k, v, pos, q_pos, k_pos, visit)
     if Tq == Tk and not pos.has_score_bias:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if q.is_cuda and pos.has_score_bias and flex_attention is not None:
+    if q.is_cuda and pos.has_score_bias and flex_attention is not None and q.size(-1) >= MIN_HEAD_DIM:
         if pos.shift_invariant and q_pos.is_range and k_pos.is_range:
             return flex_diagonal_attention(q, k, v, distance_vector(pos, q_pos, k_pos, torch.float32))
         return _chunks(q, k, v, pos, q_pos, k_pos, _flex_sdpa)

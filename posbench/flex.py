@@ -21,6 +21,10 @@ except ImportError:  # pragma: no cover - older torch: SDPA with a float mask ev
 # shapes, past Dynamo's default of 8, after which it would silently run FlexAttention's unfused
 # reference (a (B, H, Tq, Tk) score tensor). Raised once, when the kernel is first compiled.
 RECOMPILE_LIMIT = 64
+# Smallest head dim given to the kernel: Triton's matrix products take blocks of 16 or more, and in
+# the first GPU run (torch 2.11, H200) the one failing case was head dim 8 (24 passed). Smaller heads
+# take the float-mask SDPA path.
+MIN_HEAD_DIM = 16
 # FlexAttention's default backward tiles for head dims 65..128 on Hopper (64, 128, 128, 64, three
 # stages) asked for 233,472 bytes of shared memory with a bias in score_mod, over an H200's 232,448
 # (torch 2.11): the tiles each backward kernel loops over are halved there.
