@@ -143,6 +143,8 @@ MUTANTS = [
            "+ 12 * c.n_layer * c.d_model * c.train_len", "+ 0 * c.n_layer * c.d_model * c.train_len", (BN,)),
     Mutant("bench: model FLOPs count the biases and norms", "bench.py",
            "model.blocks.parameters() if p.dim() == 2)", "model.blocks.parameters())", (BN,)),
+    Mutant("bench: timed models alive while memory is measured", "bench.py",
+           "    del nets  # every model freed", "    pass  # every model freed", (BN,)),
     # --- train.py and runs.py
     Mutant("train: resume does not restore the step", "runs.py",
            'return state["step"], state["elapsed"]', 'return 0, state["elapsed"]', (T, R)),

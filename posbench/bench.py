@@ -141,21 +141,9 @@ def bench(
     if dev.type == "cpu":
         keep_freed_memory()  # as training does
     nets = {pos: _build(ModelConfig(pos=pos, train_len=train_len, **model), dev, compile) for pos in names}
-    vocab = nets["none"].config.vocab_size
+    rows = _interleaved_speeds(nets, batch, train_len, steps, rounds)
+    del nets  # every model freed (loops live in the helper): on CUDA a live one would count in each peak below
     flops = training_flops_per_token(GPT(ModelConfig(pos="none", train_len=train_len, **model)))
-    rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}
-            for pos, net in nets.items()}
-    for net in nets.values():  # a throwaway pass: first-touch allocations would count against `none`
-        train_rate(net.train(), batch, train_len, vocab, steps=1, warmup=0)
-        eval_rate(net.eval(), batch, train_len, vocab, steps=1, warmup=0)
-    for _ in range(rounds):
-        for pos, net in nets.items():
-            row = rows[pos]
-            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), batch, train_len,
-                                                                                  vocab, steps))
-            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, train_len,
-                                                                               vocab, steps))
-    del nets
     peak = bf16_peak_tflops(dev)
     for row in rows.values():  # the same model FLOPs for every method: its own extra work is its cost
         row["train_tflops"] = flops * row["train_tokens_per_s"] / 1e12
@@ -173,6 +161,26 @@ def bench(
                            ("peak_memory_mb", "memory_vs_none")):
             row[ratio] = row[key] / base[key] if base[key] > 0 else float("nan")  # a tiny step may add no RSS
     return [rows[pos] for pos in names if pos in methods]
+
+
+def _interleaved_speeds(nets: dict[str, torch.nn.Module], batch: int, train_len: int, steps: int,
+                        rounds: int) -> dict[str, dict]:
+    """A row per method: parameters and its best training and evaluation tokens/s over `rounds`
+    rounds, each round timing every method in turn after one throwaway pass for all."""
+    vocab = nets["none"].config.vocab_size
+    rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}
+            for pos, net in nets.items()}
+    for net in nets.values():  # a throwaway pass: first-touch allocations would count against `none`
+        train_rate(net.train(), batch, train_len, vocab, steps=1, warmup=0)
+        eval_rate(net.eval(), batch, train_len, vocab, steps=1, warmup=0)
+    for _ in range(rounds):
+        for pos, net in nets.items():
+            row = rows[pos]
+            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), batch, train_len,
+                                                                                  vocab, steps))
+            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, train_len,
+                                                                               vocab, steps))
+    return rows
 
 
 def _build(config: ModelConfig, device: torch.device, compile: bool) -> torch.nn.Module:

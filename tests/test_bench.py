@@ -1,5 +1,6 @@
 """`posbench bench`: rows per method, ratios to `none` measured in the same run."""
 
+import gc
 import json
 import math
 import multiprocessing
@@ -113,3 +114,20 @@ def test_model_flops_per_token_match_the_matmuls_torch_counts():
         model(idx).sum().backward()
     counted = counter.get_total_flops() / idx.numel()
     assert training_flops_per_token(model) == counted  # exact: both count whole multiply-adds
+
+
+def test_no_timed_model_is_alive_while_memory_is_measured(monkeypatch):
+    """On CUDA peak memory is measured in bench's own process: a timed model still referenced (a
+    loop variable, say) would add its weights to every method's peak."""
+    alive = []
+
+    def count_models(pos, *args):
+        gc.collect()
+        alive.append(sum(isinstance(obj, GPT) for obj in gc.get_objects()))
+        return 1.0
+
+    fake_measurements(monkeypatch, {pos: ([1.0] * 2, [1.0] * 2) for pos in ("none", "alibi")}, {})
+    monkeypatch.setattr(bench_module, "peak_memory", count_models)
+    bench(["alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=8, batch=1, steps=1, device="cpu",
+          threads=1, rounds=1)
+    assert alive == [0, 0]
