@@ -5,17 +5,18 @@
 
 Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
 backward + AdamW) for each method and its ratio to `none` (built twice: the ratio is against the
-mean of the two builds' step times in the round, and the two builds' own ratio is printed as an
-A/A control); posbench `learned` against a plain pre-LN GPT of the same shape (SDPA is_causal,
-learned positions, written out below); and the model's FLOP rate (6 * params + 12 * layers * d * T
-per token, PaLM appendix B) against a plain fp32 matmul of the model's width, timed in every round
-too. The models take turns one step at a time (common.paired_step_times); a ratio is the median
-over rounds of the two step times within one round, so a machine whose speed drifts (this VM's
-swung 2x within minutes) still compares like with like. The models are built afresh --repeats times
-(--steps rounds each): a build can stay a few % off an identical one, so the 95% interval of each
-ratio is a bootstrap over builds (common.ratio_interval), and a target reads `ok` only when the
-whole interval clears it, `MISS` when the whole interval falls short, `unresolved` otherwise (more
---repeats narrow the interval: on 2 shared CPU threads, 8 builds gave intervals about +-0.05 wide).
+mean of the two builds' step times in the round, and the two builds' own ratio is printed as an A/A
+control); posbench `learned` against a plain pre-LN GPT of the same shape (SDPA is_causal, learned
+positions, written out below); and the model's FLOP rate (posbench.bench's training_flops_per_token:
+6 per weight + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
+model's width, timed in every round too. The models take turns one step at a time
+(common.paired_step_times); a ratio is the median over rounds of the two step times within one
+round, so a machine whose speed drifts (this VM's swung 2x within minutes) still compares like with
+like. The models are built afresh --repeats times (--steps rounds each): a build can stay a few %
+off an identical one, so the 95% interval of each ratio is a bootstrap over builds
+(common.ratio_interval), and a target reads `ok` only when the whole interval clears it, `MISS` when
+the whole interval falls short, `unresolved` otherwise (more --repeats narrow the interval: on 2
+shared CPU threads, 8 builds gave intervals about +-0.05 wide).
 Default shape: issue 15's (d = 256).
 Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, FLOP rate >= 0.65 of the matmul's; and
 learned >= 0.98x plain (the same model written twice).
@@ -42,6 +43,7 @@ from common import (  # benchmarks/common.py
 from torch import nn
 
 from posbench import GPT, ModelConfig
+from posbench.bench import training_flops_per_token
 from posbench.positions import METHODS
 
 
@@ -127,8 +129,8 @@ def report(args) -> None:
         print(f"{'plain nanoGPT-style':22s} {tokens_per_second(times, 'plain nanoGPT-style', args):10,.0f}   "
               f"learned / plain = {r.value:.2f} ({r.low:.2f}-{r.high:.2f}; >= 0.98 {verdict(r, 0.98)})")
 
-    params = GPT(shape_config(args, "none")).num_params()
-    flops_per_token = 6 * params + 12 * args.layers * args.dim * args.seq_len
+    model = GPT(shape_config(args, "none"))
+    params, flops_per_token = model.num_params(), training_flops_per_token(model)
     model_rate = flops_per_token * tokens_per_second(times, YARDSTICK, args)
     machine = matmul_flops / statistics.median(times["matmul"])
     # both timed in every round: the ratio of the two within a round, median over rounds
