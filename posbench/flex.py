@@ -4,7 +4,8 @@ bias inside the kernel and skips future blocks, so no (B, H, Tq, Tk) mask is mat
 Two forms: a bias of i - j alone (ALiBi, T5, KERPLE at consecutive positions) is read from its
 (H, Tq + Tk - 1) vector of per-distance values, so nothing quadratic exists at all; any other bias
 (FIRE, explicit ids) from an (H, Tq, Tk) tensor built once per pass. The bias stays float32: the
-kernel adds it to float32 scores, and a bf16 ALiBi bias would step by 0.125 past distance 16·256."""
+kernel adds it to float32 scores, and a bf16 ALiBi bias at slope 1/256 would move in steps of 0.125
+beyond distance 4,096."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ try:
 except ImportError:  # pragma: no cover - older torch: SDPA with a float mask everywhere
     flex_attention = create_block_mask = None
 
-# Each new (length, batch) shape compiles the kernel once more; evaluation by length visits a dozen
-# shapes, past Dynamo's default of 8, after which it would silently run FlexAttention's unfused
-# reference (a (B, H, Tq, Tk) score tensor). Raised once, when the kernel is first compiled.
+# Each new (length, batch) shape compiles the kernel once more; training, validation and evaluation
+# at several lengths can pass Dynamo's default limit of 8 shapes, after which FlexAttention would run
+# its unfused reference (a (B, H, Tq, Tk) score tensor) with only a warning. Raised once, when the
+# kernel is first compiled.
 RECOMPILE_LIMIT = 64
 # Smallest head dim given to the kernel: Triton's matrix products take blocks of 16 or more, and in
 # the first GPU run (torch 2.11, H200) the one failing case was head dim 8 (24 passed). Smaller heads
