@@ -16,7 +16,7 @@ like. The models are built afresh --repeats times (--steps rounds each): a build
 off an identical one, so the 95% interval of each ratio is a bootstrap over builds
 (common.ratio_interval), and a target reads `ok` only when the whole interval clears it, `MISS` when
 the whole interval falls short, `unresolved` otherwise (more --repeats narrow the interval: on 2
-shared CPU threads, 8 builds gave intervals about +-0.05 wide).
+shared CPU threads, 8 builds gave intervals about +-0.05 wide, 24 builds +-0.02 to +-0.05).
 Default shape: issue 15's (d = 256).
 Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, FLOP rate >= 0.65 of the matmul's; and
 learned >= 0.98x plain (the same model written twice).
