@@ -82,15 +82,15 @@ def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, 
     dev = torch.device(device)
     config = ModelConfig(pos=pos, train_len=train_len, **model)
     net = _build(config, dev, compile)
+    # a warm-up step first: its set-up is not the method's (CPU: thread pools, kernel caches, ~80 MB,
+    # one window is enough; CUDA: compiling, if asked to, at the measured shape)
+    warmup_batch = batch if dev.type == "cuda" else 1
+    train_rate(net, warmup_batch, train_len, config.vocab_size, steps=1, warmup=0)
+    eval_rate(net.eval(), warmup_batch, train_len, config.vocab_size, steps=1, warmup=0)
+    net.train()
     if dev.type == "cuda":
-        train_rate(net, batch, train_len, config.vocab_size, steps=1, warmup=0)  # compiles, if asked to
-        eval_rate(net.eval(), batch, train_len, config.vocab_size, steps=1, warmup=0)
-        net.train()
         torch.cuda.reset_peak_memory_stats(dev)
-    else:  # first-call set-up (thread pools, kernel caches, ~80 MB) is not the method's
-        train_rate(net, 1, train_len, config.vocab_size, steps=1, warmup=0)
-        eval_rate(net.eval(), 1, train_len, config.vocab_size, steps=1, warmup=0)
-        net.train()
+    else:
         before = _reset_peak_rss_mb()
     train_rate(net, batch, train_len, config.vocab_size, steps=1, warmup=0)
     eval_rate(net.eval(), batch, train_len, config.vocab_size, steps=1, warmup=0)
@@ -142,8 +142,8 @@ def bench(
         keep_freed_memory()  # as training does
     nets = {pos: _build(ModelConfig(pos=pos, train_len=train_len, **model), dev, compile) for pos in names}
     rows = _interleaved_speeds(nets, batch, train_len, steps, rounds)
+    flops = training_flops_per_token(nets["none"])
     del nets  # every model freed (loops live in the helper): on CUDA a live one would count in each peak below
-    flops = training_flops_per_token(GPT(ModelConfig(pos="none", train_len=train_len, **model)))
     peak = bf16_peak_tflops(dev)
     for row in rows.values():  # the same model FLOPs for every method: its own extra work is its cost
         row["train_tflops"] = flops * row["train_tokens_per_s"] / 1e12

@@ -36,8 +36,8 @@ def bench_command(
     """Table 1 of the ALiBi paper for this machine: training and evaluation tokens/s and peak memory
     per method, each relative to `none`, measured in one run. Memory on a GPU is the allocator's peak;
     on the CPU it is what one step adds to the process's peak resident size (torch itself left out).
-    Model FLOPs: 6 per parameter and token plus attention's 12 * layers * d * L; MFU on a known GPU
-    against its datasheet bf16 peak."""
+    Model FLOPs (bench.training_flops_per_token): 6 per weight a token multiplies plus attention's
+    12 * layers * d * L; MFU on a known GPU against its datasheet bf16 peak."""
     methods = parse_methods(pos)
     model = {"n_layer": layers, "n_head": heads, "d_model": dim}
     ModelConfig(pos="none", **model)  # a bad shape fails here, with its message, before any process starts
