@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -71,20 +72,20 @@ def train_step(model: torch.nn.Module, batch: int, train_len: int, vocab: int):
 
 def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | None = None) -> dict:
     """Seconds of every training step of each model, by round. `builders` maps a name to a function
-    that builds the model. In each round every model takes one step, in turns (the order reversed
-    every other round), so the steps a ratio compares lie seconds apart: a slow spell of a shared
-    machine, or its clock drifting over minutes, hits both sides alike. args.steps rounds follow
-    each of args.repeats fresh builds (one process's allocation can leave a model persistently ~20%
-    slow on this kind of machine; a rebuild re-rolls it). `also` maps more names to functions that
-    time something else in each round (returning seconds), e.g. the machine's plain matmul. Then
-    prints the shape line."""
+    that builds the model. In each round every model takes one step, in turns (in a shuffled order,
+    another each round and build: paired_times), so the steps a ratio compares lie seconds apart: a
+    slow spell of a shared machine, or its clock drifting over minutes, hits both sides alike.
+    args.steps rounds follow each of args.repeats fresh builds (one process's allocation can leave a
+    model persistently ~20% slow on this kind of machine; a rebuild re-rolls it). `also` maps more
+    names to functions that time something else in each round (returning seconds), e.g. the
+    machine's plain matmul. Then prints the shape line."""
     vocab = ModelConfig().vocab_size
     also = also or {}
     times: dict = {key: [] for key in [*builders, *also]}
-    for _ in range(args.repeats):
+    for build_index in range(args.repeats):
         steps = {key: train_step(build(), args.batch, args.seq_len, vocab) for key, build in builders.items()}
         steps.update(also)
-        for key, seconds in paired_times(steps, args.steps).items():
+        for key, seconds in paired_times(steps, args.steps, seed=build_index).items():
             times[key] += seconds
         del steps
     print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, T={args.seq_len}, "
@@ -92,15 +93,19 @@ def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | Non
     return times
 
 
-def paired_times(steps: dict, rounds: int) -> dict:
+def paired_times(steps: dict, rounds: int, seed: int = 0) -> dict:
     """{name: [seconds per round]}: each of `steps` (functions that time one step and return its
     seconds) is run once to warm up (allocator, optimizer state, memoised tables), then once per
-    round, in turns, the order reversed every other round."""
+    round, in turns, in an order shuffled afresh every round (seeded: a rerun repeats it). A step can
+    run a few % faster or slower for what ran just before it (caches, the allocator's state); a fixed
+    order, even reversed every other round, gave one model the same neighbours throughout (the A/A
+    control read 1.06 at T=512 in session 8's run), a shuffled one spreads that over every model."""
     for step in steps.values():
         step()
+    order = random.Random(seed)
     times: dict = {key: [] for key in steps}
-    for round_ in range(rounds):
-        for key in list(steps)[:: 1 if round_ % 2 == 0 else -1]:
+    for _ in range(rounds):
+        for key in order.sample(list(steps), len(steps)):
             times[key].append(steps[key]())
     return times
 

@@ -58,3 +58,25 @@ def test_ratio_interval_resamples_builds_not_rounds():
     assert wide.low < 0.95 and wide.high >= 1.0
     assert [verdict(Interval(1, lo, hi), 0.95) for lo, hi in ((0.96, 1.1), (0.9, 0.94), (0.9, 1.0))] == \
         ["ok", "MISS", "unresolved"]
+
+
+def test_paired_times_shuffles_the_turn_order_every_round():
+    """Every step runs once per round, but not always after the same neighbour: a fixed order let
+    what ran just before a model bias its ratio (an A/A control of two identical models read 1.06)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from common import paired_times
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    def turns(seed: int) -> list[list[str]]:
+        calls = []
+        steps = {name: (lambda name=name: calls.append(name) or 1.0) for name in "abcdef"}
+        times = paired_times(steps, rounds=8, seed=seed)
+        assert all(len(seconds) == 8 for seconds in times.values())
+        return [calls[i : i + 6] for i in range(6, len(calls), 6)]  # the rounds, after one warm-up step each
+
+    rounds = turns(seed=0)
+    assert all(sorted(r) == list("abcdef") for r in rounds)
+    assert len({r.index("a") for r in rounds}) > 2  # `a` takes several places in the turn
+    assert len({r[r.index("a") - 1] for r in rounds if r[0] != "a"}) > 2  # after several neighbours
+    assert turns(seed=0) == rounds != turns(seed=1)  # seeded: a rerun repeats it; each build its own
