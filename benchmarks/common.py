@@ -76,14 +76,17 @@ def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | Non
     another each round and build: paired_times), so the steps a ratio compares lie seconds apart: a
     slow spell of a shared machine, or its clock drifting over minutes, hits both sides alike.
     args.steps rounds follow each of args.repeats fresh builds (one process's allocation can leave a
-    model persistently ~20% slow on this kind of machine; a rebuild re-rolls it). `also` maps more
+    model persistently ~20% slow on this kind of machine; a rebuild re-rolls it), the models built in
+    a shuffled order each time: built always in one order, each got much the same memory at every
+    rebuild, and two identical builds of `none` measured 1.03x apart across 16 rebuilds. `also` maps more
     names to functions that time something else in each round (returning seconds), e.g. the
     machine's plain matmul. Then prints the shape line."""
     vocab = ModelConfig().vocab_size
     also = also or {}
     times: dict = {key: [] for key in [*builders, *also]}
     for build_index in range(args.repeats):
-        steps = {key: train_step(build(), args.batch, args.seq_len, vocab) for key, build in builders.items()}
+        order = random.Random(build_index).sample(list(builders), len(builders))
+        steps = {key: train_step(builders[key](), args.batch, args.seq_len, vocab) for key in order}
         steps.update(also)
         for key, seconds in paired_times(steps, args.steps, seed=build_index).items():
             times[key] += seconds

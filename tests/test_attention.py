@@ -75,12 +75,16 @@ def test_hankel_path_equals_the_masked_softmax(pos, q_len, k_len, q_start, k_sta
 
 @pytest.mark.parametrize("pos", LEARNED_BIAS)
 @pytest.mark.parametrize(("q_len", "k_len"), [(30, 30), (19, 30)])
-def test_biased_attention_equals_the_masked_softmax_forward_and_gradient(pos, q_len, k_len, monkeypatch):
+@pytest.mark.parametrize("group_budget", [biased_attention.GROUP_BUDGET, 1], ids=["whole batch", "one by one"])
+def test_biased_attention_equals_the_masked_softmax_forward_and_gradient(pos, q_len, k_len, group_budget,
+                                                                         monkeypatch):
     """Training a learned bias on the CPU: SDPA's fused forward and the row-blocked backward (blocks of
-    5 rows here, the last one short) give the reference's output and the gradients of q, k, v and
+    5 rows here, the last one short; the batch at once, or one element at a time, each adding its
+    share of the bias's gradient) give the reference's output and the gradients of q, k, v and
     of every parameter of the method. A bias of i - j alone (T5, KERPLE) takes the per-diagonal
     form, with no (Tq, Tk) mask; any other (FIRE) the dense mask."""
     monkeypatch.setattr(biased_attention, "ROW_BLOCK", 5)
+    monkeypatch.setattr(biased_attention, "GROUP_BUDGET", group_budget)
     method = tiny_model(pos).pos.train()
     params = list(method.parameters())
     q_pos, k_pos = Positions(k_len - q_len, q_len), Positions(0, k_len)

@@ -1,13 +1,17 @@
 """The benchmark scripts still run (they are run by hand, so nothing else would notice them rot):
 each once at a toy size."""
 
+import argparse
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from posbench import ModelConfig
 from posbench.stats import Interval
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -80,3 +84,31 @@ def test_paired_times_shuffles_the_turn_order_every_round():
     assert len({r.index("a") for r in rounds}) > 2  # `a` takes several places in the turn
     assert len({r[r.index("a") - 1] for r in rounds if r[0] != "a"}) > 2  # after several neighbours
     assert turns(seed=0) == rounds != turns(seed=1)  # seeded: a rerun repeats it; each build its own
+
+
+def test_paired_step_times_builds_the_models_in_another_order_each_time():
+    """Built always in one order, each model got much the same memory at every rebuild, so a rebuild
+    did not re-roll its placement: two identical builds measured 1.03x apart across 16 rebuilds."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from common import paired_step_times
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    built = []
+
+    class Flat(torch.nn.Module):  # the same logits for every token: a model the training step can take
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            built.append(name)
+            self.logits = torch.nn.Parameter(torch.zeros(ModelConfig().vocab_size))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits.expand(*x.shape, -1)
+
+    names = "abcde"
+    args = argparse.Namespace(repeats=6, steps=1, batch=1, seq_len=2, threads=1, dim=1, layers=1, heads=1)
+    times = paired_step_times({name: functools.partial(Flat, name) for name in names}, args)
+    assert all(len(seconds) == 6 for seconds in times.values())
+    builds = [built[i : i + 5] for i in range(0, len(built), 5)]
+    assert len(builds) == 6 and all(sorted(b) == list(names) for b in builds)
+    assert len({b.index("a") for b in builds}) > 2  # `a` built at several places in the order
