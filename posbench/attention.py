@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .biased_attention import BiasedAttention, DiagonalBiasedAttention, fused_cpu_kernel, hankel_mask
+from .biased_attention import BiasedAttention, DiagonalBiasedAttention, fused_cpu_kernel, hankel_attention
 from .flex import MIN_HEAD_DIM, flex_attention, flex_biased_attention, flex_diagonal_attention
 from .positions import PositionMethod, Positions
 
@@ -38,10 +38,6 @@ MASK_BUDGET = 1 << 25
 # Largest probability block (B, H, chunk, keys) the explicit path holds at once while a probe watches;
 # probes make a few temporaries of the same size from it, so this bounds memory at a few times 16 MiB.
 PROBE_BUDGET = 1 << 22
-# Queries per SDPA call on the Hankel path: its mask costs no memory, so chunks only skip future keys
-# (a chunk computes up to its last query); 1024 was fastest at 16k tokens on 2 CPU threads.
-HANKEL_CHUNK = 1024
-
 # A probe's callback: (layer, first query position of the chunk, p: (B, H, chunk, keys) probabilities)
 Visit = Callable[[int, int, torch.Tensor], None]
 
@@ -133,25 +129,6 @@ def distance_vector(pos: PositionMethod, q_pos: Positions, k_pos: Positions, dty
         return bias.to(dtype).masked_fill(n < q_len - 1, float("-inf"))
 
     return pos.per_pass(("diagonals", q_len, k_len, dtype), build, q_pos, k_pos)
-
-
-def hankel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
-    """Attention whose mask is constant along diagonals: `diagonal` (H, Tq + Tk - 1) from
-    distance_vector. With the keys reversed, the mask of query r and key j' is diagonal[:, r + j'], a
-    Hankel matrix: a strided view (row stride 1) of the vector, which SDPA's fused kernel reads as it
-    is. Query chunk s..s+c only sees keys 0..Tk-Tq+s+c-1, the last k of the reversed ones."""
-    B, H, Tq, _ = q.shape
-    Tk = k.size(2)
-    k, v = k.flip(2), v.flip(2)  # (B, H, Tk, hd): key j' is key Tk-1-j'
-    out = []
-    for s in range(0, Tq, HANKEL_CHUNK):
-        c = min(HANKEL_CHUNK, Tq - s)
-        k_len = Tk - Tq + s + c
-        # row r = s + i, reversed key j' = Tk - k_len + l: entry n = r + j' = s + Tk - k_len + i + l
-        mask = hankel_mask(diagonal, s + Tk - k_len, c, k_len)  # (1, H, c, k_len)
-        out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k[:, :, Tk - k_len :], v[:, :, Tk - k_len :],
-                                                  attn_mask=mask))
-    return torch.cat(out, dim=2)
 
 
 def explicit_attention(

@@ -1,15 +1,19 @@
-"""Attention with a score bias that the loss differentiates, on the CPU: SDPA's fused forward (which
-also gives each row's log-sum-exp) and a backward that recomputes the probabilities a few query rows
-at a time. SDPA itself routes a mask that needs a gradient to its unfused math path (slow, and it
-keeps a (B, H, Tq, Tk) mask gradient). Two forms of the mask: dense (BiasedAttention) and, for a bias
-of i - j alone at ranges of ids, one vector of per-distance values (DiagonalBiasedAttention). Both
-are tested against the plain softmax, forward and gradient (tests/test_attention.py)."""
+"""Attention with a score bias on the CPU, through SDPA's fused kernel. A bias of i - j alone comes as
+one vector of per-distance values, read as a Hankel view with the keys reversed (hankel_attention;
+no (Tq, Tk) tensor). A bias the loss differentiates: SDPA's fused forward (which also gives each
+row's log-sum-exp) and a backward that recomputes the probabilities a few query rows at a time
+(SDPA itself routes a mask that needs a gradient to its unfused math path: slow, and it keeps a (B,
+H, Tq, Tk) mask gradient), for a dense mask (BiasedAttention) or a per-distance vector
+(DiagonalBiasedAttention). All are tested against the plain softmax, forward and gradient
+(tests/test_attention.py)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 # Query rows per block of the backward, and batch elements per pass over the blocks: as many as keep
 # a block's (batch, H, ROW_BLOCK, Tk) probabilities within GROUP_BUDGET elements (2 MB), at least
@@ -18,10 +22,25 @@ import torch
 # backward took 1.2-1.4x SDPA's fused one over the whole batch, 1.1-1.25x in groups of 4 or 8.
 ROW_BLOCK = 32
 GROUP_BUDGET = 1 << 19
+# Queries per fused-kernel call over a mask that costs no memory (a Hankel view) or already exists:
+# chunks only skip future keys (a chunk computes up to its last query). Measured on 2 CPU threads
+# against SDPA's causal kernel (benchmarks/attention_chunks.py): without a gradient, one 16k window,
+# 1024 fastest (1.08x; 256: 1.40x); forward and backward at T = 512 and 1024, 256 fastest (0.84x
+# and 1.02x; 1024: 1.05x and 1.33x).
+EVAL_CHUNK = 1024
+TRAINING_CHUNK = 256
 
 LOG2_E = math.log2(math.e)  # exp(x) = 2^(x log2 e)
 # SDPA's fused CPU kernel, called directly for the log-sum-exp its public wrapper drops
 _flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def query_chunks(q_len: int, k_len: int, chunk: int) -> Iterator[tuple[int, int, int]]:
+    """(s, c, keys) per chunk of `chunk` queries: queries s..s+c-1, the last q_len of the k_len keys,
+    see keys 0..keys-1 only (the later ones are all in their future)."""
+    for s in range(0, q_len, chunk):
+        c = min(chunk, q_len - s)
+        yield s, c, k_len - q_len + s + c
 
 
 def fused_cpu_kernel(q: torch.Tensor) -> bool:
@@ -37,6 +56,24 @@ def hankel_mask(diagonal: torch.Tensor, first: int, rows: int, keys: int) -> tor
                                diagonal.storage_offset() + first)
 
 
+def hankel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """Attention whose mask is constant along diagonals: `diagonal` (H, Tq + Tk - 1) from
+    attention.distance_vector. With the keys reversed, the mask of query r and key j' is
+    diagonal[:, r + j'], a Hankel matrix: a strided view (row stride 1) of the vector, which SDPA's
+    fused kernel reads as it is. Query chunk s..s+c only sees keys 0..keys-1, the last `keys` of the
+    reversed ones. The bias takes no gradient here; q, k, v may (ALiBi in training)."""
+    Tq, Tk = q.size(2), k.size(2)
+    k, v = k.flip(2), v.flip(2)  # (B, H, Tk, hd): key j' is key Tk-1-j'
+    chunk = TRAINING_CHUNK if torch.is_grad_enabled() and q.requires_grad else EVAL_CHUNK
+    out = []
+    for s, c, keys in query_chunks(Tq, Tk, chunk):
+        # row r = s + i, reversed key j' = Tk - keys + l: entry n = r + j' = s + Tk - keys + i + l
+        mask = hankel_mask(diagonal, s + Tk - keys, c, keys)  # (1, H, c, keys)
+        out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k[:, :, Tk - keys :], v[:, :, Tk - keys :],
+                                                  attn_mask=mask))
+    return torch.cat(out, dim=2)
+
+
 class BiasedAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(hd) + mask) v with a gradient for the mask too, on the CPU. SDPA routes a
     mask that needs a gradient to its unfused math path (slow, and it keeps a (B, H, Tq, Tk) mask
@@ -46,7 +83,8 @@ class BiasedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, mask):
-        out, lse = _flash_cpu(q, k, v, attn_mask=mask[None])  # (B, H, Tq, hd), (B, H, Tq)
+        out, lse = _chunked_flash(q, k.size(2), lambda s, c, keys: (k[:, :, :keys], v[:, :, :keys],
+                                                                    mask[None, :, s : s + c, :keys]))
         ctx.save_for_backward(q, k, v, mask, out, lse)
         return out
 
@@ -76,9 +114,11 @@ class DiagonalBiasedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, diagonal):
-        Tq, Tk = q.size(2), k.size(2)
+        Tk = k.size(2)
         diagonal = diagonal.contiguous()
-        out, lse = _flash_cpu(q, k.flip(2), v.flip(2), attn_mask=hankel_mask(diagonal, 0, Tq, Tk))
+        k_rev, v_rev = k.flip(2), v.flip(2)  # as hankel_attention: a chunk's keys are the last reversed ones
+        out, lse = _chunked_flash(q, Tk, lambda s, c, keys: (k_rev[:, :, Tk - keys :], v_rev[:, :, Tk - keys :],
+                                                             hankel_mask(diagonal, s + Tk - keys, c, keys)))
         ctx.save_for_backward(q, k, v, diagonal, out, lse)
         return out
 
@@ -104,6 +144,19 @@ class DiagonalBiasedAttention(torch.autograd.Function):
 
         dq, dk, dv = _blocked_backward(q, k, v, out, lse, grad_out, mask_rows, None if grad is None else mask_grad)
         return dq, dk, dv, None if grad is None else grad.flip(-1)
+
+
+def _chunked_flash(q: torch.Tensor, k_len: int, chunk_inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDPA's fused CPU kernel over query chunks of TRAINING_CHUNK, each over its keys only:
+    chunk_inputs(s, c, keys) -> (k, v, 4-D mask) of queries s..s+c-1 and keys 0..keys-1 (query_chunks).
+    Returns the output (B, H, Tq, hd) and each row's log-sum-exp (B, H, Tq)."""
+    outs, lses = [], []
+    for s, c, keys in query_chunks(q.size(2), k_len, TRAINING_CHUNK):
+        k, v, mask = chunk_inputs(s, c, keys)
+        out, lse = _flash_cpu(q[:, :, s : s + c], k, v, attn_mask=mask)
+        outs.append(out)
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
 def _blocked_backward(q, k, v, out, lse, grad_out, mask_rows, mask_grad) -> tuple[torch.Tensor, ...]:

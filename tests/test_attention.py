@@ -60,8 +60,8 @@ def test_hankel_path_equals_the_masked_softmax(pos, q_len, k_len, q_start, k_sta
     method = tiny_model(pos).pos.requires_grad_(False)
     q_pos, k_pos = Positions(q_start, q_len), Positions(k_start, k_len)
     calls = count_calls(monkeypatch, attention, "hankel_attention")
-    for chunk in (1024, 7):
-        monkeypatch.setattr(attention, "HANKEL_CHUNK", chunk)
+    for chunk in (1024, 7):  # with gradients, as here, the training chunk is taken
+        monkeypatch.setattr(biased_attention, "TRAINING_CHUNK", chunk)
         results = []
         for run in (causal_attention, reference_attention):
             q, k, v = qkv(q_len, k_len, requires_grad=True)
@@ -78,12 +78,13 @@ def test_hankel_path_equals_the_masked_softmax(pos, q_len, k_len, q_start, k_sta
 @pytest.mark.parametrize("group_budget", [biased_attention.GROUP_BUDGET, 1], ids=["whole batch", "one by one"])
 def test_biased_attention_equals_the_masked_softmax_forward_and_gradient(pos, q_len, k_len, group_budget,
                                                                          monkeypatch):
-    """Training a learned bias on the CPU: SDPA's fused forward and the row-blocked backward (blocks of
-    5 rows here, the last one short; the batch at once, or one element at a time, each adding its
-    share of the bias's gradient) give the reference's output and the gradients of q, k, v and
-    of every parameter of the method. A bias of i - j alone (T5, KERPLE) takes the per-diagonal
-    form, with no (Tq, Tk) mask; any other (FIRE) the dense mask."""
+    """Training a learned bias on the CPU: SDPA's fused forward (in query chunks of 8 here) and the
+    row-blocked backward (blocks of 5 rows, the last one short; the batch at once, or one element at
+    a time, each adding its share of the bias's gradient) give the reference's output and the
+    gradients of q, k, v and of every parameter of the method. A bias of i - j alone (T5, KERPLE)
+    takes the per-diagonal form, with no (Tq, Tk) mask; any other (FIRE) the dense mask."""
     monkeypatch.setattr(biased_attention, "ROW_BLOCK", 5)
+    monkeypatch.setattr(biased_attention, "TRAINING_CHUNK", 8)  # the forward in query chunks, too
     monkeypatch.setattr(biased_attention, "GROUP_BUDGET", group_budget)
     method = tiny_model(pos).pos.train()
     params = list(method.parameters())
@@ -106,6 +107,7 @@ def test_biased_attention_gradient_is_exact_where_probabilities_underflow(monkey
     underflows, ~-87) and -inf on future keys: the backward's 2^x form of the probabilities gives the
     reference's gradients of q, k, v and of the bias, in row blocks of 7."""
     monkeypatch.setattr(biased_attention, "ROW_BLOCK", 7)
+    monkeypatch.setattr(biased_attention, "TRAINING_CHUNK", 8)
     distance = (torch.arange(30)[:, None] - torch.arange(30)[None, :]).float()  # (T, T) i - j
     steep = (-30 * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf")).expand(4, -1, -1)
     check_against_softmax(BiasedAttention.apply, steep, lambda bias: bias, 30, 30)
@@ -131,6 +133,7 @@ def test_diagonal_biased_attention_gradient_is_exact_where_probabilities_underfl
     the per-diagonal vector (entry n: query r, key j, n = r + Tk - 1 - j), against the dense softmax
     with the mask gathered from the vector."""
     monkeypatch.setattr(biased_attention, "ROW_BLOCK", 7)
+    monkeypatch.setattr(biased_attention, "TRAINING_CHUNK", 8)
     q_len, k_len = 19, 30
     n = torch.arange(q_len + k_len - 1)
     distance = (n - (q_len - 1)).float()  # i - j of entry n (query r is key k_len - q_len + r)

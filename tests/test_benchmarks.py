@@ -112,3 +112,10 @@ def test_paired_step_times_builds_the_models_in_another_order_each_time():
     builds = [built[i : i + 5] for i in range(0, len(built), 5)]
     assert len(builds) == 6 and all(sorted(b) == list(names) for b in builds)
     assert len({b.index("a") for b in builds}) > 2  # `a` built at several places in the order
+
+
+def test_attention_chunks_prints_ratios_by_chunk_and_restores_the_defaults():
+    out = run(str(BENCHMARKS / "attention_chunks.py"), "--train-len", "16", "--dim", "16", "--heads", "2",
+              "--batch", "2", "--steps", "1")
+    assert "T=16 forward + backward, fixed bias" in out and "learned bias" in out and "no gradient" in out
+    assert "256: " in out and "(now: TRAINING_CHUNK " in out

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import posbench.attention as attention_module
+import posbench.biased_attention as biased_attention
 import posbench.positions.base as base_module
 from posbench.cli import app, main
 from posbench.errors import PosbenchError
@@ -120,7 +121,7 @@ def test_chunked_attention_equals_unchunked_in_the_model(pos, monkeypatch):
         full = model(x)
         [whole] = evaluate(model, [150], max_tokens=300)
     monkeypatch.setattr(attention_module, "MASK_BUDGET", 2 * 4 * 150 * 7)  # chunks of 7 queries
-    monkeypatch.setattr(attention_module, "HANKEL_CHUNK", 7)
+    monkeypatch.setattr(biased_attention, "EVAL_CHUNK", 7)
     monkeypatch.setattr(base_module, "CACHE_NUMEL", 4 * 7 * 150)  # and a cache that cannot keep them all
     with torch.inference_mode():
         chunked = model(x)

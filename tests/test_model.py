@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from posbench import attention as attention_module
+from posbench import biased_attention
 from posbench.attention import causal_attention
 from posbench.errors import LengthError, PosbenchError
 from posbench.model import KVCache, ModelConfig
@@ -180,7 +181,7 @@ def test_explicit_range_from_zero_gives_the_default_logits(pos, chunked, monkeyp
     model = tiny_model(pos)
     if chunked:  # chunks of 7 queries
         monkeypatch.setattr(attention_module, "MASK_BUDGET", 2 * 4 * 30 * 7)
-        monkeypatch.setattr(attention_module, "HANKEL_CHUNK", 7)
+        monkeypatch.setattr(biased_attention, "EVAL_CHUNK", 7)
     idx = torch.randint(0, 64, (2, 30))
     with torch.no_grad():
         default = model(idx)
