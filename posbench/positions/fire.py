@@ -104,21 +104,15 @@ class FirePosition(PositionMethod):
         bias = u.new_empty(self.n_head, q_len, k_len)  # (H, q, k): SDPA reads a mask fastest key-contiguous
         for a in range(0, q_len, rows):
             for s in range(0, k_len, keys):
-                self.mlp_over(u[a : a + rows, s : s + keys], out=bias[:, a : a + rows, s : s + keys])
+                bias[:, a : a + rows, s : s + keys] = self.mlp_over(u[a : a + rows, s : s + keys])
         return bias
 
-    def mlp_over(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """f_theta on a (r, k) tile of inputs -> (H, r, k), through only the units that switch within
-        it; into `out`, a view of that shape, if given. Where no unit switches (most tiles away from
-        the diagonal: their inputs span a narrow range), f is one line per head, written straight
-        into `out`: one pass over the tile instead of a product's and then a copy's."""
+    def mlp_over(self, u: torch.Tensor) -> torch.Tensor:
+        """f_theta on a (r, k) tile of inputs -> (H, r, k), through only the units that switch within it."""
         weights, w, b, intercept = fold_steady_units(self.mlp[0], self.mlp[2], *torch.aminmax(u.detach()))
-        if out is not None and weights.size(1) == 1:
-            return torch.addcmul(intercept[..., None], weights[..., None], u, out=out)  # (H, 1, 1) * (r, k)
         hidden = torch.addcmul(b, w, u.reshape(1, -1))  # (1 + M, r * k): u, then each switching unit's input
         hidden[1:].relu_()
-        values = torch.addmm(intercept, weights, hidden).view(-1, *u.shape)  # (H, r, k)
-        return values if out is None else out.copy_(values)
+        return torch.addmm(intercept, weights, hidden).view(-1, *u.shape)  # (H, r, k)
 
     def describe(self, length: int) -> dict:
         c, threshold = self.c.item(), self.threshold.item()
