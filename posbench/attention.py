@@ -7,7 +7,8 @@ causal_attention picks the fastest path that gives the same result, in this orde
     read from the per-distance vector below where the bias is of i - j alone;
   - a bias of i - j alone at consecutive positions, with no gradient to it (ALiBi; T5 and KERPLE at
     evaluation): the keys reversed, every query chunk's mask is a Hankel view of one (H, Tq + Tk - 1)
-    vector of per-distance values, read by SDPA's fused kernel with no (Tq, Tk) tensor anywhere;
+    vector of per-distance values, read by SDPA's fused kernel with no (Tq, Tk) tensor anywhere
+    (biased_attention.hankel_attention, in query chunks that skip future keys);
   - the same bias with a gradient (T5 and KERPLE in training), on the CPU: DiagonalBiasedAttention,
     SDPA's fused forward over that Hankel view and a row-blocked backward that skips future keys and
     sums the bias gradient per distance;
