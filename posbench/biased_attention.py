@@ -24,9 +24,9 @@ ROW_BLOCK = 32
 GROUP_BUDGET = 1 << 19
 # Queries per fused-kernel call over a mask that costs no memory (a Hankel view) or already exists:
 # chunks only skip future keys (a chunk computes up to its last query). Measured on 2 CPU threads
-# against SDPA's causal kernel (benchmarks/attention_chunks.py): without a gradient, one 16k window,
-# 1024 fastest (1.08x; 256: 1.40x); forward and backward at T = 512 and 1024, 256 fastest (0.84x
-# and 1.02x; 1024: 1.05x and 1.33x).
+# against SDPA's causal kernel (benchmarks/attention_chunks.py, a fixed bias): without a gradient,
+# one 16k window, 1024 fastest (1.07x; 256: 1.27x); forward and backward at T = 512 and 1024, 256
+# fastest (0.87x and 1.04x; 1024: 1.04x and 1.36x).
 EVAL_CHUNK = 1024
 TRAINING_CHUNK = 256
 
