@@ -19,7 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import paired_times, parse_shape_args  # benchmarks/common.py
+from common import paired_times, parse_shape_args, round_ratios  # benchmarks/common.py
 
 from posbench import biased_attention
 from posbench.biased_attention import DiagonalBiasedAttention, hankel_attention
@@ -66,7 +66,8 @@ def report(label: str, inputs, vector, grad: bool, rounds: int) -> None:
                                                    grad_out, name, chunk)
     times = paired_times(steps, rounds)
     for kind in ("fixed bias", "learned bias"):
-        ratios = {chunk: statistics.median(a / b for a, b in zip(times[(kind, chunk)], times["causal"], strict=True))
+        # per round, the chunked path's time over causal SDPA's
+        ratios = {chunk: statistics.median(round_ratios(times, "causal", (kind, chunk)))
                   for chunk in CHUNKS if (kind, chunk) in times}
         if ratios:
             cells = "  ".join(f"{chunk}: {r:.2f}x" for chunk, r in ratios.items())

@@ -26,12 +26,12 @@ py=${PYTHON:-python3}
 steps=${*:-info tests profile bench batch64 compiled compare}
 methods=none,learned,sinusoidal,scaled-sinusoidal,rotary,alibi,t5,xpos,kerple,fire
 if [[ -n "${DRY:-}" ]]; then
-    device=cpu; shape=(--layers 2 --dim 64 --heads 4 --batch-size 2 --steps 1 --rounds 1); lengths=(64)
-    small=(--layers 2 --dim 64 --heads 4); big_batch=4
+    device=cpu; model=(--layers 2 --dim 64 --heads 4); batch=2; big_batch=4; timing=(--steps 1 --rounds 1)
+    lengths=(64)
     compare=(--preset quick --pos none,alibi --train-len 32 --max-len 64 --eval-tokens 256)
 else
-    device=cuda; shape=(--layers 16 --dim 1024 --heads 8 --batch-size 16 --steps 10 --rounds 3); lengths=(512 1024)
-    small=(); big_batch=64
+    device=cuda; model=(--layers 16 --dim 1024 --heads 8); batch=16; big_batch=64; timing=(--steps 10 --rounds 3)
+    lengths=(512 1024)
     compare=(--preset small)
 fi
 log() { tee -a "$out/log.txt"; }
@@ -47,15 +47,15 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output 
 step info 60 $py benchmarks/gpu_info.py --device "$device"
 step tests 300 $py -m pytest -q -p no:cacheprovider -p no:logging --tb=short tests/test_flex.py
 step profile 120 $py benchmarks/gpu_profile.py --device "$device" --pos none,alibi --train-len "${lengths[0]}" \
-    "${small[@]}"
+    "${model[@]}" --batch-size "$batch"
 for L in "${lengths[@]}"; do
-    step bench 150 $py -m posbench bench --device "$device" --pos "$methods" --train-len "$L" "${shape[@]}" \
-        --json "$out/bench$L.json"
+    step bench 150 $py -m posbench bench --device "$device" --pos "$methods" --train-len "$L" "${model[@]}" \
+        --batch-size "$batch" "${timing[@]}" --json "$out/bench$L.json"
 done
 step batch64 150 $py -m posbench bench --device "$device" --pos none,alibi,t5 --train-len "${lengths[0]}" \
-    "${shape[@]}" --batch-size "$big_batch" --json "$out/batch64.json"
+    "${model[@]}" --batch-size "$big_batch" "${timing[@]}" --json "$out/batch64.json"
 step compiled 240 $py -m posbench bench --device "$device" --pos none,alibi --compile --train-len "${lengths[0]}" \
-    "${shape[@]}" --json "$out/compiled${lengths[0]}.json"
+    "${model[@]}" --batch-size "$batch" "${timing[@]}" --json "$out/compiled${lengths[0]}.json"
 step compare 300 $py -m posbench compare "${compare[@]}" --device "$device" --data gpu_data/wikitext-2 \
     --out /tmp/gpu_compare --quiet
 for f in results.json ppl_vs_length.png; do [[ -f /tmp/gpu_compare/$f ]] && cp /tmp/gpu_compare/$f "$out/compare_$f"; done

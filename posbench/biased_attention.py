@@ -9,6 +9,7 @@ H, Tq, Tk) mask gradient), for a dense mask (BiasedAttention) or a per-distance 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 
@@ -62,16 +63,22 @@ def hankel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal
     diagonal[:, r + j'], a Hankel matrix: a strided view (row stride 1) of the vector, which SDPA's
     fused kernel reads as it is. Query chunk s..s+c only sees keys 0..keys-1, the last `keys` of the
     reversed ones. The bias takes no gradient here; q, k, v may (ALiBi in training)."""
-    Tq, Tk = q.size(2), k.size(2)
     k, v = k.flip(2), v.flip(2)  # (B, H, Tk, hd): key j' is key Tk-1-j'
     chunk = TRAINING_CHUNK if torch.is_grad_enabled() and q.requires_grad else EVAL_CHUNK
     out = []
-    for s, c, keys in query_chunks(Tq, Tk, chunk):
-        # row r = s + i, reversed key j' = Tk - keys + l: entry n = r + j' = s + Tk - keys + i + l
-        mask = hankel_mask(diagonal, s + Tk - keys, c, keys)  # (1, H, c, keys)
-        out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k[:, :, Tk - keys :], v[:, :, Tk - keys :],
-                                                  attn_mask=mask))
+    for s, c, keys in query_chunks(q.size(2), k.size(2), chunk):
+        k_chunk, v_chunk, mask = hankel_chunk(k, v, diagonal, s, c, keys)
+        out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k_chunk, v_chunk, attn_mask=mask))
     return torch.cat(out, dim=2)
+
+
+def hankel_chunk(k_rev: torch.Tensor, v_rev: torch.Tensor, diagonal: torch.Tensor, s: int, c: int, keys: int):
+    """Keys, values (the last `keys` of the reversed ones: keys 0..keys-1) and (1, H, c, keys) Hankel
+    mask of query chunk s..s+c-1 (query_chunks), k_rev, v_rev: (B, H, Tk, hd) with the keys reversed."""
+    Tk = k_rev.size(2)
+    # row r = s + i, reversed key j' = Tk - keys + l: entry n = r + j' = s + Tk - keys + i + l
+    mask = hankel_mask(diagonal, s + Tk - keys, c, keys)
+    return k_rev[:, :, Tk - keys :], v_rev[:, :, Tk - keys :], mask
 
 
 class BiasedAttention(torch.autograd.Function):
@@ -114,11 +121,8 @@ class DiagonalBiasedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, diagonal):
-        Tk = k.size(2)
         diagonal = diagonal.contiguous()
-        k_rev, v_rev = k.flip(2), v.flip(2)  # as hankel_attention: a chunk's keys are the last reversed ones
-        out, lse = _chunked_flash(q, Tk, lambda s, c, keys: (k_rev[:, :, Tk - keys :], v_rev[:, :, Tk - keys :],
-                                                             hankel_mask(diagonal, s + Tk - keys, c, keys)))
+        out, lse = _chunked_flash(q, k.size(2), functools.partial(hankel_chunk, k.flip(2), v.flip(2), diagonal))
         ctx.save_for_backward(q, k, v, diagonal, out, lse)
         return out
 

@@ -3,6 +3,7 @@ each once at a toy size."""
 
 import argparse
 import functools
+import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +16,14 @@ from posbench import ModelConfig
 from posbench.stats import Interval
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_common():
+    """benchmarks/common.py as a module (the scripts import it from their own folder, as `common`)."""
+    spec = importlib.util.spec_from_file_location("benchmark_common", BENCHMARKS / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(*args: str) -> str:
@@ -50,11 +59,8 @@ def test_attention_backward_prints_ratios_to_sdpa():
 def test_ratio_interval_resamples_builds_not_rounds():
     """A build that stays off for all its rounds must widen the interval (rounds resampled one by one
     would not see it), and the verdict reads the whole interval."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from common import median_interval, verdict
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    common = benchmark_common()
+    median_interval, verdict = common.median_interval, common.verdict
     steady = np.array([[1.0, 1.01, 0.99]] * 4)  # (builds, rounds): every build alike
     one_off = np.vstack([steady[:3], [[0.9, 0.91, 0.89]]])
     narrow, wide = median_interval(steady), median_interval(one_off)
@@ -67,11 +73,8 @@ def test_ratio_interval_resamples_builds_not_rounds():
 def test_paired_times_shuffles_the_turn_order_every_round():
     """Every step runs once per round, but not always after the same neighbour: a fixed order let
     what ran just before a model bias its ratio (an A/A control of two identical models read 1.06)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from common import paired_times
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    paired_times = benchmark_common().paired_times
+
     def turns(seed: int) -> list[list[str]]:
         calls = []
         steps = {name: (lambda name=name: calls.append(name) or 1.0) for name in "abcdef"}
@@ -89,11 +92,7 @@ def test_paired_times_shuffles_the_turn_order_every_round():
 def test_paired_step_times_builds_the_models_in_another_order_each_time():
     """Built always in one order, each model got much the same memory at every rebuild, so a rebuild
     did not re-roll its placement: two identical builds measured 1.03x apart across 16 rebuilds."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from common import paired_step_times
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    paired_step_times = benchmark_common().paired_step_times
     built = []
 
     class Flat(torch.nn.Module):  # the same logits for every token: a model the training step can take
