@@ -7,7 +7,9 @@ and which backward tiles to give FlexAttention at head dim 128 (flex.WIDE_HEAD_B
 
 Rows: `sdpa causal` (the kernel `none`, rotary and the embeddings use), `flex causal` (FlexAttention
 with no bias), then ALiBi's fixed and T5's learned per-distance bias (flex_diagonal_attention) under
-each set of backward kernel options. Times are medians of CUDA-event-timed repeats after warm-up
+each set of backward kernel options, and the same biases materialised as a (1, H, T, T) mask of q's
+dtype for SDPA's cuDNN and memory-efficient kernels (the alternative to FlexAttention at short
+lengths). Times are medians of CUDA-event-timed repeats after warm-up
 (compiling included in the warm-up); `x sdpa` is the ratio to the first row at the same length. The
 last table: one tiny call (B = H = 1, 128 tokens), whose time is all launch and dispatch.
 """
@@ -20,6 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from posbench import flex
 
@@ -74,7 +77,28 @@ def attention_step(attend, q, k, v, backward: bool):
     return step
 
 
-def variants(n_head: int, length: int, device: torch.device) -> dict:
+def dense_bias(vector: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """(1, H, T, T) causal bias of q's dtype from the per-distance vector: entry n = i - j + T - 1."""
+    i = torch.arange(length, device=vector.device)[:, None]
+    j = torch.arange(length, device=vector.device)[None]
+    return vector[:, i - j + length - 1].masked_fill(j > i, float("-inf")).to(dtype)[None]
+
+
+def sdpa_backends(length: int, vector: torch.Tensor, fixed: bool) -> dict:
+    """SDPA with the bias materialised in q's dtype, on each fused backend that takes a bias: a fixed
+    bias built once (as a model would cache it), a learned one rebuilt from its vector every call."""
+    rows = {}
+    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        def attend(q, k, v, backend=backend, built={}):  # noqa: B006 - the fixed bias, built once
+            if not fixed or q.dtype not in built:
+                built[q.dtype] = dense_bias(vector, length, q.dtype)
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=built[q.dtype])
+        rows[f"sdpa + bias, {backend.name.split('_')[0].lower()}"] = attend
+    return rows
+
+
+def variants(n_head: int, length: int, device: torch.device, all_rows: bool = True) -> dict:
     causal_mask = flex._causal_block_mask(length, length, 0, str(device))
     rows = {
         "sdpa causal": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
@@ -85,6 +109,9 @@ def variants(n_head: int, length: int, device: torch.device) -> dict:
         for label, options in BACKWARD_OPTIONS.items():
             rows[f"{name}, {label}"] = lambda q, k, v, vector=vector, options=options: with_options(
                 options, lambda: flex.flex_diagonal_attention(q, k, v, vector))
+        if all_rows:
+            dense = sdpa_backends(length, vector, fixed=not learned)
+            rows.update({f"{name}, {label}": attend for label, attend in dense.items()})
     return rows
 
 
@@ -121,7 +148,7 @@ def call_overhead(args: argparse.Namespace, device: torch.device) -> None:
     backward = device.type == "cuda"
     q, k, v = (torch.randn(1, 1, 128, args.head_dim, device=device, dtype=dtype, requires_grad=backward)
                for _ in range(3))
-    for label, attend in list(variants(1, 128, device).items())[:3]:
+    for label, attend in list(variants(1, 128, device, all_rows=False).items())[:3]:
         step = attention_step(attend, q, k, v, backward)
         for _ in range(3):
             step()

@@ -60,12 +60,13 @@ beside() {  # beside NAME SECONDS COMMAND...: the same, in the background; its o
     [[ " $steps " == *" $1 "* ]] || return 0
     run_step "$@" > "$side/$1.txt" &
 }
-workers=()
+workers=()  # 8 pytest workers where xdist is there, each test stopped after 150 s where pytest-timeout is
 $py -c "import xdist" 2>/dev/null && [[ -z "${DRY:-}" ]] && workers=(-n 8)
+$py -c "import pytest_timeout" 2>/dev/null && workers+=(--timeout 150)
 step info 60 $py benchmarks/gpu_info.py --device "$device"
 beside compare 300 $py -m posbench compare "${compare[@]}" --device "$device" --data gpu_data/wikitext-2 \
     --out /tmp/gpu_compare --quiet
-step tests 240 $py -m pytest -q -p no:cacheprovider -p no:logging --tb=short "${workers[@]}" tests/test_flex.py
+step tests 240 $py -m pytest -p no:cacheprovider -p no:logging -p no:benchmark --tb=short -rfE -v "${workers[@]}" tests/test_flex.py
 wait
 for f in "$side"/*.txt; do [[ -f $f ]] && log < "$f" > /dev/null; done
 for f in results.json ppl_vs_length.png; do [[ -f /tmp/gpu_compare/$f ]] && cp /tmp/gpu_compare/$f "$out/compare_$f"; done
