@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import keep_freed_memory
+from .common import fused_optimizer, keep_freed_memory
 from .config import ModelConfig
 from .model import GPT
 
@@ -42,7 +42,7 @@ def bf16_peak_tflops(device: torch.device) -> float | None:
 def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
     """Training tokens/s: forward + cross-entropy + backward + AdamW, after `warmup` steps."""
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_optimizer(model))
     x = torch.randint(0, vocab, (batch, train_len + 1), device=device)
     for i in range(warmup + steps):
         if i == warmup:

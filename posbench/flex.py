@@ -27,9 +27,13 @@ RECOMPILE_LIMIT = 64
 # the first GPU run (torch 2.11, H200) the one failing case was head dim 8 (24 passed). Smaller heads
 # take the float-mask SDPA path.
 MIN_HEAD_DIM = 16
-# FlexAttention's default backward tiles for head dims 65..128 on Hopper (64, 128, 128, 64, three
-# stages) asked for 233,472 bytes of shared memory with a bias in score_mod, over an H200's 232,448
-# (torch 2.11): the tiles each backward kernel loops over are halved there.
+# FlexAttention's default backward tiles for head dims 65..128 on Hopper in bf16 (64, 128, 128, 64,
+# three stages) asked for 233,472 bytes of shared memory with a bias in score_mod, over an H200's
+# 232,448 (torch 2.11): the tiles each backward kernel loops over are halved there. Of the options
+# benchmarks/flex_kernels.py tried (session 10, H200, L = 512), these were the fastest for a learned
+# bias and within 2% of the fastest for a fixed one; two stages with the default tiles were 16-29%
+# slower. Sized for 2-byte elements: float32 keeps torch's own (16-wide) tiles (with these, the
+# float32 backward at head dim 128 was still compiling after 150 s, in three tests of three).
 WIDE_HEAD_BACKWARD = {"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 32}
 
 
@@ -77,6 +81,6 @@ def flex_diagonal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, d
 
 def _flex(q, k, v, score_mod, block_mask) -> torch.Tensor:
     # q, k, v arrive in autocast's dtype already; the kernel takes them as they are, outside autocast
-    options = WIDE_HEAD_BACKWARD if q.size(-1) > 64 else None
+    options = WIDE_HEAD_BACKWARD if q.size(-1) > 64 and q.element_size() == 2 else None
     with torch.autocast(q.device.type, enabled=False):
         return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, kernel_options=options)

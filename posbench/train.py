@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import average_across_ranks, init_distributed, keep_freed_memory, resolve_device
+from .common import average_across_ranks, fused_optimizer, init_distributed, keep_freed_memory, resolve_device
 from .config import ModelConfig, TrainConfig
 from .errors import PosbenchError
 from .lock import lock_run_dir
@@ -68,7 +68,7 @@ def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused_optimizer(model))
 
 
 def train(
