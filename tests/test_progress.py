@@ -6,6 +6,7 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
+from posbench import cli
 from posbench import progress as progress_module
 from posbench.presets import PRESETS, Preset
 from posbench.progress import LineProgress, make_progress
@@ -77,3 +78,12 @@ def test_compare_into_a_log_prints_progress_lines_during_the_run(corpus, tmp_pat
         assert "tok/s" in steps[0] and "eta" in steps[0] and "6/6 steps (100%)" in steps[-1]
     assert any(line.startswith("compare alibi (1/2) · 1/2 (50%)") for line in lines), lines
     assert any(line.startswith("eval ") for line in lines), lines
+
+
+def test_output_into_a_log_keeps_wide_tables(monkeypatch):
+    """A cluster job's log (no terminal, no COLUMNS): rich would fold tables to 80 columns."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    log = io.StringIO()  # not a terminal
+    assert cli._console(log).width == cli.LOG_WIDTH
+    monkeypatch.setenv("COLUMNS", "100")  # the user's say wins
+    assert cli._console(log).width == 100

@@ -20,8 +20,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Printed into a file or a pipe (a cluster job's log), rich would fold tables to 80 columns and drop
+# the widest ones; a log gets this width instead, unless COLUMNS says otherwise.
+LOG_WIDTH = 160
+
+
+def _console(stream) -> Console:
+    to_log = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stream is sys.stderr, width=LOG_WIDTH if to_log else None)
+
+
+console = _console(sys.stdout)
+err_console = _console(sys.stderr)
 
 
 def _version(value: bool) -> None:

@@ -97,15 +97,24 @@ class FirePosition(PositionMethod):
     def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
         u = self.normalized_distance(q_pos, k_pos)  # (q, k)
         if torch.compiler.is_compiling():  # the graph fuses the plain MLP (a varying unit count would break it)
-            return self.mlp(u[..., None]).permute(2, 0, 1).contiguous()  # (H, q, k)
+            return self.plain_mlp(u).contiguous()  # (H, q, k)
         if torch.is_grad_enabled():  # one tile: autograd would clone the whole bias gradient per tile written
-            return self.mlp_over(u)  # (H, q, k)
+            return self.mlp_on(u)  # (H, q, k)
         (q_len, k_len), (rows, keys) = u.shape, TILE
         bias = u.new_empty(self.n_head, q_len, k_len)  # (H, q, k): SDPA reads a mask fastest key-contiguous
         for a in range(0, q_len, rows):
             for s in range(0, k_len, keys):
-                bias[:, a : a + rows, s : s + keys] = self.mlp_over(u[a : a + rows, s : s + keys])
+                bias[:, a : a + rows, s : s + keys] = self.mlp_on(u[a : a + rows, s : s + keys])
         return bias
+
+    def plain_mlp(self, u: torch.Tensor) -> torch.Tensor:
+        """f_theta on a (r, k) tile of inputs -> (H, r, k), every hidden unit over every input."""
+        return self.mlp(u[..., None]).permute(2, 0, 1)
+
+    def mlp_on(self, u: torch.Tensor) -> torch.Tensor:
+        """f_theta on a tile: folded on the CPU; plain on CUDA, where picking the switching units
+        (boolean indexing) would make the host wait for the GPU at every tile."""
+        return self.plain_mlp(u).contiguous() if u.is_cuda else self.mlp_over(u)
 
     def mlp_over(self, u: torch.Tensor) -> torch.Tensor:
         """f_theta on a (r, k) tile of inputs -> (H, r, k), through only the units that switch within it."""
