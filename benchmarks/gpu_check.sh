@@ -4,8 +4,9 @@
 # cannot eat the lease; everything lands in $OUT (log.txt holds all output). The two untimed steps,
 # tests and compare, run side by side (the tests on 8 pytest workers: compiling kernels is what they
 # wait on); the timed steps each run alone after them.
-# On an H200 (session 8, torch 2.11): the machine started in ~30 s; tests ~25 s per CUDA case (each
-# head dim compiles its kernels), bench ~70-100 s per length, compiled ~180 s.
+# On an H200 (sessions 8 and 10, torch 2.11): the machine starts in ~35 s; tests ~4 minutes on 8
+# workers (each CUDA case compiles its kernels), compare ~3 minutes beside them, kernels ~1, profile
+# under 1, bench ~2 per length for ten methods, compiled ~3: a 15-minute lease runs it in two calls.
 #
 #   OUT=gpu_out BUDGET=540 bash benchmarks/gpu_check.sh [STEP ...]  # steps: info tests compare kernels profile bench batch64 compiled
 #   DRY=1 OUT=/tmp/gpu_dry bash benchmarks/gpu_check.sh     # the plumbing on the CPU, tiny shapes
