@@ -31,7 +31,7 @@ MIN_HEAD_DIM = 16
 # three stages) asked for 233,472 bytes of shared memory with a bias in score_mod, over an H200's
 # 232,448 (torch 2.11): the tiles each backward kernel loops over are halved there. Of the options
 # benchmarks/flex_kernels.py tried (session 10, H200, L = 512), these were the fastest for a learned
-# bias and within 2% of the fastest for a fixed one; two stages with the default tiles were 16-29%
+# bias and within 3% of the fastest for a fixed one; two stages with the default tiles were 16-29%
 # slower. Sized for 2-byte elements: float32 keeps torch's own (16-wide) tiles (with these, the
 # float32 backward at head dim 128 was still compiling after 150 s, in three tests of three).
 WIDE_HEAD_BACKWARD = {"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 32}
