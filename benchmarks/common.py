@@ -146,9 +146,14 @@ def median_interval(per_build: np.ndarray) -> Interval:
     return Interval(value, *percentile_interval(samples))
 
 
-def verdict(interval: Interval, target: float) -> str:
+def verdict(interval: Interval, target: float, control: Interval | None = None) -> str:
     """'ok' when the whole interval lies at or above the target, 'MISS' when it lies below it,
-    'unresolved' when it straddles it (more --repeats narrow the interval)."""
+    'unresolved' when it straddles it (more --repeats narrow the interval). With `control`, the
+    interval of two identical builds' ratio (an A/A control): where it excludes 1 the run's intervals
+    are too narrow for what the machine does, and no verdict but 'unresolved (A/A off)' holds (session
+    10's run read 1.06 (1.04-1.14) for it at T = 256 with every order shuffled)."""
+    if control is not None and not control.low <= 1 <= control.high:
+        return "unresolved (A/A off)"
     if interval.low >= target:
         return "ok"
     if interval.high < target:

@@ -70,6 +70,18 @@ def test_ratio_interval_resamples_builds_not_rounds():
         ["ok", "MISS", "unresolved"]
 
 
+def test_an_a_a_control_that_excludes_one_leaves_every_verdict_unresolved():
+    """Two identical builds measured apart (the interval of their ratio excludes 1): the intervals
+    are narrower than the machine's noise, so neither 'ok' nor 'MISS' can be read from the run."""
+    verdict = benchmark_common().verdict
+    clear, short, straddling = Interval(1, 0.96, 1.1), Interval(1, 0.8, 0.9), Interval(1, 0.9, 1.0)
+    assert [verdict(clear, 0.95, control) for control in (Interval(1.0, 0.98, 1.02), Interval(1.02, 1.0, 1.05))] \
+        == ["ok", "ok"]  # the control's ends may touch 1
+    for off in (Interval(1.06, 1.04, 1.14), Interval(0.95, 0.9, 0.99)):
+        assert {verdict(clear, 0.95, off), verdict(short, 0.95, off), verdict(straddling, 0.95, off)} == \
+            {"unresolved (A/A off)"}
+
+
 def test_paired_times_shuffles_the_turn_order_every_round():
     """Every step runs once per round, but not always after the same neighbour: a fixed order let
     what ran just before a model bias its ratio (an A/A control of two identical models read 1.06)."""
