@@ -96,9 +96,9 @@ class FirePosition(PositionMethod):
 
     def score_bias(self, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
         u = self.normalized_distance(q_pos, k_pos)  # (q, k)
-        if torch.compiler.is_compiling():  # the graph fuses the plain MLP (a varying unit count would break it)
-            return self.plain_mlp(u).contiguous()  # (H, q, k)
-        if torch.is_grad_enabled():  # one tile: autograd would clone the whole bias gradient per tile written
+        # one tile: autograd would clone the whole bias gradient per tile written; a compiled graph
+        # takes the whole bias at once too
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.mlp_on(u)  # (H, q, k)
         (q_len, k_len), (rows, keys) = u.shape, TILE
         bias = u.new_empty(self.n_head, q_len, k_len)  # (H, q, k): SDPA reads a mask fastest key-contiguous
@@ -107,14 +107,13 @@ class FirePosition(PositionMethod):
                 bias[:, a : a + rows, s : s + keys] = self.mlp_on(u[a : a + rows, s : s + keys])
         return bias
 
-    def plain_mlp(self, u: torch.Tensor) -> torch.Tensor:
-        """f_theta on a (r, k) tile of inputs -> (H, r, k), every hidden unit over every input."""
-        return self.mlp(u[..., None]).permute(2, 0, 1)
-
     def mlp_on(self, u: torch.Tensor) -> torch.Tensor:
-        """f_theta on a tile: folded on the CPU; plain on CUDA, where picking the switching units
-        (boolean indexing) would make the host wait for the GPU at every tile."""
-        return self.plain_mlp(u).contiguous() if u.is_cuda else self.mlp_over(u)
+        """f_theta on a (r, k) tile -> (H, r, k): folded on the CPU; plain on CUDA, where picking the
+        switching units (boolean indexing) would make the host wait for the GPU at every tile, and in
+        a compiled graph, which fuses the plain MLP (a varying unit count would break it)."""
+        if u.is_cuda or torch.compiler.is_compiling():
+            return self.mlp(u[..., None]).permute(2, 0, 1).contiguous()  # every unit over every input
+        return self.mlp_over(u)
 
     def mlp_over(self, u: torch.Tensor) -> torch.Tensor:
         """f_theta on a (r, k) tile of inputs -> (H, r, k), through only the units that switch within it."""
