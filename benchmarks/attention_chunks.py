@@ -19,21 +19,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import paired_times, parse_shape_args, round_ratios  # benchmarks/common.py
+from common import paired_times, parse_shape_args, round_ratios, slope_vector  # benchmarks/common.py
 
 from posbench import biased_attention
 from posbench.biased_attention import DiagonalBiasedAttention, hankel_attention
 
 CHUNKS = (128, 256, 512, 1024, 2048)
 EVAL_LENGTH = 16384
-
-
-def slope_vector(n_head: int, length: int) -> torch.Tensor:
-    """(H, 2T - 1) per-distance vector as attention.distance_vector lays it out: ALiBi-like slopes."""
-    n = torch.arange(2 * length - 1)
-    distance = (n - (length - 1)).float()  # i - j of entry n
-    slopes = 2.0 ** -torch.arange(1, n_head + 1).float()[:, None]
-    return (-slopes * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf"))
 
 
 def timed(attend, inputs, grad_out, chunk_name: str | None, chunk: int):

@@ -53,6 +53,14 @@ def shape_config(args: argparse.Namespace, pos: str) -> ModelConfig:
     return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, train_len=args.seq_len, pos=pos)
 
 
+def slope_vector(n_head: int, length: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, 2T - 1) per-distance vector as attention.distance_vector lays it out (entry n at i - j =
+    n - (T - 1), -inf on future keys): ALiBi-like slopes 1/2, 1/4, ... per head."""
+    distance = (torch.arange(2 * length - 1, device=device) - (length - 1)).float()  # i - j of entry n
+    slopes = 2.0 ** -torch.arange(1, n_head + 1, device=device).float()[:, None]
+    return (-slopes * distance.clamp(min=0)).masked_fill(distance < 0, float("-inf"))
+
+
 def train_step(model: torch.nn.Module, batch: int, train_len: int, vocab: int):
     """A function that runs one training step of `model` (forward, cross-entropy, backward, AdamW)
     on a fixed random batch and returns its seconds."""

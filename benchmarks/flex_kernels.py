@@ -22,6 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import slope_vector  # benchmarks/common.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from posbench import flex
@@ -60,11 +61,9 @@ def median_ms(fn, device: torch.device) -> float:
 
 
 def per_distance_bias(n_head: int, length: int, device: torch.device, learned: bool) -> torch.Tensor:
-    """(H, 2T - 1) per-distance vector as attention.distance_vector lays it out: ALiBi's slopes, or
-    (learned) the same values as a leaf with a gradient, standing in for T5's bucket table."""
-    distance = (torch.arange(2 * length - 1, device=device) - (length - 1)).float().clamp(min=0)  # i - j
-    slopes = 2.0 ** -torch.arange(1, n_head + 1, device=device).float()[:, None]
-    return (-slopes * distance).requires_grad_(learned and device.type == "cuda")
+    """common.slope_vector: ALiBi's fixed bias, or (learned) the same values as a leaf with a gradient,
+    standing in for T5's bucket table."""
+    return slope_vector(n_head, length, device).requires_grad_(learned and device.type == "cuda")
 
 
 def attention_step(attend, q, k, v, backward: bool):
