@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 
 # Query rows per block of the backward, and batch elements per pass over the blocks: as many as keep
-# a block's (batch, H, ROW_BLOCK, Tk) probabilities within GROUP_BUDGET elements (2 MB), at least
+# a block's (batch, H, ROW_BLOCK, Tk) probabilities within GROUP_BUDGET elements (4 MB), at least
 # one. The backward makes ~10 passes over each block's temporaries, which over the whole batch at
-# once outgrow the caches: at B = 16, H = 8, T = 256 and 512 on 2 CPU threads the per-diagonal
-# backward took 1.2-1.4x SDPA's fused one over the whole batch, 1.1-1.25x in groups of 4 or 8.
-ROW_BLOCK = 32
-GROUP_BUDGET = 1 << 19
+# once outgrow the caches; its dV and dK products sum over ROW_BLOCK rows, which at 32 leaves them
+# memory-bound. At B = 16, H = 8, hd 32, T = 256 and 512 on 2 CPU threads, against SDPA's fused
+# backward (session 11): 64 rows in 4 MB, per-diagonal 1.11x and 0.98x, dense 1.06x and 0.95x; 32
+# rows in 2 MB (before) 1.25x / 1.10x and 1.14x / 1.01x; 128 rows or 8 MB slower again.
+ROW_BLOCK = 64
+GROUP_BUDGET = 1 << 20
 # Queries per fused-kernel call over a mask that costs no memory (a Hankel view) or already exists:
 # chunks only skip future keys (a chunk computes up to its last query). Measured on 2 CPU threads
 # against SDPA's causal kernel (benchmarks/attention_chunks.py, a fixed bias): without a gradient,
