@@ -35,6 +35,12 @@ MIN_HEAD_DIM = 16
 # slower. Sized for 2-byte elements: float32 keeps torch's own (16-wide) tiles (with these, the
 # float32 backward at head dim 128 was still compiling after 150 s, in three tests of three).
 WIDE_HEAD_BACKWARD = {"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 32}
+# At head dim 64 in bf16 it was the forward: torch 2.11's default tiles asked an H200 for 245,760
+# bytes of shared memory with a bias in score_mod and did not compile, with or without the halved
+# backward tiles (session 11); 64 x 64 forward tiles compiled and ran forward + backward in 1.06 ms
+# at L = 512, batch 16, 8 heads (fp32 forward tiles two stages: 1.26 ms). Verified at head dim 64
+# only; given to 25..64, where the same default tiles apply (16 and 24 passed with torch's own).
+NARROW_HEAD_FORWARD = {"BLOCK_M": 64, "BLOCK_N": 64}
 
 
 @functools.lru_cache(maxsize=32)
@@ -79,8 +85,15 @@ def flex_diagonal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, d
     return _flex(q, k, v, add_bias, _causal_block_mask(Tq, Tk, Tk - Tq, str(q.device)))
 
 
+def kernel_options(head_dim: int, element_size: int) -> dict | None:
+    """FlexAttention's tile options for q's head dim and element size (bytes): None for torch's own."""
+    if element_size != 2 or head_dim <= 24:
+        return None
+    return WIDE_HEAD_BACKWARD if head_dim > 64 else NARROW_HEAD_FORWARD
+
+
 def _flex(q, k, v, score_mod, block_mask) -> torch.Tensor:
     # q, k, v arrive in autocast's dtype already; the kernel takes them as they are, outside autocast
-    options = WIDE_HEAD_BACKWARD if q.size(-1) > 64 and q.element_size() == 2 else None
+    options = kernel_options(q.size(-1), q.element_size())
     with torch.autocast(q.device.type, enabled=False):
         return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask, kernel_options=options)

@@ -93,6 +93,27 @@ def test_flex_gradients_into_a_learned_bias_on_cuda(pos, head_dim):
         assert max(errors.values()) < 1e-3, f"{form}: {errors}"  # float32 far under it (tf32: ~3e-4)
 
 
+@cuda
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+@pytest.mark.parametrize("pos", ["alibi", "t5"])
+def test_flex_in_bf16_compiles_and_matches_at_common_head_dims(pos, head_dim):
+    """bf16 forward and backward, a fixed and a learned per-distance bias, at head dims 32, 64 and 128
+    (torch's default tiles overflowed an H200's shared memory at 64 forward and 128 backward:
+    flex.kernel_options), against SDPA's float-mask path in float32, to bf16 precision."""
+    method = tiny_model(pos).cuda().pos
+    q, k, v = inputs("cuda", head_dim)
+    leaves = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
+    ref_leaves = [t.requires_grad_() for t in (q, k, v)]
+    vector = distance_vector(method, *span(48, 64, 16), torch.float32)
+    out = flex_diagonal_attention(*leaves, vector)
+    ref = reference(*ref_leaves, method, 16)
+    grad_out = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, leaves, grad_out.to(torch.bfloat16))
+    grads_ref = torch.autograd.grad(ref, ref_leaves, grad_out)
+    errors = {"out": relative_error(out.float(), ref), **gradient_errors("qkv", grads, grads_ref)}
+    assert max(errors.values()) < 2e-2, errors  # bf16: ~4e-3
+
+
 def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
     return ((x - reference).norm() / reference.norm()).item()
 
