@@ -38,7 +38,7 @@ WIDE_HEAD_BACKWARD = {"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N
 # At head dim 64 in bf16 it was the forward: torch 2.11's default tiles asked an H200 for 245,760
 # bytes of shared memory with a bias in score_mod and did not compile, with or without the halved
 # backward tiles (session 11); 64 x 64 forward tiles compiled and ran forward + backward in 1.06 ms
-# at L = 512, batch 16, 8 heads (fp32 forward tiles two stages: 1.26 ms). Verified at head dim 64
+# at L = 512, batch 16, 8 heads (the default tiles in two stages: 1.26 ms). Verified at head dim 64
 # only; given to 25..64, where the same default tiles apply (16 and 24 passed with torch's own).
 NARROW_HEAD_FORWARD = {"BLOCK_M": 64, "BLOCK_N": 64}
 
