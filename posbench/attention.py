@@ -27,7 +27,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .biased_attention import BiasedAttention, DiagonalBiasedAttention, fused_cpu_kernel, hankel_attention
+from .biased_attention import (
+    BiasedAttention,
+    DiagonalBiasedAttention,
+    fused_cpu_kernel,
+    hankel_attention,
+    join_query_chunks,
+)
 from .flex import MIN_HEAD_DIM, flex_attention, flex_biased_attention, flex_diagonal_attention
 from .positions import PositionMethod, Positions
 
@@ -103,7 +109,7 @@ def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, at
         k_len = min(Tk, offset + s + qc.size(2))
         qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len)
         out.append(attend(qc, k[:, :, :k_len], v[:, :, :k_len], pos, qc_pos, kc_pos, offset + s))
-    return torch.cat(out, dim=2)
+    return join_query_chunks(out)
 
 
 def _masked_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, offset: int) -> torch.Tensor:
@@ -154,7 +160,7 @@ def explicit_attention(
         p = torch.softmax(scores + mask, dim=-1)
         visit(offset + s, p)
         out.append(p @ v[:, :, :k_len])  # (B, H, c, hd)
-    return torch.cat(out, dim=2)
+    return join_query_chunks(out)
 
 
 def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype) -> torch.Tensor:

@@ -71,7 +71,7 @@ def hankel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, diagonal
     for s, c, keys in query_chunks(q.size(2), k.size(2), chunk):
         k_chunk, v_chunk, mask = hankel_chunk(k, v, diagonal, s, c, keys)
         out.append(F.scaled_dot_product_attention(q[:, :, s : s + c], k_chunk, v_chunk, attn_mask=mask))
-    return _join(out)
+    return join_query_chunks(out)
 
 
 def hankel_chunk(k_rev: torch.Tensor, v_rev: torch.Tensor, diagonal: torch.Tensor, s: int, c: int, keys: int):
@@ -162,10 +162,10 @@ def _chunked_flash(q: torch.Tensor, k_len: int, chunk_inputs) -> tuple[torch.Ten
         out, lse = _flash_cpu(q[:, :, s : s + c], k, v, attn_mask=mask)
         outs.append(out)
         lses.append(lse)
-    return _join(outs), _join(lses)
+    return join_query_chunks(outs), join_query_chunks(lses)
 
 
-def _join(chunks: list[torch.Tensor]) -> torch.Tensor:
+def join_query_chunks(chunks: list[torch.Tensor]) -> torch.Tensor:
     """The query chunks' results along the query dim (2); one chunk as it is (cat would copy it)."""
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
 
