@@ -160,12 +160,17 @@ def verdict(interval: Interval, target: float, control: Interval | None = None) 
     of two identical builds (an A/A control), the interval is first widened on both sides by how far
     the control lies from 1: an offset between identical builds that the bootstrap over builds does
     not see (session 10's run read 1.06 (1.04-1.14) for it at T = 256 with every order shuffled)."""
-    slack = 0.0 if control is None else abs(control.value - 1)
+    slack = 0.0 if control is None else control_slack(control)
     if interval.low - slack >= target:
         return "ok"
     if interval.high + slack < target:
         return "MISS"
     return "unresolved"
+
+
+def control_slack(control: Interval) -> float:
+    """How far an A/A control (two identical builds' ratio) lies from 1: what verdict widens by."""
+    return abs(control.value - 1)
 
 
 def tokens_per_second(times: dict, key, args: argparse.Namespace) -> float:

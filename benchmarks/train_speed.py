@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from common import (  # benchmarks/common.py
+    control_slack,
     median_interval,
     paired_step_times,
     parse_shape_args,
@@ -126,7 +127,7 @@ def report(args) -> None:
               f"  >= {target} {verdict(r, target, control)}")
     print(f"{AGAIN:22s} {tokens_per_second(times, AGAIN, args):10,.0f}   2nd build / 1st = {control.value:.3f} "
           f"({control.low:.3f}-{control.high:.3f}): two identical models, an A/A control; every verdict "
-          f"reads its interval {abs(control.value - 1):.3f} wider on both sides")
+          f"reads its interval {control_slack(control):.3f} wider on both sides")
     if "learned" in names:
         r = interval("learned", "plain nanoGPT-style")
         print(f"{'plain nanoGPT-style':22s} {tokens_per_second(times, 'plain nanoGPT-style', args):10,.0f}   "
