@@ -38,6 +38,7 @@ P, M, T, R = "tests/test_positions.py", "tests/test_model.py", "tests/test_train
 E, S, H = "tests/test_evaluate.py", "tests/test_sample.py", "tests/test_heads.py"
 ST, RS, LK = "tests/test_stats.py", "tests/test_rope_scaling.py", "tests/test_lock.py"
 REF = "tests/test_reference.py"
+CV = "tests/test_coverage.py"
 FX, BN = "tests/test_flex.py", "tests/test_bench.py"
 
 MUTANTS = [
@@ -192,10 +193,36 @@ MUTANTS = [
            "float(x.std(ddof=1))", "float(x.std(ddof=0))", (ST,)),
     Mutant("stats: t quantile one degree of freedom off", "stats.py",
            "half = t_quantile(len(x) - 1)", "half = t_quantile(len(x))", (ST,)),
-    Mutant("stats: paired bootstrap resamples the two sides independently", "stats.py",
-           "loss_a, tokens_a, loss_b, tokens_b = resampled_sums(a.loss, a.tokens, b.loss, b.tokens)",
-           "loss_a, tokens_a = resampled_sums(a.loss, a.tokens)\n    loss_b, tokens_b = "
-           "[x[::-1] for x in resampled_sums(b.loss, b.tokens)]", (ST, E)),
+    Mutant("stats: paired ratio with the two sides' blocks unpaired", "stats.py",
+           "np.stack([za - zb for (_, za), (_, zb) in terms])",
+           "np.stack([za - zb[::-1] for (_, za), (_, zb) in terms])", (ST, E)),
+    Mutant("stats: windows, not blocks, as the unit", "stats.py",
+           "np.bincount(self.block, weights=a.astype(np.float64), minlength=k)",
+           "np.bincount(np.arange(len(self.block)), weights=a.astype(np.float64))", (ST, CV)),
+    Mutant("stats: over seeds, the t over seeds alone (the text's noise dropped)", "stats.py",
+           "block_var = float(residuals.mean(0).var(ddof=1)) / K", "block_var = 0.0 if S > 1 else "
+           "float(residuals.mean(0).var(ddof=1)) / K", (ST, CV)),
+    Mutant("stats: over seeds, the arithmetic mean of perplexity", "verdicts.py",
+           '"ppl": _geometric_mean([r["ppl"] for r in rows])', '"ppl": _mean([r["ppl"] for r in rows])',
+           ("tests/test_compare.py",)),
+    Mutant("stats: a normal quantile in place of t (too narrow with few blocks)", "stats.py",
+           "return float(values.mean()), t_quantile(max(1.0, df)) * math.sqrt(total)",
+           "return float(values.mean()), Z975 * math.sqrt(total)", (ST, CV)),
+    # --- scoring.py: which text is scored
+    Mutant("scoring: the split's first blocks, not spread over it", "scoring.py",
+           "return (np.arange(k) * (available - longest)) // max(k - 1, 1)", "return np.arange(k) * longest",
+           (E, "tests/test_coverage_text.py")),
+    # --- run_groups.py
+    Mutant("compare: runs with other tokenizers let through", "run_groups.py",
+           "        if _tokenizer_digest(first) != _tokenizer_digest(run):", "        if False:",
+           ("tests/test_compare_runs.py",)),
+    Mutant("compare: runs grouped by method label alone", "run_groups.py",
+           "key = repr(sorted(_flat(config).items()))", "key = method_label(config['model'])",
+           ("tests/test_compare_runs.py",)),
+    # --- task_data.py
+    Mutant("tasks: passkey depth rounds U * filler (ends at half weight)", "task_data.py",
+           "before = int(rng.integers(0, filler + 1)) if depth is None", "before = int(round(rng.random() * filler)) "
+           "if depth is None", ("tests/test_tasks.py",)),
     # --- lock.py
     Mutant("lock: a second writer is let in (no lock taken)", "lock.py",
            "fcntl.flock(", "(lambda *a: None)(", (LK,)),

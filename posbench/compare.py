@@ -25,7 +25,8 @@ from .plots import plot_loss_curves, plot_ppl_vs_length
 from .positions import METHODS, SEED_METHODS
 from .presets import Preset, get_preset
 from .progress import make_progress
-from .runs import loss_curve, read_json, write_json
+from .run_groups import group_runs
+from .runs import loss_curve, method_label, read_json, write_json
 from .tokens import prepare_data
 from .train import Interrupted, train
 from .verdicts import Entry, add_comparisons, method_row
@@ -102,7 +103,7 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
         _check_inputs(cfg, preset)
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     labels = {m: _model_config(cfg, preset, m, cfg.seed).label() for m in cfg.methods}  # as tables label them
-    jobs: list[Job] = ([(Path(r).name, None, [(None, Path(r))]) for r in runs]
+    jobs: list[Job] = ([(label, None, [(None, d) for d in folders]) for label, folders in group_runs(runs)]
                        or [(labels[m], m, [(s, cfg.run_dir(labels[m], s)) for s in seeds]) for m in cfg.methods])
     progress = make_progress(console, disable=not show_progress)
     evaluated: dict[str, list[Entry]] = {}
@@ -112,7 +113,7 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
         for k, (label, method, seed_dirs) in enumerate(jobs):
             progress.update(overall, description=f"[bold]compare[/] {label} ({k + 1}/{len(jobs)})")
             try:
-                done = _run_method(cfg, preset, method, seed_dirs, settings, console, progress)
+                done = _run_method(cfg, preset, method, seed_dirs, settings, console, progress, label)
             except Interrupted:
                 raise
             except Exception as e:  # one failing method (NaN, out of memory, a bug) must not cost the others
@@ -146,8 +147,9 @@ def failure_reason(e: BaseException) -> str:
 
 
 def _run_method(cfg: CompareConfig, preset: Preset, method: str | None, seed_dirs: list[tuple[int | None, Path]],
-                settings: EvalSettings, console: Console | None, progress) -> dict[str, list[Entry]]:
-    """Train (method given) and evaluate every seed of one method -> label -> one entry per seed."""
+                settings: EvalSettings, console: Console | None, progress, row: str) -> dict[str, list[Entry]]:
+    """Train (method given) and evaluate every seed of one method -> label -> one entry per seed.
+    Given runs (method None) take their row's label (run_groups: e.g. `alibi (steps 60)`)."""
     out: dict[str, list[Entry]] = {}
     for seed, run_dir in seed_dirs:
         if method is not None:
@@ -160,6 +162,9 @@ def _run_method(cfg: CompareConfig, preset: Preset, method: str | None, seed_dir
         else:
             summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
         for report, windows in _evaluate_run(run_dir, settings, cfg.rope_scaling, progress):
+            if method is None:  # the row's label in place of the method's, a rope scaling suffix kept
+                report["label"] = row + report["label"].removeprefix(method_label(read_json(run_dir / "config.json")
+                                                                                  ["model"]))
             out.setdefault(report["label"], []).append((report, windows, summary))
     return out
 

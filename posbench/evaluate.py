@@ -44,13 +44,13 @@ class EvalSettings:
 
 
 def result_row(r: LengthResult) -> dict:
-    """One (mode, length) of a report: ppl and bpb with their 95% bootstrap intervals over the
-    evaluation windows (None with a single window), or the error that left it without numbers."""
+    """One (mode, length) of a report: ppl and bpb with their 95% intervals over the scored blocks
+    (stats.py; None with a single block), or the error that left it without numbers."""
     row = {"length": r.length, "mode": r.mode, "ppl": r.ppl, "bpb": r.bpb, "tokens": r.tokens}
     if r.error:
         return row | {"ppl_ci": None, "bpb_ci": None, "error": r.error}
     ppl, bpb = ppl_interval(r.windows), bpb_interval(r.windows)
-    return row | {"ppl_ci": ppl and ppl.as_list(), "bpb_ci": bpb and bpb.as_list()}
+    return row | {"ppl_ci": ppl and ppl.as_list(), "bpb_ci": bpb and bpb.as_list(), "blocks": r.windows.n_blocks}
 
 
 def run_report(run: str | Path | None, settings: EvalSettings = EvalSettings(),

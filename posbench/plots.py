@@ -9,38 +9,57 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from .fileio import atomic_write
 
 
+def _draw_with_band(ax, row: dict, points: list[tuple[int, float, list[float] | None]], color=None):
+    """One method's line, its 95% interval as a shaded band (an error bar where it has one point)."""
+    (line,) = ax.plot([n for n, _, _ in points], [y for _, y, _ in points], marker="o", label=row["label"],
+                      color=color)
+    band = [(n, *ci) for n, _, ci in points if ci]
+    if len(band) > 1:
+        ax.fill_between(*zip(*band, strict=True), color=line.get_color(), alpha=0.2, linewidth=0)
+    elif band:  # one length (e.g. learned, n/a past L)
+        n, low, high = band[0]
+        y = next(y for m, y, _ in points if m == n)
+        ax.errorbar([n], [y], yerr=[[y - low], [high - y]], color=line.get_color(), capsize=3)
+    return line.get_color()
+
+
 def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
-    """Perplexity against evaluation length, log y, one line per method with its 95% interval as a
-    shaded band (where there is one), a line at the training length."""
-    fig = Figure(figsize=(8.5, 4.5), dpi=120)
-    ax = fig.subplots()
+    """Two panels, log-log: each method's perplexity relative to its own at the training length with
+    the paired 95% band (does it grow? the question the verdicts answer, and the tight interval), and
+    the absolute perplexity with its band beside it; a line at the training length."""
+    fig = Figure(figsize=(13, 4.6), dpi=120)
+    relative, absolute = fig.subplots(1, 2)
     for row in rows:
-        points = [r for r in row["results"] if r["ppl"] is not None]
-        if points:
-            (line,) = ax.plot([r["length"] for r in points], [r["ppl"] for r in points], marker="o",
-                              label=row["label"])
-            band = [(r["length"], *r["ppl_ci"]) for r in points if r.get("ppl_ci")]
-            if len(band) > 1:
-                ax.fill_between(*zip(*band, strict=True), color=line.get_color(), alpha=0.2, linewidth=0)
-            elif band:  # one length (e.g. learned, n/a past L): the interval as an error bar
-                n, low, high = band[0]
-                ppl = next(r["ppl"] for r in points if r["length"] == n)
-                ax.errorbar([n], [ppl], yerr=[[ppl - low], [high - ppl]], color=line.get_color(), capsize=3)
-    for L in sorted({row["train_len"] for row in rows}):
-        ax.axvline(L, color="grey", linestyle="--", linewidth=1)
-        ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("evaluation length (tokens)")
-    ax.set_ylabel("perplexity")
-    ax.set_title("Train short, test long: perplexity by evaluation length")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # every method failed: an empty plot, no legend
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
+        mine = [r for r in row["results"] if r["ppl"] is not None and r["mode"] == "nonoverlapping"]
+        if not mine:
+            continue
+        color = _draw_with_band(absolute, row, [(r["length"], r["ppl"], r.get("ppl_ci")) for r in mine])
+        ratios = [(r["length"], r["vs_L"]["ratio"], r["vs_L"]["ci"]) for r in mine if r.get("vs_L")]
+        if ratios:
+            _draw_with_band(relative, row, ratios, color)
+    relative.axhline(1.0, color="black", linewidth=0.8)
+    for ax, ylabel, title in ((relative, "perplexity / perplexity at L", "relative to its own at L (paired)"),
+                              (absolute, "perplexity", "absolute")):
+        for L in sorted({row["train_len"] for row in rows}):
+            ax.axvline(L, color="grey", linestyle="--", linewidth=1)
+            ax.text(L, 1.0, f" L={L}", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda y, _: f"{y:g}")  # 1.5, 60: not 1.5x10^0
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_formatter(plain)
+        ax.set_xlabel("evaluation length (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Train short, test long: {title}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    if absolute.get_legend_handles_labels()[0]:  # every method failed: an empty plot, no legend
+        absolute.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 

@@ -28,14 +28,14 @@ PRESETS: dict[str, Preset] = {
         model=dict(n_layer=3, n_head=4, d_model=128),
         train=dict(train_len=64, batch_size=32, steps=600, warmup=50, lr=3e-3, vocab_size=1024, eval_every=300,
                    save_every=300),
-        max_len=1024, eval_tokens=8192,
+        max_len=1024, eval_tokens=32768,  # 32 blocks of 1024 (stats.py: t intervals over blocks)
     ),
     # a longer CPU run (about 5 minutes per method on 2 cores) or a minute on a GPU
     "small": Preset(
         "4 layers, d=192, 8 heads, L=128, 1500 steps of 16 windows; evaluated up to 16L",
         model=dict(n_layer=4, n_head=8, d_model=192),
         train=dict(train_len=128, batch_size=16, steps=1500, warmup=100, lr=2e-3, eval_every=500, save_every=500),
-        max_len=2048, eval_tokens=32768,
+        max_len=2048, eval_tokens=65536,  # 32 blocks of 2048 where the split holds them
     ),
     # the shape of the ALiBi paper's WikiText-103 model (Press et al. 2022, Sec. 4): 16 layers,
     # d=1024, 8 heads, trained at L=512 — for GPUs: torchrun ... --preset paper --data wikitext-103

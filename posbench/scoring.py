@@ -1,9 +1,11 @@
 """Scoring a model on a token array: the quick `window_loss` used while training, and the length
 sweep behind `posbench eval-extrapolate` (train short, test long; Press et al. 2022).
 
-The sweep scores the same predictions at every length, so numbers across lengths compare:
-`n` next-token predictions (inputs tokens[0:n], targets tokens[1:n+1]) cut into windows of the
-evaluation length, either side by side (`nonoverlapping`) or sliding (`sliding`).
+The sweep scores the same predictions at every length, so numbers across lengths compare: K blocks
+of the longest length's predictions, spread evenly over the whole held-out split (a systematic sample:
+text changes along a corpus, and its first N tokens are one topic's), each block cut into windows of
+the evaluation length, either side by side (`nonoverlapping`) or sliding (`sliding`). The blocks are
+what intervals resample (stats.py); both modes score the same blocks.
 """
 
 from __future__ import annotations
@@ -133,15 +135,17 @@ def default_lengths(train_len: int, max_len: int) -> list[int]:
     return check_lengths([*lengths, max_len])
 
 
-def scored_token_count(available: int, longest: int, max_tokens: int) -> int:
-    """How many predictions every length scores: the largest multiple of the longest length that
-    fits both the `available` predictions and max_tokens, but at least one longest window."""
+def block_starts(available: int, longest: int, max_tokens: int) -> np.ndarray:
+    """Where each scored block of `longest` predictions starts: as many blocks as max_tokens allows and
+    the split holds side by side (at least one), spread evenly from the split's start to its end.
+    Prediction p has input tokens[p] and target tokens[p + 1]; `available` = len(tokens) - 1."""
     if max_tokens <= 0:
         raise PosbenchError(f"--max-tokens must be positive, got {max_tokens}")
     if available < longest:
         raise PosbenchError(f"the evaluation text has {available + 1} tokens, too few for a window of {longest} "
                             f"(needs {longest + 1}); lower --max-len or use a larger split")
-    return longest * max(1, min(available, max_tokens) // longest)
+    k = max(1, min(available, max_tokens) // longest)
+    return (np.arange(k) * (available - longest)) // max(k - 1, 1)
 
 
 def windows(n: int, length: int, mode: str, stride: int | None = None) -> list[tuple[int, int, int]]:
@@ -163,6 +167,15 @@ def windows(n: int, length: int, mode: str, stride: int | None = None) -> list[t
     return spans
 
 
+def block_windows(starts: np.ndarray, block: int, length: int, mode: str,
+                  stride: int | None = None) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+    """The windows of every block (block-relative `windows`, shifted to each block's start) and the
+    block index of each: every block is scored as a text of its own, so lengths and modes pair."""
+    inside = windows(block, length, mode, stride)
+    spans = [(b + s, b + e, b + f) for b in starts.tolist() for s, e, f in inside]
+    return spans, np.repeat(np.arange(len(starts)), len(inside))
+
+
 def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0,
                  draw: PositionDraw | None = None) -> torch.Tensor:
     """(B, T) inputs and targets -> (B, T - first) next-token losses (nats) at positions first..
@@ -181,25 +194,27 @@ def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], le
     """Summed loss of the scored predictions of each of `spans`; with track, also the mean loss at
     each offset of the full-length windows (all their positions, scored or not)."""
     device = next(model.parameters()).device
-    sums = []
+    sums = np.zeros(len(spans))
     by_pos, full = torch.zeros(length, dtype=torch.float64), 0
-    for size, group in itertools.groupby(spans, key=lambda s: s[1] - s[0]):  # a short last window goes alone
+    order = sorted(range(len(spans)), key=lambda i: spans[i][1] - spans[i][0])  # blocks' short last windows together
+    for size, group in itertools.groupby(order, key=lambda i: spans[i][1] - spans[i][0]):
         group = list(group)
         batch = max(1, batch_tokens // size)
         for i in range(0, len(group), batch):
-            chunk = group[i : i + batch]
+            rows = group[i : i + batch]
+            chunk = [spans[r] for r in rows]
             starts = np.array([s for s, _, _ in chunk])
             ids = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(size + 1)], dtype=np.int64))
             ids = ids.to(device)  # (B, size + 1)
             skip = torch.tensor([f - s for s, _, f in chunk])[:, None]  # (B, 1) already scored by an earlier window
             lo = 0 if track else int(skip.min())
             losses = token_losses(model, ids[:, :-1], ids[:, 1:], lo, draw).double().cpu()  # (B, size - lo)
-            sums.append(losses.masked_fill(torch.arange(lo, size)[None] < skip, 0.0).sum(1).numpy())
+            sums[rows] = losses.masked_fill(torch.arange(lo, size)[None] < skip, 0.0).sum(1).numpy()
             if track and size == length:
                 by_pos += losses.sum(0)
                 full += len(chunk)
             advance(len(chunk) * size)
-    return np.concatenate(sums), (by_pos / full).numpy() if track and full else None
+    return sums, (by_pos / full).numpy() if track and full else None
 
 
 @torch.inference_mode()
@@ -227,13 +242,14 @@ def evaluate_lengths(
     modes = MODES if mode == "both" else (mode,)
     if stride is not None and stride <= 0:
         raise PosbenchError(f"--stride must be positive, got {stride}")
-    n = scored_token_count(len(tokens) - 1, lengths[-1], max_tokens)
+    starts = block_starts(len(tokens) - 1, lengths[-1], max_tokens)
+    n = len(starts) * lengths[-1]  # predictions scored at every length
     # bytes before each prediction: a window's bytes are a difference of two entries
-    cum_bytes = np.concatenate([[0], np.cumsum(np.asarray(token_bytes)[np.asarray(tokens[1 : n + 1], dtype=np.int64)])])
-    plans = [(m, L, windows(n, L, m, stride)) for m in modes for L in lengths]
+    cum_bytes = np.concatenate([[0], np.cumsum(np.asarray(token_bytes)[np.asarray(tokens[1:], dtype=np.int64)])])
+    plans = [(m, L, *block_windows(starts, lengths[-1], L, m, stride)) for m in modes for L in lengths]
     task = None
     if progress is not None:
-        task = progress.add_task(label, total=sum(e - s for _, _, spans in plans for s, e, _ in spans))
+        task = progress.add_task(label, total=sum(e - s for _, _, spans, _ in plans for s, e, _ in spans))
 
     def advance(count: int) -> None:
         if progress is not None:
@@ -243,7 +259,7 @@ def evaluate_lengths(
     model.eval()
     results = []
     try:
-        for m, L, spans in plans:
+        for m, L, spans, block in plans:
             if progress is not None:
                 progress.update(task, description=f"eval {label} {m} {L}")
             try:
@@ -254,10 +270,8 @@ def evaluate_lengths(
                 advance(sum(e - s for s, e, _ in spans))
                 continue
             first, end = np.array([f for _, _, f in spans]), np.array([e for _, e, _ in spans])
-            w = Windows(L, first, sums, end - first, cum_bytes[end] - cum_bytes[first])
-            loss = float(sums.sum()) / n
-            results.append(LengthResult(L, m, n, loss, loss / math.log(2) * n / max(1, int(cum_bytes[n])),
-                                        position_losses=by_pos, windows=w))
+            w = Windows(L, first, sums, end - first, cum_bytes[end] - cum_bytes[first], block)
+            results.append(LengthResult(L, m, n, w.mean_loss, w.bpb, position_losses=by_pos, windows=w))
     finally:
         model.train(was_training)
     return results

@@ -1,10 +1,19 @@
-"""Intervals for every number posbench reports: a bootstrap over evaluation windows, Student t across
-seeds, and paired ratios between two evaluations of the same text. Plain numpy; no scipy.
+"""Intervals for every number posbench reports. Plain numpy; no scipy.
 
-Windows are the unit of resampling, never tokens: the tokens inside one window share their context,
-so their losses are correlated and a token-level bootstrap would claim far too narrow an interval.
-Every resample is drawn from a fixed seed, so a report is reproducible; two evaluations with the
-same number of windows get the same resamples, which is what makes a bootstrap paired.
+The unit of every interval is a **block**: a stretch of the longest evaluation length's predictions,
+the blocks spread evenly over the held-out split (a systematic sample, scoring.block_starts). Every
+length scores the same blocks (each cut into its own windows), every method the same blocks, so every
+ratio is paired block by block. Blocks, not windows or tokens: neighbouring windows share their text's
+topic (adjacent 64-token windows' losses correlate at about 0.3 on pydocs), so resampling windows
+that sit side by side claims too narrow an interval; blocks far apart along the split do not share it.
+
+A mean loss over K blocks is a ratio estimator (summed loss / summed tokens); its interval is a
+Student t with K - 1 degrees of freedom on the linearised ratio, which keeps its 95% with as few as 8
+blocks where a percentile bootstrap over 8 covers about 89% (docs/statistics.md has the simulation).
+Over seeds everything is on the log scale (mean loss = log perplexity; bits per byte): the value is the
+geometric mean of perplexity, the variance adds the spread across seeds to the blocks' (a crossed
+design: every seed is scored on the same blocks), and the interval is exponentiated — never negative,
+and consistent with the ratios between methods.
 """
 
 from __future__ import annotations
@@ -16,13 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 
 LEVEL = 0.95  # every interval posbench reports
-RESAMPLES = 1000
+RESAMPLES = 1000  # bootstraps elsewhere (heads probe, benchmarks)
 BOOTSTRAP_SEED = 0
 # t_{0.975, df} for df = 1..30 (two-sided 95%); past 30 the Cornish-Fisher expansion is exact to 1e-3
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042)
 Z975 = 1.959964
+LN2 = math.log(2)
 
 
 @dataclass(frozen=True)
@@ -41,14 +51,15 @@ class Interval:
 @dataclass(frozen=True)
 class Windows:
     """One evaluation at one length, window by window: where each window's scored predictions start,
-    their summed loss (nats), how many there are (sliding windows score only their new ones) and
-    their UTF-8 bytes. Arrays of one entry per window, in text order."""
+    their summed loss (nats), how many there are (sliding windows score only their new ones), their
+    UTF-8 bytes, and the block each belongs to. Arrays of one entry per window, in text order."""
 
     length: int
     first: np.ndarray
     loss: np.ndarray
     tokens: np.ndarray
     bytes: np.ndarray
+    block: np.ndarray
 
     @property
     def mean_loss(self) -> float:
@@ -56,22 +67,32 @@ class Windows:
 
     @property
     def ppl(self) -> float:
-        return math.exp(min(self.mean_loss, 700.0))
+        return _exp(self.mean_loss)
 
-    def blocks(self, size: int) -> Windows:
-        """The same predictions in consecutive blocks of `size` positions (by each window's first
-        scored prediction): evaluations at different lengths become paired block by block."""
-        index = self.first // size
-        n = int(index.max()) + 1 if len(index) else 0
-        sums = [np.bincount(index, weights=a.astype(np.float64), minlength=n) for a in (self.loss, self.tokens,
-                                                                                        self.bytes)]
-        return Windows(size, np.arange(n) * size, *sums)
+    @property
+    def bpb(self) -> float:
+        return float(self.loss.sum() / LN2 / max(self.bytes.sum(), 1))
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.block.max()) + 1 if len(self.block) else 0
+
+    def by_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(loss, tokens, bytes) summed per block: (K,) each."""
+        k = self.n_blocks
+        return tuple(np.bincount(self.block, weights=a.astype(np.float64), minlength=k)
+                     for a in (self.loss, self.tokens, self.bytes))
 
 
-def t_quantile(df: int) -> float:
-    """t_{0.975, df}: the two-sided 95% quantile of Student's t."""
+def _exp(x: float) -> float:
+    return math.exp(min(x, 700.0))
+
+
+def t_quantile(df: float) -> float:
+    """t_{0.975, df}: the two-sided 95% quantile of Student's t (df rounded down: conservative)."""
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    df = int(df)
     if df <= len(T975):
         return T975[df - 1]
     z = Z975
@@ -79,7 +100,7 @@ def t_quantile(df: int) -> float:
 
 
 def t_interval(values: Sequence[float]) -> Interval:
-    """Mean of independent values (e.g. one per seed) with its 95% Student-t interval (n >= 2)."""
+    """Mean of independent values with its 95% Student-t interval (n >= 2)."""
     x = np.asarray(values, dtype=np.float64)
     if len(x) < 2:
         raise ValueError("a t interval needs at least two values")
@@ -100,83 +121,95 @@ def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def resampled_sums(*arrays: np.ndarray) -> list[np.ndarray]:
-    """For each array of per-window values, its sum over each of RESAMPLES resamples of the windows
-    (drawn with replacement, from the fixed seed): (RESAMPLES,) each. Every array is resampled with
-    the same indices, and so is any other call with as many windows: that pairs two evaluations.
-    Drawn in blocks, so memory stays bounded with tens of thousands of windows (sliding, stride 1)."""
-    n = len(arrays[0])
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    block = max(1, 2**22 // n)
-    sums: list[list[np.ndarray]] = [[] for _ in arrays]
-    for start in range(0, RESAMPLES, block):
-        idx = rng.integers(0, n, size=(min(block, RESAMPLES - start), n))
-        for out, a in zip(sums, arrays, strict=True):
-            out.append(a[idx].sum(1))
-    return [np.concatenate(out) for out in sums]
+# ----------------------------------------------------------------------------- blocks x seeds
 
 
-def bootstrap_mean_loss(w: Windows) -> tuple[float, float] | None:
-    """95% percentile interval of the mean loss per prediction, resampling whole windows; None with
-    fewer than two windows (one window has no spread to resample)."""
-    if len(w.loss) < 2:
+def linearised(num: np.ndarray, den: np.ndarray) -> tuple[float, np.ndarray]:
+    """A ratio estimator sum(num) / sum(den) over blocks, and each block's linearised contribution
+    (num_k - r den_k) / mean(den): their mean is the estimator's first-order error (Cochran 1977, 6.3)."""
+    r = float(num.sum() / den.sum())
+    return r, (num - r * den) / den.mean()
+
+
+def crossed_interval(values: np.ndarray, residuals: np.ndarray) -> tuple[float, float] | None:
+    """Mean over seeds of per-seed estimates `values` (S,), each with its per-block residuals (S, K)
+    on the same K blocks -> (mean, half-width of its 95% interval), or None with one block.
+
+    Variance: the blocks' (the residuals averaged over seeds, shared by every seed since all are scored
+    on the same text) plus the seeds' (their spread, S >= 2); t quantile at the Welch-Satterthwaite
+    degrees of freedom. With one seed this is the t interval over blocks, K - 1 degrees of freedom."""
+    S, K = residuals.shape
+    if K < 2:
         return None
-    loss, tokens = resampled_sums(w.loss, w.tokens)
-    return percentile_interval(loss / tokens)
+    block_var = float(residuals.mean(0).var(ddof=1)) / K
+    seed_var = float(values.var(ddof=1)) / S if S > 1 else 0.0
+    total = block_var + seed_var
+    if total == 0:
+        return float(values.mean()), 0.0
+    parts = [(block_var, K - 1)] + ([(seed_var, S - 1)] if S > 1 else [])
+    df = total**2 / sum(v**2 / d for v, d in parts if v > 0)
+    return float(values.mean()), t_quantile(max(1.0, df)) * math.sqrt(total)
+
+
+def paired_blocks(evaluations: Sequence[Windows]) -> bool:
+    """True when every evaluation scored the same predictions block by block (same blocks, same
+    predictions in each): only then can their blocks be paired."""
+    if not evaluations:
+        return False
+    counts = [w.by_block()[1] for w in evaluations]
+    return all(len(c) == len(counts[0]) and np.array_equal(c, counts[0]) for c in counts)
+
+
+def _loss_terms(w: Windows, metric: str) -> tuple[float, np.ndarray]:
+    loss, tokens, n_bytes = w.by_block()
+    return linearised(loss, tokens) if metric == "ppl" else linearised(loss / LN2, np.maximum(n_bytes, 1))
+
+
+def log_interval(evaluations: Sequence[Windows], metric: str = "ppl") -> tuple[float, float] | None:
+    """(mean, half-width) on the log scale — mean loss in nats ("ppl") or bits per byte ("bpb") — of
+    one method at one length over its seeds (each seed's evaluation of the same blocks)."""
+    if not paired_blocks(evaluations):
+        return None
+    terms = [_loss_terms(w, metric) for w in evaluations]
+    return crossed_interval(np.array([v for v, _ in terms]), np.stack([z for _, z in terms]))
+
+
+def level(evaluations: Sequence[Windows], metric: str = "ppl") -> Interval | None:
+    """One method at one length: perplexity (the geometric mean over seeds) or bits per byte (the
+    mean), with its 95% interval over blocks and seeds; None with a single block."""
+    ci = log_interval(evaluations, metric)
+    if ci is None:
+        return None
+    mean, half = ci
+    if metric == "ppl":
+        return Interval(_exp(mean), _exp(mean - half), _exp(mean + half))
+    return Interval(mean, mean - half, mean + half)
 
 
 def ppl_interval(w: Windows) -> Interval | None:
-    ci = bootstrap_mean_loss(w)
-    return None if ci is None else Interval(w.ppl, *(math.exp(min(x, 700.0)) for x in ci))
+    return level([w], "ppl")
 
 
 def bpb_interval(w: Windows) -> Interval | None:
-    """Bits per byte, its interval resampling the windows' bytes along with their losses."""
-    if len(w.loss) < 2:
-        return None
-    loss, n_bytes = resampled_sums(w.loss, w.bytes)
-    samples = loss / math.log(2) / np.maximum(n_bytes, 1)
-    return Interval(float(w.loss.sum() / math.log(2) / max(w.bytes.sum(), 1)), *percentile_interval(samples))
-
-
-def paired_ratio(a: Windows, b: Windows) -> Interval | None:
-    """ppl(a) / ppl(b) on the same predictions, with a paired bootstrap: both are cut into blocks of
-    the longer window, and every resample takes the same blocks from both. None when the two did not
-    score as many predictions in as many blocks (then they cannot be paired) or there are fewer than
-    two blocks."""
-    size = max(a.length, b.length)
-    a, b = a.blocks(size), b.blocks(size)
-    if len(a.tokens) != len(b.tokens) or a.tokens.sum() != b.tokens.sum() or len(a.loss) < 2:
-        return None
-    # a window that straddles a block boundary counts in the block it starts in: each side divides by
-    # its own tokens, so lengths that do not divide each other still pair block by block
-    loss_a, tokens_a, loss_b, tokens_b = resampled_sums(a.loss, a.tokens, b.loss, b.tokens)
-    low, high = percentile_interval(loss_a / tokens_a - loss_b / tokens_b)  # exactly 0 for a compared with itself
-    return Interval(*(math.exp(min(x, 700.0)) for x in (a.mean_loss - b.mean_loss, low, high)))
-
-
-def seed_ratio(a: Sequence[float], b: Sequence[float]) -> Interval:
-    """a / b paired by seed (perplexities of two methods, or of one method at two lengths): the
-    geometric mean of the per-seed ratios with a 95% t interval over seeds on the log scale."""
-    logs = np.log(np.asarray(a, dtype=np.float64)) - np.log(np.asarray(b, dtype=np.float64))
-    t = t_interval(logs)
-    return Interval(*(math.exp(min(x, 700.0)) for x in (t.value, t.low, t.high)))
-
-
-def level(values: Sequence[Windows], metric: str = "ppl") -> Interval | None:
-    """One method at one length over its seeds: the mean over seeds with a t interval (two or more
-    seeds), or with one seed the value with its bootstrap interval over windows."""
-    if len(values) == 1:
-        return (ppl_interval if metric == "ppl" else bpb_interval)(values[0])
-    points = [w.ppl if metric == "ppl" else float(w.loss.sum() / math.log(2) / max(w.bytes.sum(), 1))
-              for w in values]
-    return t_interval(points)
+    return level([w], "bpb")
 
 
 def ratio(a: Sequence[Windows], b: Sequence[Windows]) -> Interval | None:
-    """ppl(a) / ppl(b), evaluations paired seed by seed: over windows with one seed, over seeds with more."""
-    if len(a) != len(b):
+    """ppl(a) / ppl(b) — two methods at one length, or one method at two lengths — paired block by
+    block and seed by seed (a[s] and b[s] share seed s): the geometric mean over seeds of the ratio,
+    with its 95% interval. None when they cannot be paired (other blocks, other seed counts) or with a
+    single block."""
+    if len(a) != len(b) or not paired_blocks([*a, *b]):
         return None
-    if len(a) == 1:
-        return paired_ratio(a[0], b[0])
-    return seed_ratio([w.ppl for w in a], [w.ppl for w in b])
+    terms = [(_loss_terms(x, "ppl"), _loss_terms(y, "ppl")) for x, y in zip(a, b, strict=True)]
+    values = np.array([va - vb for (va, _), (vb, _) in terms])
+    ci = crossed_interval(values, np.stack([za - zb for (_, za), (_, zb) in terms]))  # exactly 0 for a vs a
+    if ci is None:
+        return None
+    mean, half = ci
+    return Interval(_exp(mean), _exp(mean - half), _exp(mean + half))
+
+
+def paired_ratio(a: Windows, b: Windows) -> Interval | None:
+    """ppl(a) / ppl(b) of one seed each, paired over the blocks."""
+    return ratio([a], [b])

@@ -67,7 +67,9 @@ def make_passkey(rng: np.random.Generator, length: int, depth: float | None = No
     """BOS filler KEY k1..k4 filler QUERY k1..k4; `depth` (None: uniform) is the fraction of the filler
     before the key. Filler is random symbols, not one repeated token, so the key must be found by its marker."""
     filler = length - 3 - 2 * PASSKEY_LEN
-    before = int(round((rng.random() if depth is None else depth) * filler))
+    # uniform: every one of the filler + 1 places equally likely (rounding U * filler would give the two
+    # ends half the weight of the others)
+    before = int(rng.integers(0, filler + 1)) if depth is None else int(round(depth * filler))
     key = sym(rng.integers(0, DIGITS, PASSKEY_LEN))
     noise = sym(rng.integers(FILLER.start, FILLER.stop, filler))
     tokens = np.concatenate([[BOS], noise[:before], [KEY], key, noise[before:], [QUERY], key])
@@ -122,10 +124,16 @@ def collate(instances: Sequence[Instance]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def eval_seed(seed: int, length: int, depth: float | None) -> list[int]:
+    """The seed of one evaluation set: 7919 keeps it apart from training's, and the uniform-depth set
+    (0) apart from every fixed depth's (1 + 1000 depth)."""
+    return [seed, length, 0 if depth is None else 1 + round(1000 * depth), 7919]
+
+
 def eval_batch(task: str, length: int, n: int, seed: int, depth: float | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """n fresh instances of exactly `length` tokens (x, y as collate), the same for every model."""
-    rng = np.random.default_rng([seed, length, int(1000 * (depth or 0)), 7919])  # 7919: apart from training's
+    rng = np.random.default_rng(eval_seed(seed, length, depth))
     make = get_task(task, length).make
     return collate([make(rng, length, depth) for _ in range(n)])
 

@@ -1,13 +1,14 @@
-"""Reading compare's numbers with their noise: one row per method over its seeds (mean and 95%
-interval per length), every ratio paired (the same windows, the same seeds), and verdicts that claim
-a difference only where its interval excludes none.
+"""Reading compare's numbers with their noise: one row per method over its seeds (the geometric mean
+per length with its 95% interval), every ratio paired (the same blocks of text, the same seeds), and
+verdicts that claim a difference only where its interval excludes none.
 
-One seed: intervals are a bootstrap over evaluation windows (stats.level, stats.paired_ratio).
-Several seeds: Student t across seeds, ratios paired seed by seed (stats.seed_ratio).
+Intervals come from stats.py: a t interval over the scored blocks, with several seeds over blocks and
+seeds together, always on the log scale (stats.level, stats.ratio).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -22,17 +23,23 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def _geometric_mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return math.exp(statistics.fmean(math.log(v) for v in known)) if known else None
+
+
 def _result(rows: Sequence[dict], seeds: Sequence[Windows | None]) -> dict:
-    """One (mode, length) over seeds: the mean with its interval, and every seed's value."""
+    """One (mode, length) over seeds: the geometric mean of perplexity (the mean of bits per byte)
+    with its interval, and every seed's value."""
     first = rows[0]
+    per_seed = {"ppl_seeds": [r["ppl"] for r in rows], "bpb_seeds": [r["bpb"] for r in rows]}
     if any(w is None for w in seeds):  # n/a (e.g. past a learned table): the same for every seed
-        failed = next(r for r in rows if r["ppl"] is None)
-        return failed | {"ppl_seeds": [r["ppl"] for r in rows], "bpb_seeds": [r["bpb"] for r in rows]}
+        failed = next((r for r in rows if r["ppl"] is None), first)
+        return failed | {"ppl": None, "bpb": None, "ppl_ci": None, "bpb_ci": None} | per_seed
     ppl, bpb = level(seeds), level(seeds, "bpb")
-    return first | {
-        "ppl": _mean([r["ppl"] for r in rows]), "bpb": _mean([r["bpb"] for r in rows]),
+    return first | per_seed | {
+        "ppl": _geometric_mean([r["ppl"] for r in rows]), "bpb": _mean([r["bpb"] for r in rows]),
         "ppl_ci": ppl and ppl.as_list(), "bpb_ci": bpb and bpb.as_list(),
-        "ppl_seeds": [r["ppl"] for r in rows], "bpb_seeds": [r["bpb"] for r in rows],
     }
 
 
@@ -48,9 +55,9 @@ def method_row(entries: Sequence[Entry], seeds: Sequence[int]) -> tuple[dict, di
     windows of every seed, for the paired comparisons)."""
     reports = [report for report, _, _ in entries]
     summaries = [summary or {} for _, _, summary in entries]
-    results = [_result([r["results"][k] for r in reports], [w.get((row["mode"], row["length"]))
-                                                            for _, w, _ in entries])
-               for k, row in enumerate(reports[0]["results"])]
+    by_key = [{(r["mode"], r["length"]): r for r in report["results"]} for report in reports]
+    keys = [k for k in by_key[0] if all(k in seed for seed in by_key)]  # every seed evaluated it
+    results = [_result([seed[k] for seed in by_key], [w.get(k) for _, w, _ in entries]) for k in keys]
     row = {
         **reports[0], "results": results, "seeds": list(seeds),
         "position_loss": _position_loss(reports) if len(reports) > 1 else reports[0]["position_loss"],
@@ -106,7 +113,7 @@ def add_comparisons(rows: list[dict], windows: list[dict[Key, list[Windows]]]) -
 
 
 def verdict(results: Sequence[dict], train_len: int) -> str:
-    """Read off the numbers, never the method's name: flat (<= 1.1x the perplexity at L at every
+    """Read off the numbers, never the method's name: not evaluated past L, flat (<= 1.1x the perplexity at L at every
     length), explodes (> 2x somewhere: say from which length), or degrades in between. A rise counts
     only where its interval (vs_L's ci, when there is one) lies above 1; rises inside the noise read
     "within noise"."""
@@ -114,7 +121,9 @@ def verdict(results: Sequence[dict], train_len: int) -> str:
     if base is None:
         return "no perplexity at the training length"
     longer = [r for r in results if r["length"] > train_len]
-    if longer and all(r["ppl"] is None for r in longer):
+    if not longer:
+        return "not evaluated past L"
+    if all(r["ppl"] is None for r in longer):
         return "cannot run past L"
     points = [(r["length"], *_ratio_to_l(r, base)) for r in longer if r["ppl"] is not None]
     real = [(n, x, ci) for n, x, ci in points if ci is None or ci[0] > 1]  # rises the noise cannot explain

@@ -1,6 +1,7 @@
 """`posbench compare`: verdicts from numbers, the whole experiment on a tiny preset, its files."""
 
 import json
+import math
 import sys
 
 import pytest
@@ -26,6 +27,7 @@ def test_verdict_reads_the_numbers():
     assert verdict(rows((64, 20.0), (128, 30.0), (256, 45.0), (512, 90.0)), 64) == "explodes by 4xL (up to 4.5x)"
     assert verdict(rows((64, 20.0), (128, 25.0)), 64) == "degrades (up to 1.25x)"
     assert verdict(rows((64, 20.0), (128, None)), 64) == "cannot run past L"
+    assert verdict(rows((32, 21.0), (64, 20.0)), 64) == "not evaluated past L"  # not "extrapolates"
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def tiny_preset(monkeypatch):
     tiny = Preset("tiny", model=dict(n_layer=1, n_head=2, d_model=16),
                   train=dict(train_len=16, batch_size=4, steps=4, warmup=1, tokenizer="bytes", eval_every=2,
                              eval_tokens=128, save_every=2),
-                  max_len=64, eval_tokens=64)
+                  max_len=64, eval_tokens=256)  # 4 blocks: an interval over blocks
     monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
 
 
@@ -153,10 +155,10 @@ def test_compare_with_seeds(tiny_preset, corpus, tmp_path, capsys, monkeypatch):
     for r in row["results"]:
         a, b = r["ppl_seeds"]
         assert a != b, "two seeds are two different runs"
-        assert r["ppl"] == pytest.approx((a + b) / 2)
+        assert r["ppl"] == pytest.approx(math.sqrt(a * b))  # the geometric mean: seeds on the log scale
         assert r["ppl_ci"][0] <= min(a, b) and max(a, b) <= r["ppl_ci"][1]
         assert r["vs_best"] == {"best": "alibi", "ratio": 1.0, "ci": [1.0, 1.0]}  # itself, paired: exactly 1
-    assert "Student-t interval across seeds" in printed
+    assert "geometric mean over 2 seeds" in printed and "t interval over" in printed
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert {"ppl_ci_low", "ppl_ci_high", "bpb_ci_low", "bpb_ci_high", "ppl_seeds", "ratio_to_best"} <= set(header)
     assert (out / "loss_curves.png").read_bytes().startswith(b"\x89PNG")

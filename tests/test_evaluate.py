@@ -19,7 +19,7 @@ from posbench.cli import app, main
 from posbench.errors import PosbenchError
 from posbench.evaluate import EvalSettings, extrapolation_report, run_report
 from posbench.positions import METHODS
-from posbench.scoring import bits_per_byte, evaluate_lengths, parse_lengths, position_loss, scored_token_count, windows
+from posbench.scoring import bits_per_byte, block_starts, evaluate_lengths, parse_lengths, position_loss, windows
 from posbench.train import train
 
 from .helpers import tiny_model, tiny_train, write_corpus
@@ -60,12 +60,14 @@ def test_windows_score_every_prediction_once(mode, n, length, stride):
                 assert first - start >= length - min(stride or length // 2, length)
 
 
-def test_scored_token_count():
-    assert scored_token_count(1000, 64, 300) == 256  # a multiple of the longest length, under the cap
-    assert scored_token_count(1000, 64, 10) == 64  # at least one longest window
-    assert scored_token_count(100, 64, 10**6) == 64
+def test_block_starts_spread_over_the_split():
+    # 4 blocks of 64 out of 1000 predictions: the first at the start, the last ending at the split's end
+    assert block_starts(1000, 64, 300).tolist() == [0, 312, 624, 936]
+    assert block_starts(1000, 64, 10).tolist() == [0]  # at least one longest window
+    assert block_starts(100, 64, 10**6).tolist() == [0]
+    assert block_starts(256, 64, 10**6).tolist() == [0, 64, 128, 192]  # a split that holds exactly 4: side by side
     with pytest.raises(PosbenchError, match="too few for a window of 128"):
-        scored_token_count(100, 128, 1000)
+        block_starts(100, 128, 1000)
 
 
 def test_parse_lengths():
@@ -95,19 +97,25 @@ def hand_loss(model, spans):
 
 
 def test_perplexity_matches_a_hand_computation():
+    """Three blocks of 48 predictions spread over the 399 the text holds (the first at 0, the last at
+    its end, one halfway), each scored as a text of its own: windows of 16 side by side, or sliding
+    windows of 16 with stride 8."""
     model = tiny_model("rotary")
+    starts = [0, (399 - 48) // 2, 399 - 48]
+    nonoverlapping = [(b + s, b + s + 16, b + s) for b in starts for s in (0, 16, 32)]
+    sliding = [span for b in starts for span in [(b, b + 16, b)] + [(b + e - 16, b + e, b + e - 8)
+                                                                    for e in (24, 32, 40, 48)]]
     n = 3 * 48
-    nonoverlapping = [(s, s + 16, s) for s in range(0, n, 16)]
-    sliding = [(0, 48, 0)] + [(e - 48, e, e - 16) for e in range(64, n + 1, 16)]  # stride 16: last 16 are new
-    byte_count = BYTES[TOKENS[1 : n + 1]].sum()
+    byte_count = sum(BYTES[TOKENS[b + 1 : b + 49]].sum() for b in starts)
     with torch.no_grad():
         expected = [hand_loss(model, nonoverlapping) / n, hand_loss(model, sliding) / n]
-    short, _, _, long = evaluate(model, [16, 48], mode="both", stride=16, max_tokens=150)
-    for result, loss in zip((short, long), expected, strict=True):
+    short, _, short_sliding, _ = evaluate(model, [16, 48], mode="both", stride=8, max_tokens=150)
+    for result, loss in zip((short, short_sliding), expected, strict=True):
         assert result.tokens == n
         assert result.loss == pytest.approx(loss, rel=1e-5)
         assert result.ppl == pytest.approx(math.exp(loss), rel=1e-5)
         assert result.bpb == pytest.approx(loss * n / math.log(2) / byte_count, rel=1e-5)
+        assert result.windows.n_blocks == 3
 
 
 BIAS_METHODS = [m for m in METHODS if tiny_model(m).pos.has_score_bias]
@@ -167,7 +175,7 @@ def test_report_has_the_json_layout(runs):
     assert [(r["mode"], r["length"]) for r in alibi["results"]] == [
         (m, n) for m in ("nonoverlapping", "sliding") for n in (16, 32, 64)]
     for r in alibi["results"]:
-        assert set(r) == {"length", "mode", "ppl", "bpb", "tokens", "ppl_ci", "bpb_ci"}
+        assert set(r) == {"length", "mode", "ppl", "bpb", "tokens", "ppl_ci", "bpb_ci", "blocks"}
         assert r["ppl"] > 1 and r["bpb"] > 0
         assert r["ppl_ci"][0] <= r["ppl"] <= r["ppl_ci"][1] and r["bpb_ci"][0] <= r["bpb"] <= r["bpb_ci"][1]
     assert len({r["tokens"] for run in report["runs"] for r in run["results"]}) == 1
@@ -215,7 +223,7 @@ def test_cli_tables_json_and_csv(runs, tmp_path):
     assert float(first["ppl"]) == pytest.approx(report["runs"][0]["results"][0]["ppl"], rel=1e-5)
     assert float(first["ppl_ci_low"]) <= float(first["ppl"]) <= float(first["ppl_ci_high"])
     assert float(first["bpb_ci_low"]) <= float(first["bpb"]) <= float(first["bpb_ci_high"])
-    assert " ±" in result.output and "bootstrap over whole windows" in result.output
+    assert " ±" in result.output and "t interval over the blocks" in result.output
     assert rows[-1]["ppl"] == "" and "table of 16 rows" in rows[-1]["error"]
 
 

@@ -1,4 +1,5 @@
-"""stats.py: Student t, the window bootstrap, paired ratios — against known values and constructed data."""
+"""stats.py: Student t, intervals over blocks (and seeds), paired ratios — against known values and constructed
+data. Coverage on synthetic data with known truth is in test_coverage.py."""
 
 import math
 
@@ -14,17 +15,16 @@ from posbench.stats import (
     paired_ratio,
     ppl_interval,
     ratio,
-    seed_ratio,
     t_interval,
     t_quantile,
 )
 
 
 def windows(n: int, length: int = 16, seed: int = 0, shift: float = 0.0) -> Windows:
-    """n windows of `length` predictions each with i.i.d. mean losses around 3 nats (+ shift)."""
+    """n windows (one block each) of `length` predictions with i.i.d. mean losses around 3 nats (+ shift)."""
     rng = np.random.default_rng(seed)
     loss = (3.0 + shift + rng.normal(0, 0.3, n)) * length
-    return Windows(length, np.arange(n) * length, loss, np.full(n, length), np.full(n, 3 * length))
+    return Windows(length, np.arange(n) * length, loss, np.full(n, length), np.full(n, 3 * length), np.arange(n))
 
 
 def test_t_quantile_known_values():
@@ -45,25 +45,48 @@ def test_t_interval():
         t_interval([1.0])
 
 
-def test_bootstrap_contains_the_estimate_and_narrows_with_more_windows():
-    few, many = windows(64), windows(256, seed=1)
-    widths = []
-    for w in (few, many):
-        ci = ppl_interval(w)
-        assert ci.low < w.ppl < ci.high and ci.value == w.ppl
-        b = bpb_interval(w)
-        assert b.low < b.value < b.high
-        widths.append(math.log(ci.high) - math.log(ci.low))
-    assert widths[1] / widths[0] == pytest.approx(0.5, abs=0.12)  # 4x the windows: half the width
-    assert ppl_interval(windows(64)) == ppl_interval(windows(64)), "a fixed resampling seed: reproducible"
-    assert ppl_interval(windows(1)) is None
+def test_one_run_interval_is_a_t_interval_over_blocks():
+    w = windows(10)
+    means = w.loss / w.tokens  # one window per block, equal tokens: the ratio estimator is the mean
+    half = t_quantile(9) * means.std(ddof=1) / math.sqrt(10)
+    ci = ppl_interval(w)
+    assert (math.log(ci.low), math.log(ci.value), math.log(ci.high)) == pytest.approx(
+        (means.mean() - half, means.mean(), means.mean() + half))
+    b = bpb_interval(w)  # 3 bytes per token: bits per byte = nats / ln 2 / 3
+    assert (b.low, b.high) == pytest.approx(((means.mean() - half) / math.log(2) / 3,
+                                             (means.mean() + half) / math.log(2) / 3))
+    assert ppl_interval(windows(1)) is None  # one block: no spread to measure
+
+
+def test_interval_narrows_with_more_blocks():
+    widths = [math.log(ppl_interval(w).high / ppl_interval(w).low) for w in (windows(64), windows(256, seed=1))]
+    assert widths[1] / widths[0] == pytest.approx(0.5, abs=0.12)  # 4x the blocks: half the width
+
+
+def test_blocks_not_windows_are_the_unit():
+    """Four windows of one block share their text: the interval counts blocks, so it is the same as for
+    the four summed into one window each (a window-level interval would be twice too narrow)."""
+    w = windows(64)
+    as_blocks = Windows(64, w.first[::4], w.loss.reshape(16, 4).sum(1), np.full(16, 64), np.full(16, 192),
+                        np.arange(16))
+    grouped = Windows(16, w.first, w.loss, w.tokens, w.bytes, np.repeat(np.arange(16), 4))
+    assert ppl_interval(grouped) == ppl_interval(as_blocks)
+
+
+def test_unequal_blocks_use_the_ratio_estimator():
+    """Blocks of different sizes: the value is pooled (summed loss / summed tokens), not a mean of means."""
+    w = Windows(8, np.array([0, 8, 16]), np.array([8.0, 40.0, 3.0]), np.array([8, 8, 1]), np.array([8, 8, 1]),
+                np.array([0, 1, 2]))
+    ci = ppl_interval(w)
+    assert math.log(ci.value) == pytest.approx(51 / 17) and ci.low < ci.value < ci.high
 
 
 def test_a_run_against_itself_is_exactly_one():
     w = windows(50)
     r = paired_ratio(w, w)
     assert (r.value, r.low, r.high) == (1.0, 1.0, 1.0)
-    s = seed_ratio([40.0, 41.0, 39.0], [40.0, 41.0, 39.0])
+    seeds = [windows(50, seed=k) for k in range(3)]
+    s = ratio(seeds, seeds)
     assert (s.value, s.low, s.high) == (1.0, 1.0, 1.0)
 
 
@@ -74,23 +97,39 @@ def test_paired_ratio_sees_a_small_shift_that_unpaired_noise_hides():
     # an unpaired view of the same two: their intervals overlap, so unpaired it would be "within noise"
     ia, ib = ppl_interval(a), ppl_interval(b)
     assert ib.low < ia.high
-    assert paired_ratio(windows(100), windows(99)) is None  # different predictions cannot be paired
+    assert paired_ratio(windows(100), windows(99)) is None  # different blocks cannot be paired
 
 
-def test_paired_across_lengths_uses_blocks_of_the_longer_window():
-    short = windows(64, length=16)  # the same 1024 predictions as 16 windows of 64
-    long = Windows(64, np.arange(16) * 64, short.loss.reshape(16, 4).sum(1), np.full(16, 64), np.full(16, 192))
+def test_paired_across_lengths_pairs_blocks():
+    short = windows(64, length=16)
+    short = Windows(16, short.first, short.loss, short.tokens, short.bytes, np.repeat(np.arange(16), 4))
+    long = Windows(64, np.arange(16) * 64, short.loss.reshape(16, 4).sum(1), np.full(16, 64), np.full(16, 192),
+                   np.arange(16))  # the same 1024 predictions, 16 blocks, as windows of 64
     r = paired_ratio(long, short)
     assert (r.value, r.low, r.high) == pytest.approx((1.0, 1.0, 1.0))
 
 
-def test_level_and_ratio_over_seeds():
-    seeds = [windows(40, seed=k, shift=0.05 * k) for k in range(3)]
+def test_seeds_on_the_log_scale():
+    """Seeds at perplexity 70 and 90: a geometric mean, an interval that is never negative (a t interval
+    on raw perplexity gave [-47.1, 207.1]): t over the two seeds' log perplexity when every block has the
+    same loss (then the text adds no noise)."""
+    base = windows(40)
+    seeds = [Windows(16, base.first, np.full(40, math.log(p) * 16), base.tokens, base.bytes, base.block)
+             for p in (70.0, 90.0)]
     t = level(seeds)
-    assert all(t.low <= w.ppl <= t.high for w in seeds), "the seed interval contains every seed"
-    assert t.value == pytest.approx(np.mean([w.ppl for w in seeds]))
-    assert level(seeds[:1]) == ppl_interval(seeds[0])  # one seed: the bootstrap over windows
-    assert ratio(seeds, seeds) == seed_ratio([1, 1, 1], [1, 1, 1])
+    assert t.value == pytest.approx(math.sqrt(70 * 90))
+    logs = t_interval([math.log(70.0), math.log(90.0)])
+    assert t.low > 0 and (math.log(t.low), math.log(t.high)) == pytest.approx((logs.low, logs.high), rel=1e-3)
+
+
+def test_seed_interval_adds_the_blocks_noise():
+    """Three seeds with identical perplexity still carry the evaluation text's noise: never narrower than
+    one seed's interval over blocks (a t over seeds alone would be of width zero)."""
+    w = windows(40)
+    t = level([w, w, w])
+    one = ppl_interval(w)
+    assert (t.low, t.high) == pytest.approx((one.low, one.high)) and t.low < w.ppl < t.high
+    assert ratio([w, w], [w]) is None  # seed counts differ: not paired
 
 
 def test_windows_from_a_real_evaluation_add_up():
@@ -105,16 +144,16 @@ def test_windows_from_a_real_evaluation_add_up():
         assert (itself.value, itself.low, itself.high) == (1.0, 1.0, 1.0)
 
 
-def split(per_token: np.ndarray, length: int) -> Windows:
+def split(per_token: np.ndarray, length: int, block: int) -> Windows:
     first = np.arange(0, len(per_token), length)
     ends = np.minimum(first + length, len(per_token))
     loss = np.array([per_token[f:e].sum() for f, e in zip(first, ends, strict=True)])
-    return Windows(length, first, loss, ends - first, ends - first)
+    return Windows(length, first, loss, ends - first, ends - first, first // block)
 
 
 def test_lengths_that_do_not_divide_each_other_still_pair():
     per_token = np.random.default_rng(0).normal(3, 1, 960)
-    r = paired_ratio(split(per_token, 24), split(per_token, 16))  # blocks of 24: windows of 16 straddle them
+    r = paired_ratio(split(per_token, 24, 48), split(per_token, 16, 48))  # one 48-token block: 2 vs 3 windows
     assert r.value == pytest.approx(1.0) and r.low <= 1 <= r.high and r.high / r.low < 1.1
-    worse = paired_ratio(split(per_token + 0.1, 24), split(per_token, 16))
+    worse = paired_ratio(split(per_token + 0.1, 24, 48), split(per_token, 16, 48))
     assert worse.value == pytest.approx(math.exp(0.1)) and worse.low > 1

@@ -23,6 +23,7 @@ from posbench.task_data import (
     TaskSampler,
     collate,
     eval_batch,
+    eval_seed,
     make_passkey,
     make_recall,
     make_reverse,
@@ -198,3 +199,19 @@ def test_tasks_with_random_positions_train_score_and_label_the_runs(tiny_tasks, 
     assert by_length[64] is None  # 64 positions cannot be drawn from [0, 48)
     _, _, config = load_run(out / "copy" / "alibi+rp48")
     assert config["train"]["random_positions"] == 48
+
+
+def test_passkey_depth_is_uniform_over_every_place():
+    """20,000 uniform-depth instances with 20 places for the key: a chi-squared test of equal counts
+    (rounding U * filler gave the two ends half the weight: chi-squared in the hundreds)."""
+    filler = 19
+    rng = np.random.default_rng(0)
+    places = [round(make_passkey(rng, filler + 3 + 2 * PASSKEY_LEN).depth * filler) for _ in range(20_000)]
+    counts = np.bincount(places, minlength=filler + 1)
+    expected = 20_000 / (filler + 1)
+    assert ((counts - expected) ** 2 / expected).sum() < 43.8  # chi-squared, 19 df, p = 0.001
+
+
+def test_each_evaluation_set_has_its_own_seed():
+    depths = (None, 0.0, 0.25, 0.5, 0.75, 1.0)  # the uniform set and TaskPreset.depths
+    assert len({tuple(eval_seed(0, 40, d)) for d in depths}) == len(depths)

@@ -94,13 +94,20 @@ def verdict_lines(rows: list[dict], failures: list[dict] = ()) -> list[str]:
     return lines
 
 
-def _noise_note(results: dict) -> str:
-    seeds = results["seeds"]
-    if len(seeds) > 1:
-        return (f"mean over seeds {', '.join(map(str, seeds))}; ± half a 95% Student-t interval across seeds; "
-                "ratios paired seed by seed")
-    return ("one seed; ± half a 95% bootstrap interval over evaluation windows; ratios paired over the same "
-            "windows; bold: best, or within noise of the best")
+def noise_note(rows: list[dict]) -> str:
+    """What the ± and the brackets are, from the rows themselves (given runs may mix seed counts)."""
+    counts = sorted({len(row["seeds"]) for row in rows})
+    blocks = sorted({r["blocks"] for row in rows for r in row["results"] if r.get("blocks")})
+    units = f"{'/'.join(map(str, blocks)) or 'no'} blocks of text spread over the split"
+    if counts == [1]:
+        seeds = "one seed per row"
+    elif counts[0] > 1:
+        seeds = f"geometric mean over {'/'.join(map(str, counts))} seeds"
+    else:
+        seeds = f"rows of {'/'.join(map(str, counts))} seeds (one seed: the blocks' noise only)"
+    return (f"{seeds}; ± half a 95% t interval over {units}" + (" and seeds" if counts[-1] > 1 else "")
+            + "; ratios paired over the same blocks" + (" and seeds" if counts[-1] > 1 else "")
+            + "; bold: best, or within noise of the best")
 
 
 @app.command("compare")
@@ -119,7 +126,7 @@ def compare_command(
     seed: int = typer.Option(DEFAULT.seed, help="One seed for every method (the first, with --seeds)."),
     seeds: int = typer.Option(DEFAULT.seeds, help="Train every method with N seeds (seed, seed+1, ...; init and "
                               "data order differ, the tokenizer is the same): runs in --out/<method>/seed<k> "
-                              "when N > 1; per length the mean with a 95% Student-t interval across seeds. "
+                              "when N > 1; per length the geometric mean with a 95% interval over seeds and blocks. "
                               "N times the training time."),
     out: Path = typer.Option(DEFAULT.out, help="Folder for the runs and results.json/csv/png."),
     device: str = typer.Option(DEFAULT.device, help="auto, cpu or cuda."),
@@ -144,8 +151,8 @@ def compare_command(
     failures = results["failures"]
     console.print(comparison_table(results["runs"], failures))
     tokens = {r["tokens"] for row in results["runs"] for r in row["results"]}
-    console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length "
-                  f"(non-overlapping windows); {_noise_note(results)}; wall time {results['wall_seconds']:.0f} s",
+    console.print(f"{', '.join(map(str, sorted(tokens)))} tokens scored at every length (non-overlapping "
+                  f"windows); {noise_note(results['runs'])}; wall time {results['wall_seconds']:.0f} s",
                   highlight=False)
     for line in verdict_lines(results["runs"], failures):
         console.print(line, highlight=False, soft_wrap=True)  # a log keeps each verdict on one line

@@ -15,7 +15,6 @@ from ..evaluate import EvalSettings, extrapolation_report
 from ..fileio import atomic_write
 from ..runs import write_json
 from ..scoring import parse_lengths
-from ..stats import RESAMPLES
 from . import app, console
 
 DEFAULT = EvalSettings()
@@ -71,11 +70,13 @@ def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
                         f"[{style}]{ratio:.2f}[/]" if ratio is not None else ""]
         table.add_row(*row)
     counts = sorted({r["tokens"] for run in runs for r in run["results"]})
+    blocks = sorted({r["blocks"] for run in runs for r in run["results"] if r.get("blocks")})
     split = runs[0]["split"]
-    lines = [f"{' / '.join(f'{c:,}' for c in counts)} predictions of the {split} split scored at every length"
+    lines = [f"{' / '.join(f'{c:,}' for c in counts)} predictions of the {split} split scored at every length, "
+             f"in {' / '.join(map(str, blocks)) or 'no'} blocks spread evenly over the split"
              + ("" if mode == "nonoverlapping" else f"; stride {stride if stride else 'half the window'}"),
-             f"ppl ±: half the width of a 95% interval, bootstrap over whole windows ({RESAMPLES} resamples, "
-             "fixed seed); more --max-tokens, narrower"]
+             "ppl ±: half the width of a 95% t interval over the blocks (docs/statistics.md); "
+             "more --max-tokens, more blocks, narrower"]
     notes = [f"n/a ({label} at {', '.join(ns)}): {reason}" for label, (ns, reason) in na.items()]
     table.caption = "\n".join(lines + notes)
     return table
@@ -130,8 +131,9 @@ def eval_extrapolate_command(
     mode: str = typer.Option(DEFAULT.mode, help="nonoverlapping, sliding or both."),
     stride: int = typer.Option(None, help="Sliding step [default: half the evaluation window]; 1 is allowed."),
     max_tokens: int = typer.Option(DEFAULT.max_tokens, help="Predictions scored at every length, at most "
-                                   "(rounded down to a multiple of the longest length, at least one window). "
-                                   "More windows buy a narrower 95% interval: 4x the tokens, about half the width."),
+                                   "(rounded down to whole blocks of the longest length, spread evenly over the split; "
+                                   "at least one). More blocks buy a narrower 95% interval: 4x the tokens, about "
+                                   "half the width; with fewer than 2 blocks there is none."),
     data: str = typer.Option(None, help="Evaluate on this corpus instead of the run's own "
                              "(tokenised with the run's tokenizer)."),
     device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
