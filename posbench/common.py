@@ -86,6 +86,13 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group, if one was set up: a gloo group left to the interpreter's exit can
+    abort the process ("terminate called without an active exception"), and the rank reads as failed."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @contextlib.contextmanager
 def rank0_first(rank: int, world: int):
     """Rank 0 runs the block first (e.g. tokenises into the cache); the others then run it."""

@@ -2,7 +2,7 @@
 sweep behind `posbench eval-extrapolate` (train short, test long; Press et al. 2022).
 
 The sweep scores the same predictions at every length, so numbers across lengths compare: K blocks
-of the longest length's predictions, spread evenly over the whole held-out split (a systematic sample:
+of the longest length's predictions, one in each K-th of the whole held-out split (a stratified sample:
 text changes along a corpus, and its first N tokens are one topic's), each block cut into windows of
 the evaluation length, either side by side (`nonoverlapping`) or sliding (`sliding`). The blocks are
 what intervals resample (stats.py); both modes score the same blocks.
@@ -35,6 +35,7 @@ HEAD_CHUNK = 2048  # positions per cross-entropy slice, so no (T, vocab) log-sof
 # the noisy encodings draw from). A fixed seed per scoring call keeps scores reproducible and leaves
 # the training's random streams alone.
 EVAL_POSITION_SEED = 1
+PLACEMENT_SEED = 0  # where the scored blocks sit inside their strata (block_starts)
 
 
 def position_draw(random_positions: int | None) -> PositionDraw | None:
@@ -135,17 +136,22 @@ def default_lengths(train_len: int, max_len: int) -> list[int]:
     return check_lengths([*lengths, max_len])
 
 
-def block_starts(available: int, longest: int, max_tokens: int) -> np.ndarray:
-    """Where each scored block of `longest` predictions starts: as many blocks as max_tokens allows and
-    the split holds side by side (at least one), spread evenly from the split's start to its end.
-    Prediction p has input tokens[p] and target tokens[p + 1]; `available` = len(tokens) - 1."""
+def block_starts(available: int, longest: int, max_tokens: int, seed: int = PLACEMENT_SEED) -> np.ndarray:
+    """Where each scored block of `longest` predictions starts: as many blocks K as max_tokens allows
+    and the split holds side by side (at least one), one in each K-th of the split at a random place
+    inside it (a stratified sample, drawn from a fixed seed: the same places for every run, method and
+    length). Random places, not a fixed grid, so the interval's coverage holds over the draw whatever
+    the text's long-range structure (docs/statistics.md). Prediction p has input tokens[p] and target
+    tokens[p + 1]; `available` = len(tokens) - 1."""
     if max_tokens <= 0:
         raise PosbenchError(f"--max-tokens must be positive, got {max_tokens}")
     if available < longest:
         raise PosbenchError(f"the evaluation text has {available + 1} tokens, too few for a window of {longest} "
                             f"(needs {longest + 1}); lower --max-len or use a larger split")
     k = max(1, min(available, max_tokens) // longest)
-    return (np.arange(k) * (available - longest)) // max(k - 1, 1)
+    edges = (np.arange(k + 1) * available) // k  # stratum i: predictions edges[i] .. edges[i + 1] - 1
+    room = edges[1:] - edges[:-1] - longest + 1  # places a block can start inside its stratum (>= 1)
+    return edges[:-1] + (np.random.default_rng(seed).random(k) * room).astype(np.int64)
 
 
 def windows(n: int, length: int, mode: str, stride: int | None = None) -> list[tuple[int, int, int]]:

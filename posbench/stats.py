@@ -1,7 +1,7 @@
 """Intervals for every number posbench reports. Plain numpy; no scipy.
 
 The unit of every interval is a **block**: a stretch of the longest evaluation length's predictions,
-the blocks spread evenly over the held-out split (a systematic sample, scoring.block_starts). Every
+one in each K-th of the held-out split at a random place (a stratified sample, scoring.block_starts). Every
 length scores the same blocks (each cut into its own windows), every method the same blocks, so every
 ratio is paired block by block. Blocks, not windows or tokens: neighbouring windows share their text's
 topic (adjacent 64-token windows' losses correlate at about 0.3 on pydocs), so resampling windows

@@ -60,14 +60,27 @@ def test_windows_score_every_prediction_once(mode, n, length, stride):
                 assert first - start >= length - min(stride or length // 2, length)
 
 
-def test_block_starts_spread_over_the_split():
-    # 4 blocks of 64 out of 1000 predictions: the first at the start, the last ending at the split's end
-    assert block_starts(1000, 64, 300).tolist() == [0, 312, 624, 936]
-    assert block_starts(1000, 64, 10).tolist() == [0]  # at least one longest window
-    assert block_starts(100, 64, 10**6).tolist() == [0]
+def test_block_starts_one_in_each_stratum():
+    """K blocks, one inside each K-th of the split (1000 predictions, blocks of 64, 4 of them: strata of
+    250), never overlapping, the same places on every call."""
+    starts = block_starts(1000, 64, 300)
+    assert len(starts) == 4 and starts.tolist() == block_starts(1000, 64, 300).tolist()
+    for k, s in enumerate(starts.tolist()):
+        assert 250 * k <= s and s + 64 <= 250 * (k + 1)
+    [one] = block_starts(1000, 64, 10)  # at least one longest window, anywhere in the split
+    assert 0 <= one <= 936
     assert block_starts(256, 64, 10**6).tolist() == [0, 64, 128, 192]  # a split that holds exactly 4: side by side
     with pytest.raises(PosbenchError, match="too few for a window of 128"):
         block_starts(100, 128, 1000)
+
+
+def test_block_places_are_uniform_inside_their_stratum():
+    """Over 4,000 placement seeds the one block of a 1000-prediction split (longest 64) starts at each of
+    its 937 places about equally often: a chi-squared over 10 bins of equal width."""
+    starts = np.array([block_starts(1000, 64, 64, seed=s)[0] for s in range(4000)])
+    assert starts.min() >= 0 and starts.max() <= 936
+    counts = np.bincount(starts * 10 // 937, minlength=10)
+    assert ((counts - 400) ** 2 / 400).sum() < 27.9  # chi-squared, 9 df, p = 0.001
 
 
 def test_parse_lengths():
@@ -97,11 +110,11 @@ def hand_loss(model, spans):
 
 
 def test_perplexity_matches_a_hand_computation():
-    """Three blocks of 48 predictions spread over the 399 the text holds (the first at 0, the last at
-    its end, one halfway), each scored as a text of its own: windows of 16 side by side, or sliding
-    windows of 16 with stride 8."""
+    """Three blocks of 48 predictions, one in each third of the 399 the text holds, each scored as a text
+    of its own: windows of 16 side by side, or sliding windows of 16 with stride 8."""
     model = tiny_model("rotary")
-    starts = [0, (399 - 48) // 2, 399 - 48]
+    starts = block_starts(399, 48, 150).tolist()
+    assert [s // 133 for s in starts] == [0, 1, 2]
     nonoverlapping = [(b + s, b + s + 16, b + s) for b in starts for s in (0, 16, 32)]
     sliding = [span for b in starts for span in [(b, b + 16, b)] + [(b + e - 16, b + e, b + e - 8)
                                                                     for e in (24, 32, 40, 48)]]
@@ -274,3 +287,13 @@ def test_bits_per_byte_is_nats_over_ln2_over_bytes_per_token():
     at 1.5 bytes a token."""
     assert bits_per_byte(3 * math.log(2), 1.5) == pytest.approx(2.0)
     assert bits_per_byte(math.log(256), 1.0) == pytest.approx(8.0)  # uniform over bytes: 8 bits
+
+
+def test_sliding_and_nonoverlapping_share_their_units():
+    """Stride 1 scores most predictions in a window of their own; the interval still resamples the same
+    blocks as the non-overlapping mode (0.1.0 resampled the stride-sized pieces: a token-level bootstrap)."""
+    model = tiny_model("alibi", train_len=16)
+    plain, _, sliding, _ = evaluate(model, [16, 64], mode="both", stride=1, max_tokens=384)
+    assert sliding.mode == "sliding" and len(sliding.windows.loss) > 4 * len(plain.windows.loss)
+    assert plain.windows.n_blocks == sliding.windows.n_blocks == 6
+    assert np.array_equal(plain.windows.by_block()[1], sliding.windows.by_block()[1])  # the same predictions

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..common import shutdown_distributed
 from ..errors import PosbenchError
 from ..train import Interrupted
 
@@ -65,3 +66,5 @@ def main() -> None:
             f"[yellow]interrupted at step {e.step}; checkpoint saved.[/] Resume with: "
             f"posbench train --resume {e.run_dir}", highlight=False, soft_wrap=True)
         sys.exit(130)
+    finally:
+        shutdown_distributed()  # every torchrun rank, on every exit path

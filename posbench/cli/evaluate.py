@@ -73,7 +73,7 @@ def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
     blocks = sorted({r["blocks"] for run in runs for r in run["results"] if r.get("blocks")})
     split = runs[0]["split"]
     lines = [f"{' / '.join(f'{c:,}' for c in counts)} predictions of the {split} split scored at every length, "
-             f"in {' / '.join(map(str, blocks)) or 'no'} blocks spread evenly over the split"
+             f"in {' / '.join(map(str, blocks)) or 'no'} blocks, one in each stretch of the split"
              + ("" if mode == "nonoverlapping" else f"; stride {stride if stride else 'half the window'}"),
              "ppl ±: half the width of a 95% t interval over the blocks (docs/statistics.md); "
              "more --max-tokens, more blocks, narrower"]
@@ -131,9 +131,9 @@ def eval_extrapolate_command(
     mode: str = typer.Option(DEFAULT.mode, help="nonoverlapping, sliding or both."),
     stride: int = typer.Option(None, help="Sliding step [default: half the evaluation window]; 1 is allowed."),
     max_tokens: int = typer.Option(DEFAULT.max_tokens, help="Predictions scored at every length, at most "
-                                   "(rounded down to whole blocks of the longest length, spread evenly over the split; "
-                                   "at least one). More blocks buy a narrower 95% interval: 4x the tokens, about "
-                                   "half the width; with fewer than 2 blocks there is none."),
+                                   "(rounded down to whole blocks of the longest length, one in each stretch of "
+                                   "the split; at least one). More blocks buy a narrower 95% interval: 4x the "
+                                   "tokens, about half the width; with fewer than 2 blocks there is none."),
     data: str = typer.Option(None, help="Evaluate on this corpus instead of the run's own "
                              "(tokenised with the run's tokenizer)."),
     device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
