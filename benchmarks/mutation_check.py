@@ -212,6 +212,9 @@ MUTANTS = [
     Mutant("scoring: the split's first blocks, not spread over it", "scoring.py",
            "return (np.arange(k) * (available - longest)) // max(k - 1, 1)", "return np.arange(k) * longest",
            (E, "tests/test_coverage_text.py")),
+    # --- the house rules (tests/test_layout.py)
+    Mutant("layout: a core module imports a workflow", "scoring.py", "from .stats import Windows\n",
+           "from .stats import Windows\nfrom .plots import plot_heads  # noqa: F401\n", ("tests/test_layout.py",)),
     # --- run_groups.py
     Mutant("compare: runs with other tokenizers let through", "run_groups.py",
            "        if _tokenizer_digest(first) != _tokenizer_digest(run):", "        if False:",
