@@ -110,7 +110,7 @@ def paired_times(steps: dict, rounds: int, seed: int = 0) -> dict:
     round, in turns, in an order shuffled afresh every round (seeded: a rerun repeats it). A step can
     run a few % faster or slower for what ran just before it (caches, the allocator's state); a fixed
     order, even reversed every other round, gave one model the same neighbours throughout (the A/A
-    control read 1.06 at T=512 in session 8's run), a shuffled one spreads that over every model."""
+    control read 1.06 at T=512 in a run of 2026-11-27), a shuffled one spreads that over every model."""
     for step in steps.values():
         step()
     order = random.Random(seed)
@@ -159,7 +159,7 @@ def verdict(interval: Interval, target: float, control: Interval | None = None) 
     'unresolved' when it straddles it (more --repeats narrow the interval). With `control`, the ratio
     of two identical builds (an A/A control), the interval is first widened on both sides by how far
     the control lies from 1: an offset between identical builds that the bootstrap over builds does
-    not see (session 10's run read 1.06 (1.04-1.14) for it at T = 256 with every order shuffled)."""
+    not see (a run of 2026-11-27 read 1.06 (1.04-1.14) for it at T = 256 with every order shuffled)."""
     slack = 0.0 if control is None else control_slack(control)
     if interval.low - slack >= target:
         return "ok"

@@ -1,7 +1,7 @@
 """Peak memory of evaluating one long window with the default model (random init).
 
 Each (method, length) runs in a fresh subprocess, so ru_maxrss is that evaluation's peak alone.
-Targets (issues 9 and 15): the default small model evaluates 16384 tokens in < 4 GB, peak memory
+Targets: the default small model evaluates 16384 tokens in < 4 GB, peak memory
 growing about linearly in length; at the longest length ALiBi, T5 and KERPLE take <= 1.3x rotary's
 time (its bias-free fused causal kernel), FIRE <= 2x. The ratios print when rotary is measured: each
 from --rounds rounds of fresh processes in turns (rotary then the method, the method then rotary), the
@@ -117,7 +117,7 @@ def report_targets(longest: dict[str, dict], length: int, rounds: int) -> None:
               f"{min(ratios):.2f}-{max(ratios):.2f}){verdict}; peak {run['peak_mb']:,.0f} MB (< 4096 {memory})")
 
 
-TIME_TARGETS = {"alibi": 1.3, "t5": 1.3, "kerple": 1.3, "fire": 2.0}  # x rotary's time, issue 15
+TIME_TARGETS = {"alibi": 1.3, "t5": 1.3, "kerple": 1.3, "fire": 2.0}  # x rotary's time: the CPU speed targets
 
 
 if __name__ == "__main__":

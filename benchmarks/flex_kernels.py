@@ -30,8 +30,8 @@ from posbench import flex
 REPEATS = 20
 # Backward kernel options tried at head dims over 64 (flex.WIDE_HEAD_BACKWARD is the current choice):
 # torch's Hopper default for head dim <= 128 is tiles (64, 128, 128, 64), 3 stages, 8 warps, which
-# overflowed shared memory by 1 KB with a bias (torch 2.11, H200); two stages keep the tiles. Session
-# 10 (H200, L = 512): halved tiles 2.30x / 2.83x SDPA (ALiBi / T5), 2 stages 2.68x / 3.66x, 64-wide
+# overflowed shared memory by 1 KB with a bias (torch 2.11, H200); two stages keep the tiles. On
+# 2026-11-27 (H200, L = 512): halved tiles 2.30x / 2.83x SDPA (ALiBi / T5), 2 stages 2.68x / 3.66x, 64-wide
 # tiles in 2 stages 2.25x / 4.55x.
 BACKWARD_OPTIONS = {
     "halved tiles": flex.WIDE_HEAD_BACKWARD,

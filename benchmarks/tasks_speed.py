@@ -1,5 +1,5 @@
 """Per (task, method) run of `posbench tasks`: training wall time and exact-match accuracy in
-distribution (at L) and at 4L — the figures behind the task preset (issue 19).
+distribution (at L) and at 4L — the figures behind the task preset.
 
     python benchmarks/tasks_speed.py [--task copy,passkey] [--pos none,alibi] [--preset quick]
         [--threads 1] [--out /tmp/tasks-bench] [--steps N] [--batch-size N] [--lr X] [--layers N] [--dim N] [--heads N]

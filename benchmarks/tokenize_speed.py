@@ -7,7 +7,7 @@ The corpus is WikiText-2's train.txt repeated to about --mb megabytes in a tempo
 its token cache and everything else are deleted at the end; nothing is written into the repository).
 WikiText-2 comes from --wikitext2, else $POSBENCH_WIKITEXT2, else ../shared/data/wikitext-2 next to the repo.
 
-Requirement (issue 9): the loader's CPU-side work alone must run at >= 50x the training step rate of the
+Requirement: the loader's CPU-side work alone must run at >= 50x the training step rate of the
 `paper` preset (16 layers, d=1024, batch 32 x 512). That rate is an estimate, not a measurement: about
 2.3e13 FLOP per step (6 * 218M params * 16,384 tokens, plus attention), i.e. ~10 steps/s on one H100 at
 ~23% of its dense bf16 peak (--steps-per-s changes it). So the loader needs >= 500 batches/s.

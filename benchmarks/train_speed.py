@@ -19,8 +19,8 @@ the whole interval falls short, `unresolved` otherwise (more --repeats narrow th
 shared CPU threads, 8 builds gave intervals about +-0.05 wide, 24 builds +-0.01 to +-0.05). Every
 model-vs-model interval is read as if wider on both sides by how far the A/A control lies from 1:
 two identical builds measured that far apart in this run (common.verdict).
-Default shape: issue 15's (d = 256).
-Targets (issue 15): every method >= 0.95x none, t5 >= 0.9x, FLOP rate >= 0.65 of the matmul's; and
+Default shape: d = 256, the CPU speed targets'.
+Targets: every method >= 0.95x none, t5 >= 0.9x, FLOP rate >= 0.65 of the matmul's; and
 learned >= 0.98x plain (the same model written twice).
 """
 

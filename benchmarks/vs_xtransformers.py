@@ -9,7 +9,7 @@ x-transformers gets its fastest settings for each method: `attn_flash=True` (SDP
 allows it (it refuses it for T5), full-width rotary (`rotary_emb_dim` = head size). Models take
 turns one step at a time; the ratio is the median over rounds of the two sides' step times within
 a round (with the middle half of those ratios), so drift in machine speed hits both sides alike.
-Issue 7 asks that the methods both implement (ALiBi, rotary, T5) be clearly faster in posbench.
+The target: the methods both implement (ALiBi, rotary, T5) be clearly faster in posbench.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 # one. The backward makes ~10 passes over each block's temporaries, which over the whole batch at
 # once outgrow the caches; its dV and dK products sum over ROW_BLOCK rows, which at 32 leaves them
 # memory-bound. At B = 16, H = 8, hd 32, T = 256 and 512 on 2 CPU threads, against SDPA's fused
-# backward (session 11): 64 rows in 4 MB, per-diagonal 1.11x and 0.98x, dense 1.06x and 0.95x; 32
+# backward (2026-11-27): 64 rows in 4 MB, per-diagonal 1.11x and 0.98x, dense 1.06x and 0.95x; 32
 # rows in 2 MB (before) 1.25x / 1.10x and 1.14x / 1.01x; 128 rows or 8 MB slower again.
 ROW_BLOCK = 64
 GROUP_BUDGET = 1 << 20

@@ -69,8 +69,8 @@ def resolve_device(name: str) -> torch.device:
 
 def fused_optimizer(model: torch.nn.Module) -> bool:
     """AdamW's fused kernel on CUDA: one pass over parameters, gradients and moments. The default
-    (foreach) update took ~7 of the paper-shape model's 34 ms per training step on an H200 (session
-    10's profile). The CPU keeps the default, which its exact-resume and speed figures were taken with."""
+    (foreach) update took ~7 of the paper-shape model's 34 ms per training step on an H200 (a profile of
+    2026-11-27). The CPU keeps the default, which its exact-resume and speed figures were taken with."""
     return next(model.parameters()).device.type == "cuda"
 
 

@@ -13,8 +13,9 @@ from .common import DEVICE
 from .errors import PosbenchError
 from .positions import METHODS
 
-# What a config.json written before issue 13 meant by the fields it lacks: the variant those runs
-# were trained with, so they keep loading and evaluating exactly as they were trained.
+# What a legacy config.json (written before the methods followed their reference code) meant by the
+# fields it lacks: the variant those runs were trained with, so they keep loading and evaluating
+# exactly as they were trained.
 # New runs get the dataclass defaults below, the reference implementations (docs/methods.md).
 LEGACY = {"embed_norm": False, "sinusoid_ratio": 1.0, "t5_max_distance": 128, "fire_init_L": None,
           "softplus_params": True}
@@ -40,7 +41,7 @@ class ModelConfig:
     t5_max_distance: int | None = None
     # fire: the fixed init_L of its threshold |multiplier| * init_L (FIRE's code: 512); None: train_len
     fire_init_L: float | None = 512.0
-    # fire's c, kerple's r1, r2 as softplus(raw) (before issue 13), not the reference's raw parameters
+    # fire's c, kerple's r1, r2 as softplus(raw) (legacy runs), not the reference's raw parameters
     softplus_params: bool = False
 
     def __post_init__(self) -> None:

@@ -30,14 +30,14 @@ MIN_HEAD_DIM = 16
 # FlexAttention's default backward tiles for head dims 65..128 on Hopper in bf16 (64, 128, 128, 64,
 # three stages) asked for 233,472 bytes of shared memory with a bias in score_mod, over an H200's
 # 232,448 (torch 2.11): the tiles each backward kernel loops over are halved there. Of the options
-# benchmarks/flex_kernels.py tried (session 10, H200, L = 512), these were the fastest for a learned
+# benchmarks/flex_kernels.py tried (2026-11-27, H200, L = 512), these were the fastest for a learned
 # bias and within 3% of the fastest for a fixed one; two stages with the default tiles were 16-29%
 # slower. Sized for 2-byte elements: float32 keeps torch's own (16-wide) tiles (with these, the
 # float32 backward at head dim 128 was still compiling after 150 s, in three tests of three).
 WIDE_HEAD_BACKWARD = {"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 32}
 # At head dim 64 in bf16 it was the forward: torch 2.11's default tiles asked an H200 for 245,760
 # bytes of shared memory with a bias in score_mod and did not compile, with or without the halved
-# backward tiles (session 11); 64 x 64 forward tiles compiled and ran forward + backward in 1.06 ms
+# backward tiles (2026-11-27); 64 x 64 forward tiles compiled and ran forward + backward in 1.06 ms
 # at L = 512, batch 16, 8 heads (the default tiles in two stages: 1.26 ms). Verified at head dim 64
 # only; given to 25..64, where the same default tiles apply (16 and 24 passed with torch's own).
 NARROW_HEAD_FORWARD = {"BLOCK_M": 64, "BLOCK_N": 64}

@@ -262,7 +262,7 @@ class _Loop:
     def summarize(self) -> dict:
         """The finished run's summary.json (written by rank 0)."""
         val = None if self.data is None else self.validate()  # a task run is scored by its caller
-        fresh = self.resumed_from == 0  # a resumed run's clock mixes two sessions: no speed
+        fresh = self.resumed_from == 0  # a resumed run's clock mixes two processes: no speed
         summary = {
             "pos": self.raw_model.config.pos, "params": self.raw_model.num_params(), "steps": self.step,
             "tokens_seen": self.step * self.tokens_per_step, "train_loss": self.last_loss, "val_loss": val,

@@ -122,7 +122,7 @@ def gradient_errors(names, grads, references) -> dict[str, float]:
     """Each gradient's error relative to its reference's norm, or to a thousandth of the largest
     reference gradient where that is more: a gradient zero in exact arithmetic is rounding on both
     paths. FIRE's last bias adds one constant to every score, which the softmax cancels: on an H200
-    its gradient read ~1e-5 on either path, 1.0-1.75 of each other "relative" (sessions 10 and 11)."""
+    its gradient read ~1e-5 on either path, 1.0-1.75 of each other "relative" (2026-11-27)."""
     floor = 1e-3 * max(reference.norm().item() for reference in references)
     errors = {}
     for name, grad, reference in zip(names, grads, references, strict=True):

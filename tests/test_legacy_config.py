@@ -1,5 +1,6 @@
-"""Run folders trained before issue 13 (config.json without the settings it added) keep loading and
-evaluating exactly as they were trained: ModelConfig.from_dict gives them their legacy variant."""
+"""Legacy run folders (trained before the methods followed their reference code: config.json without
+the settings added for that) keep loading and evaluating exactly as they were trained:
+ModelConfig.from_dict gives them their legacy variant."""
 
 import math
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from posbench.config import TrainConfig
 from posbench.runs import identity
 
 OLD_MODEL = dict(vocab_size=64, n_layer=1, n_head=4, d_model=32, max_len=64, tie_embeddings=True, dropout=0.0,
-                 mlp_ratio=4)  # a config.json "model" without the settings issue 13 added (and max_len, not train_len)
+                 mlp_ratio=4)  # a legacy config.json "model" (and max_len, not train_len)
 # what a new run's config.json holds for those settings: the reference variants
 NEW_RUN = dict(embed_norm=None, sinusoid_ratio=0.5**0.5, t5_max_distance=None, fire_init_L=512.0, softplus_params=False)
 
@@ -25,7 +26,7 @@ NEW_RUN = dict(embed_norm=None, sinusoid_ratio=0.5**0.5, t5_max_distance=None, f
     ("alibi", set(), "alibi"),
 ])
 def test_an_old_config_builds_the_old_variant(pos, legacy_keys, label):
-    for with_embed_norm in (True, False):  # embed_norm itself is older than issue 13, or absent
+    for with_embed_norm in (True, False):  # embed_norm itself is older than the reference variants, or absent
         values = {**OLD_MODEL, "pos": pos, **({"embed_norm": False} if with_embed_norm else {})}
         config = ModelConfig.from_dict(values)
         model = GPT(config)

@@ -138,7 +138,7 @@ def test_sinusoidal_embed_adds_table_at_offset():
     x = torch.zeros(1, 4, 32)
     # scaled against the token embeddings' init size (std 0.02) to Vaswani's ratio: RMS 0.02 / sqrt(2)
     assert torch.allclose(sin.embed(x, Positions(10, 4))[0], 0.02 * sinusoid_table(torch.arange(10, 14), 32))
-    legacy = METHODS["sinusoidal"](tiny_config("sinusoidal", sinusoid_ratio=1.0))  # runs before issue 13: 1:1
+    legacy = METHODS["sinusoidal"](tiny_config("sinusoidal", sinusoid_ratio=1.0))  # legacy runs: 1:1
     expected = 0.02 * 2**0.5 * sinusoid_table(torch.arange(10, 14), 32)
     assert torch.allclose(legacy.embed(x, Positions(10, 4))[0], expected)
 
@@ -264,7 +264,7 @@ def test_xpos_raises_where_its_scale_would_overflow():
 
 
 def test_kerple_legacy_softplus_bias_formula_and_positive_parameters():
-    # the variant of runs before issue 13 (config.json without softplus_params); the reference
+    # the variant of legacy runs (config.json without softplus_params); the reference
     # variant's clamp is checked in tests/test_reference.py
     kerple = METHODS["kerple"](tiny_config("kerple", n_head=4, softplus_params=True))
     # the paper's code initialises r1 ~ U(0, 2), r2 ~ U(0, 1)

@@ -1,4 +1,4 @@
-"""Each position method against its authors' reference code (issue 13; docs/methods.md).
+"""Each position method against its authors' reference code (docs/methods.md).
 
 Every test transcribes the reference's formula as that code writes it, names the repository and
 file it comes from, and compares numbers with posbench; none computes the expectation with

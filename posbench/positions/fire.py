@@ -8,7 +8,7 @@ that sharpens short distances), L a learned threshold (progressive interpolation
 distances normalised into [0, 1], shorter ones a fixed scale). As the paper's appendix code (class
 FIRE): c is a raw parameter from 0.1 used as |c|; L = |L_multiplier| * init_L with the multiplier
 learned from 1 and init_L a fixed constant (512 there; ModelConfig.fire_init_L); eps = 1e-6 added to
-the normaliser's log. Runs before issue 13 (ModelConfig.softplus_params, fire_init_L None) used
+the normaliser's log. Legacy runs (ModelConfig.softplus_params, fire_init_L None) used
 c = softplus(raw) and init_L = the training length."""
 
 from __future__ import annotations

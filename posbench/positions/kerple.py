@@ -5,7 +5,7 @@ to the score of key j for query i, with r1, r2 > 0 learned per head.
 As the paper's code (chijames/KERPLE, megatron/mpu/layers.py, ParallelKerpleLog): r1 (bias_p) ~
 U(0, 2), r2 (bias_a) ~ U(0, 1), raw parameters clamped in place to >= 0.01 before each use. Here the
 clamp runs at init and in after_step, right after each optimizer step: the same values at every
-forward pass. Runs before issue 13 (ModelConfig.softplus_params) used r = 0.01 + softplus(raw),
+forward pass. Legacy runs (ModelConfig.softplus_params) used r = 0.01 + softplus(raw),
 which moves r at sigmoid(raw) times the reference's speed."""
 
 from __future__ import annotations

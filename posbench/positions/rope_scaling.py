@@ -16,7 +16,7 @@ yarn    YaRN (Peng et al. 2023, "YaRN: Efficient Context Window Extension of Lar
         L are kept, pairs slower than L are interpolated. Plus the attention temperature
         sqrt(1/t) = 0.1 ln(s) + 1 multiplying cos and sin (hence q and k each, the logits by its
         square), as that code does. (The paper's prose ramps linearly in r = L / lambda instead;
-        posbench followed that before issue 13, which put pair 0 of the quick preset at 0.34x the
+        posbench's legacy runs followed that, which put pair 0 of the quick preset at 0.34x the
         reference's frequency.)
 """
 

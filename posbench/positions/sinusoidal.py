@@ -4,7 +4,7 @@ Vaswani et al. (and fairseq, the ALiBi paper's baselines) initialise token embed
 d^-1/2 and multiply them by sqrt(d): tokens of std 1 against a sinusoid of RMS 1/sqrt(2), so
 position : token = 0.71 at init. Here token embeddings keep GPT-2's init (std 0.02, tied with the
 output layer), so the sinusoid is scaled to that size instead, keeping the reference's ratio
-(ModelConfig.sinusoid_ratio, default 1/sqrt(2); runs before issue 13 used 1.0). At full amplitude it
+(ModelConfig.sinusoid_ratio, default 1/sqrt(2); legacy runs used 1.0). At full amplitude it
 would drown the tokens 35:1 and the model learns slowly (seen in practice)."""
 
 import math

@@ -6,7 +6,7 @@ As HF transformers' T5 (src/transformers/models/t5/modeling_t5.py): the bucket f
 `_relative_position_bucket` (bidirectional=False for a decoder), the table starts N(0, d_model^-1/2)
 (`_init_weights`, initializer_factor 1). max_distance: T5's 128 lies below its training length 512,
 so every bucket gets a gradient; here it is min(128, L) by default (ModelConfig.t5_max_distance), so
-a bucket used at evaluation was trained at L too; runs before issue 13 used 128 at any L."""
+a bucket used at evaluation was trained at L too; legacy runs used 128 at any L."""
 
 import math
 
