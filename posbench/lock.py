@@ -34,12 +34,22 @@ def lock_run_dir(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     if not enabled or os.environ.get(NO_LOCK_ENV) == "1":
         yield
         return
+    created = not Path(run_dir).exists()
     fd = _acquire(Path(run_dir))
     try:
         yield
     finally:
         os.ftruncate(fd, 0)  # the holder's line goes with the lock, so a reader never finds a past one
+        _remove_if_unused(Path(run_dir), created)  # still holding the lock: no one else can have taken it
         os.close(fd)  # closing the file releases the flock
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    """A folder the lock created and nothing else wrote into (bad input found after locking) goes."""
+    if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
 
 
 def _acquire(run_dir: Path) -> int:

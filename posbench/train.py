@@ -92,15 +92,19 @@ def train(
     if cfg.batch_size % world:
         raise PosbenchError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
     if batches is None:
-        data, sampler = corpus_sampler(cfg, tokenizer_seed(asdict(cfg)), cfg.batch_size // world, rank, world)
-        model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size, train_len=cfg.train_len)
-        config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
-    else:  # a task's batches: no corpus, no tokenizer, no validation split (the caller scores the run)
-        data, sampler = None, batches
-        config = run_config(model_config, asdict(cfg), batches.describe(), {"kind": "task"})
+        model_config = replace(model_config, train_len=cfg.train_len)
     check_random_positions(model_config, cfg)  # before anything is written: an input error
     run_dir = Path(out) if out is not None else default_run_dir(model_config.pos)
-    with lock_run_dir(run_dir, enabled=rank == 0):  # one writer per folder; before claiming, which may delete
+    # one writer per folder: the lock first, so a second writer is refused before any work (reading and
+    # tokenising the corpus takes seconds), and before claiming, which may delete
+    with lock_run_dir(run_dir, enabled=rank == 0):
+        if batches is None:
+            data, sampler = corpus_sampler(cfg, tokenizer_seed(asdict(cfg)), cfg.batch_size // world, rank, world)
+            model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
+            config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
+        else:  # a task's batches: no corpus, no tokenizer, no validation split (the caller scores the run)
+            data, sampler = None, batches
+            config = run_config(model_config, asdict(cfg), batches.describe(), {"kind": "task"})
         checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
         if finished:
             return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)

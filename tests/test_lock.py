@@ -140,3 +140,23 @@ def test_the_lock_file_is_not_part_of_the_run(corpus, tmp_path):
         assert [p.name for p in run.iterdir()] == [LOCK_NAME]
         with pytest.raises(PosbenchError, match="is being written"), lock_run_dir(run):
             pass
+
+
+def test_a_second_writer_is_refused_before_the_corpus_is_read(corpus, tmp_path, monkeypatch):
+    """The lock is taken before any work: reading and tokenising a corpus takes seconds."""
+    import posbench.train as train_module
+
+    def reads_the_corpus(*args, **kwargs):
+        raise AssertionError("the corpus was read before the lock was taken")
+
+    monkeypatch.setattr(train_module, "corpus_sampler", reads_the_corpus)
+    run_dir = tmp_path / "held"
+    with lock_run_dir(run_dir), pytest.raises(PosbenchError, match="is being written by"):
+        train(*tiny_train(corpus), out=run_dir, show_progress=False)
+
+
+def test_bad_input_found_after_locking_leaves_no_folder(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(PosbenchError, match="does not exist"):
+        train(*tiny_train(str(tmp_path / "missing.txt")), out=out, show_progress=False)
+    assert not out.exists()
