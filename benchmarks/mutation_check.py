@@ -208,6 +208,10 @@ MUTANTS = [
     Mutant("stats: a normal quantile in place of t (too narrow with few blocks)", "stats.py",
            "return float(values.mean()), t_quantile(max(1.0, df)) * math.sqrt(total)",
            "return float(values.mean()), Z975 * math.sqrt(total)", (ST, CV)),
+    Mutant("stats: tied values ranked by order, not averaged", "stats.py",
+           "return (first + (counts + 1) / 2)[inverse]", "return (first + 1)[inverse]", (H,)),
+    Mutant("stats: Wilson interval with the normal approximation's centre", "stats.py",
+           "centre = (p + z2 / (2 * n)) / (1 + z2 / n)", "centre = p", ("tests/test_tasks.py",)),
     # --- scoring.py: which text is scored
     Mutant("scoring: the split's first blocks, not spread over it", "scoring.py",
            "return (np.arange(k) * (available - longest)) // max(k - 1, 1)", "return np.arange(k) * longest",

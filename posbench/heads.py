@@ -24,7 +24,7 @@ from .errors import PosbenchError
 from .model import GPT
 from .positions import relative_distance
 from .runs import held_out_tokens, load_run, resolve_run
-from .stats import percentile_interval, resample_indices
+from .stats import percentile_interval, resample_indices, spearman
 
 FRACTIONS = {"span50": 0.5, "span90": 0.9}  # attention mass a span must hold
 MEANS = ("mean_distance", "entropy", "sink")  # averaged over queries; spans take the median
@@ -58,28 +58,6 @@ def query_metrics(p: torch.Tensor, start: int = 0) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- Spearman
-
-
-def rank(x: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n; tied values share their average rank (as scipy.stats.rankdata)."""
-    x = torch.as_tensor(x, dtype=torch.float64)
-    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)  # sorted values
-    counts = counts.double()
-    first = counts.cumsum(0) - counts  # ranks taken by the smaller values
-    return (first + (counts + 1) / 2)[inverse]
-
-
-def spearman(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor) -> float | None:
-    """Spearman's rank correlation: Pearson's r of the ranks. None when undefined (n < 2, or one
-    side constant, e.g. every head with the same span)."""
-    rx, ry = rank(x), rank(y)
-    if rx.numel() != ry.numel():
-        raise ValueError(f"spearman needs equal lengths, got {rx.numel()} and {ry.numel()}")
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = (rx.square().sum() * ry.square().sum()).sqrt()
-    if rx.numel() < 2 or denominator == 0:
-        return None
-    return float((rx * ry).sum() / denominator)
 
 
 # ----------------------------------------------------------------------------- the probe

@@ -213,3 +213,37 @@ def ratio(a: Sequence[Windows], b: Sequence[Windows]) -> Interval | None:
 def paired_ratio(a: Windows, b: Windows) -> Interval | None:
     """ppl(a) / ppl(b) of one seed each, paired over the blocks."""
     return ratio([a], [b])
+
+
+# ----------------------------------------------------------------------------- proportions and ranks
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (Wilson 1927); 95% at z = 1.96. Unlike the
+    normal approximation it stays inside [0, 1] and is not empty at 0 or n hits."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, z2 = hits / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (0.0 if hits == 0 else centre - half, 1.0 if hits == n else centre + half)  # exact at the ends
+
+
+def rank(x: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Ranks 1..n; tied values share their average rank (as scipy.stats.rankdata)."""
+    _, inverse, counts = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # ranks taken by the smaller values
+    return (first + (counts + 1) / 2)[inverse]
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
+    """Spearman's rank correlation: Pearson's r of the ranks. None when undefined (n < 2, or one
+    side constant, e.g. every head with the same span)."""
+    rx, ry = rank(x), rank(y)
+    if rx.size != ry.size:
+        raise ValueError(f"spearman needs equal lengths, got {rx.size} and {ry.size}")
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    if rx.size < 2 or denominator == 0:
+        return None
+    return float((rx * ry).sum() / denominator)

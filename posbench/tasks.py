@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import platform
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from .positions import SEED_METHODS
 from .progress import make_progress
 from .runs import load_run, write_json
 from .scoring import forward, position_draw
+from .stats import wilson_interval
 from .task_data import TASKS, VOCAB_SIZE, TaskSampler, answer_hits, eval_batch, get_task
 from .task_plots import plot_accuracy_vs_length, plot_passkey_heatmap
 from .train import TrainConfig, train
@@ -89,17 +89,6 @@ def get_task_preset(name: str) -> TaskPreset:
     if name not in TASK_PRESETS:
         raise PosbenchError(f"unknown preset '{name}' for tasks; choose from {', '.join(TASK_PRESETS)}")
     return TASK_PRESETS[name]
-
-
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (Wilson 1927); 95% at z = 1.96. Unlike the
-    normal approximation it stays inside [0, 1] and is not empty at 0 or n hits."""
-    if n == 0:
-        return (0.0, 1.0)
-    p, z2 = hits / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return (0.0 if hits == 0 else centre - half, 1.0 if hits == n else centre + half)  # exact at the ends
 
 
 @torch.no_grad()

@@ -16,13 +16,12 @@ from posbench.heads import (
     inspect_heads,
     probe,
     query_metrics,
-    rank,
-    spearman,
     spearman_interval,
     spread_windows,
 )
 from posbench.positions import alibi_slopes
 from posbench.runs import held_out_tokens, load_run
+from posbench.stats import rank, spearman
 from posbench.tokens import prepare_data
 from posbench.train import train
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from posbench import cli, tasks
 from posbench.runs import load_run
+from posbench.stats import wilson_interval
 from posbench.task_data import (
     BOS,
     IGNORE,
@@ -28,7 +29,7 @@ from posbench.task_data import (
     make_recall,
     make_reverse,
 )
-from posbench.tasks import TaskPreset, score, wilson_interval
+from posbench.tasks import TaskPreset, score
 
 from .helpers import run_cli
 
