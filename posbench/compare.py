@@ -18,7 +18,7 @@ from rich.console import Console
 from . import __version__
 from .common import DEVICE, resolve_device
 from .config import ModelConfig
-from .errors import PosbenchError
+from .errors import Interrupted, PosbenchError
 from .evaluate import EvalSettings, evaluate_run
 from .fileio import atomic_write
 from .plots import plot_loss_curves, plot_ppl_vs_length
@@ -28,7 +28,7 @@ from .progress import make_progress
 from .run_groups import group_runs
 from .runs import loss_curve, method_label, read_json, write_json
 from .tokens import prepare_data
-from .train import Interrupted, train
+from .train import train
 from .verdicts import Entry, add_comparisons, method_row
 from .verdicts import verdict as verdict  # compare.verdict, as before verdicts.py
 

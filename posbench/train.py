@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from .common import average_across_ranks, fused_optimizer, init_distributed, keep_freed_memory, resolve_device
 from .config import ModelConfig, TrainConfig
-from .errors import PosbenchError
+from .errors import Interrupted, PosbenchError
 from .lock import lock_run_dir
 from .model import GPT
 from .positions import METHODS
@@ -37,14 +37,6 @@ from .runs import (
 )
 from .scoring import bits_per_byte, perplexity, window_loss
 from .tokens import BatchSource, TokenData, corpus_sampler
-
-
-class Interrupted(Exception):
-    """Ctrl-C during training; a checkpoint was saved at `step` in `run_dir`."""
-
-    def __init__(self, run_dir: Path, step: int) -> None:
-        super().__init__(f"interrupted at step {step}")
-        self.run_dir, self.step = run_dir, step
 
 
 @dataclass

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from posbench import load_run
 from posbench import tokens as data_module
 from posbench import train as train_module
-from posbench.errors import PosbenchError
+from posbench.errors import Interrupted, PosbenchError
 from posbench.model import GPT
 from posbench.positions import METHODS
-from posbench.train import Interrupted, TrainConfig, lr_at, train
+from posbench.train import TrainConfig, lr_at, train
 
 from .helpers import assert_trained, capture_saved_models, logits_on, tiny_train
 

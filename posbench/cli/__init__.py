@@ -11,8 +11,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..common import shutdown_distributed
-from ..errors import PosbenchError
-from ..train import Interrupted
+from ..errors import Interrupted, PosbenchError
 
 app = typer.Typer(
     name="posbench",
