@@ -26,7 +26,7 @@ from .positions import METHODS, SEED_METHODS
 from .presets import Preset, get_preset
 from .progress import make_progress
 from .run_groups import group_runs
-from .runs import loss_curve, method_label, read_json, write_json
+from .runs import loss_curve, method_label, read_json, train_settings, write_json
 from .tokens import prepare_data
 from .train import train
 from .verdicts import Entry, add_comparisons, method_row
@@ -185,7 +185,7 @@ def _write_results(cfg: CompareConfig, evaluated: dict[str, list[Entry]], failur
     runs, each with the seed its config names."""
     rows, windows = [], []
     for entries in evaluated.values():
-        run_seeds = seeds or [(read_json(Path(r["run"]) / "config.json").get("train") or {}).get("seed")
+        run_seeds = seeds or [train_settings(read_json(Path(r["run"]) / "config.json")).seed
                               for r, _, _ in entries]
         row, w = method_row(entries, run_seeds)
         rows.append(row)

@@ -14,7 +14,7 @@ from .common import check_split
 from .errors import PosbenchError
 from .positions.rope_scaling import apply_rope_scaling
 from .progress import make_progress
-from .runs import held_out_tokens, load_run, method_label, resolve_run
+from .runs import held_out_tokens, load_run, method_label, resolve_run, train_settings
 from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
 from .stats import Windows, bpb_interval, ppl_interval
 
@@ -81,13 +81,13 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
         scaling = {"kind": kind, "factor": factor}
         label = f"{label}+{kind}×{factor:g}"
     tokens, notes = held_out_tokens(run_dir, config, tokenizer, settings.split, settings.data)
-    random_positions = (config.get("train") or {}).get("random_positions")  # scored as trained (scoring.py)
+    random_positions = train_settings(config).random_positions  # scored as trained (scoring.py)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
                                settings.max_tokens, progress=progress, label=label, random_positions=random_positions)
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     report = {
         "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
-        "split": settings.split, "data": settings.data or (config.get("train") or {}).get("data"),
+        "split": settings.split, "data": settings.data or train_settings(config).data,
         "results": [result_row(r) for r in results],
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
         **({"notes": notes} if notes else {}),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import PosbenchError
-from .runs import identity, method_label, read_json, resolve_run, tokenizer_seed, upgrade_config
+from .runs import identity, method_label, read_json, resolve_run, tokenizer_seed, train_settings, upgrade_config
 
 # what decides the evaluated text and its token units: (what a refusal names, where it is in config.json)
 TEXT_FIELDS = (("corpus", ("train", "data")), ("corpus text", ("data", "sha256")),
@@ -69,8 +69,8 @@ def group_runs(runs: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
     groups: dict[str, list[Path]] = {}
     for d, config in configs.items():
         key = repr(sorted(_flat(config).items()))
-        seeds = [(configs[o].get("train") or {}).get("seed") for o in groups.get(key, [])]
-        if (config.get("train") or {}).get("seed") in seeds:  # the same config and seed twice: its own row
+        seeds = [train_settings(configs[o]).seed for o in groups.get(key, [])]
+        if train_settings(config).seed in seeds:  # the same config and seed twice: its own row
             key += str(d)
         groups.setdefault(key, []).append(d)
     rows = list(groups.values())

@@ -19,7 +19,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .common import RUNS_ROOT, check_split
-from .config import ModelConfig
+from .config import ModelConfig, TrainConfig
 from .corpora import load_corpus
 from .errors import PosbenchError
 from .fileio import atomic_write
@@ -129,6 +129,11 @@ def default_run_dir(pos: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- training's side
+
+
+def train_settings(config: dict) -> TrainConfig:
+    """config.json's "train" as a TrainConfig: a setting an older config lacks reads as its default."""
+    return TrainConfig.from_dict(config.get("train") or {})
 
 
 def tokenizer_seed(train: dict) -> int:
