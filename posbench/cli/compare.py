@@ -121,8 +121,9 @@ def compare_command(
                              "train/valid/test.txt."),
     train_len: int = typer.Option(None, "--train-len", "--seq-len", help="Training length L (default: the preset's)."),
     max_len: int = typer.Option(None, help="Longest evaluation length (default: the preset's)."),
-    eval_tokens: int = typer.Option(None, help="Predictions scored at every length (default: the preset's). "
-                                    "More buy narrower intervals: 4x the tokens, about half the width."),
+    eval_tokens: int = typer.Option(None, help="Predictions scored at every length (default: the preset's), in "
+                                    "blocks of the longest length spread over the split; more blocks buy narrower "
+                                    "intervals: 4x the tokens, about half the width."),
     seed: int = typer.Option(DEFAULT.seed, help="One seed for every method (the first, with --seeds)."),
     seeds: int = typer.Option(DEFAULT.seeds, help="Train every method with N seeds (seed, seed+1, ...; init and "
                               "data order differ, the tokenizer is the same): runs in --out/<method>/seed<k> "
