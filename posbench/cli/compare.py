@@ -105,7 +105,7 @@ def noise_note(rows: list[dict]) -> str:
         seeds = f"geometric mean over {'/'.join(map(str, counts))} seeds"
     else:
         seeds = f"rows of {'/'.join(map(str, counts))} seeds (one seed: the blocks' noise only)"
-    return (f"{seeds}; ± half a 95% t interval over {units}" + (" and seeds" if counts[-1] > 1 else "")
+    return (f"{seeds}; ± half a 95% t interval over " + ("seeds and " if counts[-1] > 1 else "") + units
             + "; ratios paired over the same blocks" + (" and seeds" if counts[-1] > 1 else "")
             + "; bold: best, or within noise of the best")
 
