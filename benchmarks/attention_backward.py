@@ -53,12 +53,12 @@ def biases(n_head: int, length: int) -> dict[str, torch.Tensor]:
 def report(args) -> None:
     head_dim = args.dim // args.heads
     torch.manual_seed(0)
-    q, k, v, grad_out = (torch.randn(args.batch, args.heads, args.seq_len, head_dim) for _ in range(4))
+    q, k, v, grad_out = (torch.randn(args.batch, args.heads, args.train_len, head_dim) for _ in range(4))
     steps = {"sdpa": backward_step(lambda *t: F.scaled_dot_product_attention(*t, is_causal=True), q, k, v, grad_out)}
-    for label, bias in biases(args.heads, args.seq_len).items():
+    for label, bias in biases(args.heads, args.train_len).items():
         steps[label] = backward_step(lambda *t, bias=bias: BiasedAttention.apply(*t, bias), q, k, v, grad_out)
     times = paired_times(steps, args.steps)
-    print(f"threads {args.threads}, B={args.batch}, H={args.heads}, T={args.seq_len}, head dim {head_dim}, "
+    print(f"threads {args.threads}, B={args.batch}, H={args.heads}, T={args.train_len}, head dim {head_dim}, "
           f"{args.steps} rounds in turns")
     print(f"{'bias':22s} {'backward ms':>12s} {'x SDPA causal':>14s} {'middle half':>12s}")
     for label in steps:
@@ -71,7 +71,7 @@ def report(args) -> None:
 def main() -> None:
     args = parse_shape_args(__doc__, steps=8, lengths="256,512", dim=256)
     for length in args.lengths:
-        args.seq_len = length
+        args.train_len = length
         report(args)
 
 

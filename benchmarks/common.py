@@ -20,7 +20,7 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
                      methods: str | None = None, repeats: int = 3) -> argparse.Namespace:
     """Parse --threads --steps --repeats --batch --train-len --dim --layers --heads (defaults: the default
     posbench model, or `dim`) and set torch's thread count. With `lengths` (a default such as
-    "256,512"), --train-len takes a comma-separated list, in args.lengths (args.seq_len: the first);
+    "256,512"), --train-len takes a comma-separated list, in args.lengths (args.train_len: the first);
     with `methods`, --methods takes one too, in args.methods. Sets glibc's malloc as training does."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = ModelConfig()
@@ -29,7 +29,7 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
     p.add_argument("--repeats", type=int, default=repeats, help="times the models are built afresh and timed again")
     p.add_argument("--batch", type=int, default=16)
     if lengths is None:
-        p.add_argument("--train-len", "--seq-len", dest="seq_len", type=int, default=defaults.train_len)
+        p.add_argument("--train-len", "--seq-len", dest="train_len", type=int, default=defaults.train_len)
     else:
         p.add_argument("--train-len", "--seq-len", dest="lengths", default=lengths,
                        help="training lengths, comma-separated")
@@ -43,14 +43,14 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
         args.methods = args.methods.split(",")
     if lengths is not None:
         args.lengths = [int(n) for n in args.lengths.split(",")]
-        args.seq_len = args.lengths[0]
+        args.train_len = args.lengths[0]
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as posbench's training does: each step reuses the memory the last one freed
     return args
 
 
 def shape_config(args: argparse.Namespace, pos: str) -> ModelConfig:
-    return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, train_len=args.seq_len, pos=pos)
+    return ModelConfig(n_layer=args.layers, n_head=args.heads, d_model=args.dim, train_len=args.train_len, pos=pos)
 
 
 def slope_vector(n_head: int, length: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -94,12 +94,12 @@ def paired_step_times(builders: dict, args: argparse.Namespace, also: dict | Non
     times: dict = {key: [] for key in [*builders, *also]}
     for build_index in range(args.repeats):
         order = random.Random(build_index).sample(list(builders), len(builders))
-        steps = {key: train_step(builders[key](), args.batch, args.seq_len, vocab) for key in order}
+        steps = {key: train_step(builders[key](), args.batch, args.train_len, vocab) for key in order}
         steps.update(also)
         for key, seconds in paired_times(steps, args.steps, seed=build_index).items():
             times[key] += seconds
         del steps
-    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, T={args.seq_len}, "
+    print(f"threads {args.threads}, d={args.dim}, layers={args.layers}, heads={args.heads}, T={args.train_len}, "
           f"batch={args.batch}, {args.repeats} builds x {args.steps} rounds of one step per model")
     return times
 
@@ -175,4 +175,4 @@ def control_slack(control: Interval) -> float:
 
 def tokens_per_second(times: dict, key, args: argparse.Namespace) -> float:
     """Training tokens/s of `key` at its median step time."""
-    return args.batch * args.seq_len / statistics.median(times[key])
+    return args.batch * args.train_len / statistics.median(times[key])

@@ -116,7 +116,7 @@ def main() -> None:
         rate = args.batches / (time.perf_counter() - t)
         need = 50 * args.steps_per_s
         flops = paper_flops_per_step()
-        print(f"loader (batch {p['batch_size']} x {p['seq_len']}, memmap): {rate:,.0f} batches/s")
+        print(f"loader (batch {p['batch_size']} x {p['train_len']}, memmap): {rate:,.0f} batches/s")
         print(f"paper preset: ~{flops:.2e} FLOP/step; assumed {args.steps_per_s:g} steps/s on an H100 "
               f"(an estimate: {flops * args.steps_per_s / 1e12:.0f} TFLOP/s, ~{flops * args.steps_per_s / 989e12:.0%} "
               "of dense bf16 peak)")

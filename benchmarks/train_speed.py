@@ -100,7 +100,7 @@ def matmul_step(rows: int, d: int, repeats: int = 10):
 def main() -> None:
     args = parse_shape_args(__doc__, steps=2, repeats=8, lengths="256,512", dim=256, methods=",".join(METHODS))
     for length in args.lengths:
-        args.seq_len = length
+        args.train_len = length
         report(args)
 
 
@@ -114,7 +114,7 @@ def report(args) -> None:
     builders[AGAIN] = builders["none"]
     if "learned" in names:
         builders["plain nanoGPT-style"] = functools.partial(PlainGPT, shape_config(args, "learned"))
-    matmul, matmul_flops = matmul_step(args.batch * args.seq_len, args.dim)
+    matmul, matmul_flops = matmul_step(args.batch * args.train_len, args.dim)
     times = paired_step_times(builders, args, also={"matmul": matmul})
     times[YARDSTICK] = [(a + b) / 2 for a, b in zip(times["none"], times[AGAIN], strict=True)]
     interval = functools.partial(ratio_interval, times, rounds_per_build=args.steps)
@@ -138,7 +138,7 @@ def report(args) -> None:
     model_rate = flops_per_token * tokens_per_second(times, YARDSTICK, args)
     machine = matmul_flops / statistics.median(times["matmul"])
     # both timed in every round: the ratio of the two within a round, median over rounds
-    flops_per_step = flops_per_token * args.batch * args.seq_len
+    flops_per_step = flops_per_token * args.batch * args.train_len
     rates = [flops_per_step / t_model / (matmul_flops / t_matmul)
              for t_model, t_matmul in zip(times[YARDSTICK], times["matmul"], strict=True)]
     r = median_interval(np.reshape(rates, (-1, args.steps)))

@@ -117,7 +117,7 @@ def test_paired_step_times_builds_the_models_in_another_order_each_time():
             return self.logits.expand(*x.shape, -1)
 
     names = "abcde"
-    args = argparse.Namespace(repeats=6, steps=1, batch=1, seq_len=2, threads=1, dim=1, layers=1, heads=1)
+    args = argparse.Namespace(repeats=6, steps=1, batch=1, train_len=2, threads=1, dim=1, layers=1, heads=1)
     times = paired_step_times({name: functools.partial(Flat, name) for name in names}, args)
     assert all(len(seconds) == 6 for seconds in times.values())
     builds = [built[i : i + 5] for i in range(0, len(built), 5)]
