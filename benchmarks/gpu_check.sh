@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks in one pass, for a CUDA machine, each step under its own time
 # limit and all of them under BUDGET seconds (a step's limit is cut to what is left), so that one hang
-# cannot eat the lease; everything lands in $OUT (log.txt holds all output). The two untimed steps,
+# cannot eat the time on the machine; everything lands in $OUT (log.txt holds all output). The two untimed steps,
 # tests and compare, run side by side (the tests on 8 pytest workers: compiling kernels is what they
 # wait on); the timed steps each run alone after them.
 # On an H200 (2026-11-27, torch 2.11): the machine starts in ~35 s; tests ~4 minutes on 8
 # workers (each CUDA case compiles its kernels), compare ~3 minutes beside them, kernels ~1, profile
-# under 1, bench ~2 per length for ten methods, compiled ~3: a 15-minute lease runs it in two calls.
+# under 1, bench ~2 per length for ten methods, compiled ~3: 15 minutes of GPU time run it in two calls.
 #
 #   OUT=gpu_out BUDGET=540 bash benchmarks/gpu_check.sh [STEP ...]  # steps: info tests compare kernels profile bench batch64 compiled
 #   DRY=1 OUT=/tmp/gpu_dry bash benchmarks/gpu_check.sh     # the plumbing on the CPU, tiny shapes
