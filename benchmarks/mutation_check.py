@@ -213,8 +213,9 @@ MUTANTS = [
     Mutant("stats: Wilson interval with the normal approximation's centre", "stats.py",
            "centre = (p + z2 / (2 * n)) / (1 + z2 / n)", "centre = p", ("tests/test_tasks.py",)),
     # --- scoring.py: which text is scored
-    Mutant("scoring: the split's first blocks, not spread over it", "scoring.py",
-           "return (np.arange(k) * (available - longest)) // max(k - 1, 1)", "return np.arange(k) * longest",
+    Mutant("scoring: the split's first blocks, not one in each stratum", "scoring.py",
+           "return edges[:-1] + (np.random.default_rng(seed).random(k) * room).astype(np.int64)",
+           "return np.arange(k) * longest",
            (E, "tests/test_coverage_text.py")),
     # --- the house rules (tests/test_layout.py)
     Mutant("layout: a core module imports a workflow", "scoring.py", "from .stats import Windows\n",
