@@ -115,6 +115,12 @@ class TrainConfig:
     # [0, M) instead of 0..n-1, here and when the run is evaluated; None: off (and in older configs)
     random_positions: int | None = None
 
+    @property
+    def tokenizer_seed_or_seed(self) -> int:
+        """The seed the tokenizer is trained with: tokenizer_seed when set (compare's seeds share one
+        tokenizer), else the run's seed, as before the field existed."""
+        return self.seed if self.tokenizer_seed is None else self.tokenizer_seed
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """From config.json's "train"; a config written before the training length was named

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import PosbenchError
-from .runs import identity, method_label, read_json, resolve_run, tokenizer_seed, train_settings, upgrade_config
+from .runs import identity, method_label, read_json, resolve_run, train_settings, upgrade_config
 
 # what decides the evaluated text and its token units: (what a refusal names, where it is in config.json)
 TEXT_FIELDS = (("corpus", ("train", "data")), ("corpus text", ("data", "sha256")),
@@ -41,7 +41,7 @@ def check_comparable(configs: dict[Path, dict]) -> None:
                                     f"({_get(a, path)} vs {_get(b, path)}), so they are not scored on the same text "
                                     "in the same units")
         if _tokenizer_digest(first) != _tokenizer_digest(run):
-            seeds = (tokenizer_seed(a.get("train") or {}), tokenizer_seed(b.get("train") or {}))
+            seeds = (train_settings(a).tokenizer_seed_or_seed, train_settings(b).tokenizer_seed_or_seed)
             raise PosbenchError(f"cannot compare {first} with {run}: their tokenizer differs (trained with seeds "
                                 f"{seeds[0]} vs {seeds[1]}), so they are not scored in the same units; train seeds "
                                 "with `posbench compare --seeds N`, which shares one tokenizer")

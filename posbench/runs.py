@@ -136,13 +136,6 @@ def train_settings(config: dict) -> TrainConfig:
     return TrainConfig.from_dict(config.get("train") or {})
 
 
-def tokenizer_seed(train: dict) -> int:
-    """The seed a run's tokenizer was trained with, from config.json's "train": tokenizer_seed when
-    set (compare's seeds share one tokenizer), else the run's seed, as before the field existed."""
-    seed = train.get("tokenizer_seed")
-    return train.get("seed", 0) if seed is None else seed
-
-
 def identity(config: dict) -> dict:
     """What makes two configs the same run: model, data and every training setting that changes what
     is computed (not the device, compile, or how often it saves and logs). A tokenizer_seed that is
@@ -260,7 +253,7 @@ def held_out_tokens(run_dir: Path, config: dict, tokenizer: Tokenizer, split: st
     if "data" not in train:
         raise PosbenchError(f"{run_dir}/config.json does not say which corpus the run was trained on")
     prepared = prepare_data(train["data"], train.get("tokenizer", "bpe"), train.get("vocab_size", 4096),
-                            tokenizer_seed(train))
+                            train_settings(config).tokenizer_seed_or_seed)
     notes = []
     if prepared.corpus.get("sha256") != (config.get("data") or {}).get("sha256"):
         notes.append(f"the corpus '{train['data']}' is not the text this run was trained on (another Python "

@@ -31,7 +31,6 @@ from .runs import (
     run_config,
     save_checkpoint,
     save_weights,
-    tokenizer_seed,
     truncate_metrics,
     write_json,
 )
@@ -91,7 +90,7 @@ def train(
     # tokenising the corpus takes seconds), and before claiming, which may delete
     with lock_run_dir(run_dir, enabled=rank == 0):
         if batches is None:
-            data, sampler = corpus_sampler(cfg, tokenizer_seed(asdict(cfg)), cfg.batch_size // world, rank, world)
+            data, sampler = corpus_sampler(cfg, cfg.tokenizer_seed_or_seed, cfg.batch_size // world, rank, world)
             model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
             config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
         else:  # a task's batches: no corpus, no tokenizer, no validation split (the caller scores the run)
