@@ -202,8 +202,11 @@ def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], le
     device = next(model.parameters()).device
     sums = np.zeros(len(spans))
     by_pos, full = torch.zeros(length, dtype=torch.float64), 0
-    order = sorted(range(len(spans)), key=lambda i: spans[i][1] - spans[i][0])  # blocks' short last windows together
-    for size, group in itertools.groupby(order, key=lambda i: spans[i][1] - spans[i][0]):
+    def width(i: int) -> int:
+        return spans[i][1] - spans[i][0]
+
+    # by width, so every block's short last window (a length that does not divide the block) batches together
+    for size, group in itertools.groupby(sorted(range(len(spans)), key=width), key=width):
         group = list(group)
         batch = max(1, batch_tokens // size)
         for i in range(0, len(group), batch):

@@ -151,39 +151,37 @@ def crossed_interval(values: np.ndarray, residuals: np.ndarray) -> tuple[float, 
     return float(values.mean()), t_quantile(max(1.0, df)) * math.sqrt(total)
 
 
-def paired_blocks(evaluations: Sequence[Windows]) -> bool:
-    """True when every evaluation scored the same predictions block by block (same blocks, same
-    predictions in each): only then can their blocks be paired."""
-    if not evaluations:
-        return False
-    counts = [w.by_block()[1] for w in evaluations]
-    return all(len(c) == len(counts[0]) and np.array_equal(c, counts[0]) for c in counts)
+def paired_sums(evaluations: Sequence[Windows]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """Each evaluation's (loss, tokens, bytes) per block, or None unless all scored the same predictions
+    block by block (same blocks, same predictions in each): only then can their blocks be paired."""
+    sums = [w.by_block() for w in evaluations]
+    if not sums or any(not np.array_equal(tokens, sums[0][1]) for _, tokens, _ in sums):
+        return None
+    return sums
 
 
-def _loss_terms(w: Windows, metric: str) -> tuple[float, np.ndarray]:
-    loss, tokens, n_bytes = w.by_block()
+def _loss_terms(loss: np.ndarray, tokens: np.ndarray, n_bytes: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
     return linearised(loss, tokens) if metric == "ppl" else linearised(loss / LN2, np.maximum(n_bytes, 1))
 
 
-def log_interval(evaluations: Sequence[Windows], metric: str = "ppl") -> tuple[float, float] | None:
-    """(mean, half-width) on the log scale — mean loss in nats ("ppl") or bits per byte ("bpb") — of
-    one method at one length over its seeds (each seed's evaluation of the same blocks)."""
-    if not paired_blocks(evaluations):
-        return None
-    terms = [_loss_terms(w, metric) for w in evaluations]
-    return crossed_interval(np.array([v for v, _ in terms]), np.stack([z for _, z in terms]))
+def _exp_interval(mean: float, half: float) -> Interval:
+    """A log-scale (mean, half-width) as perplexities."""
+    return Interval(_exp(mean), _exp(mean - half), _exp(mean + half))
 
 
 def level(evaluations: Sequence[Windows], metric: str = "ppl") -> Interval | None:
-    """One method at one length: perplexity (the geometric mean over seeds) or bits per byte (the
-    mean), with its 95% interval over blocks and seeds; None with a single block."""
-    ci = log_interval(evaluations, metric)
+    """One method at one length over its seeds (each seed's evaluation of the same blocks), on the log
+    scale — mean loss in nats ("ppl") or bits per byte ("bpb"): perplexity (the geometric mean over
+    seeds) or bits per byte (the mean) with its 95% interval over blocks and seeds; None with a single
+    block, or when the seeds were not scored on the same blocks."""
+    sums = paired_sums(evaluations)
+    if sums is None:
+        return None
+    terms = [_loss_terms(*block, metric) for block in sums]
+    ci = crossed_interval(np.array([v for v, _ in terms]), np.stack([z for _, z in terms]))
     if ci is None:
         return None
-    mean, half = ci
-    if metric == "ppl":
-        return Interval(_exp(mean), _exp(mean - half), _exp(mean + half))
-    return Interval(mean, mean - half, mean + half)
+    return _exp_interval(*ci) if metric == "ppl" else Interval(ci[0], ci[0] - ci[1], ci[0] + ci[1])
 
 
 def ppl_interval(w: Windows) -> Interval | None:
@@ -199,15 +197,14 @@ def ratio(a: Sequence[Windows], b: Sequence[Windows]) -> Interval | None:
     block and seed by seed (a[s] and b[s] share seed s): the geometric mean over seeds of the ratio,
     with its 95% interval. None when they cannot be paired (other blocks, other seed counts) or with a
     single block."""
-    if len(a) != len(b) or not paired_blocks([*a, *b]):
+    sums = paired_sums([*a, *b]) if len(a) == len(b) else None
+    if sums is None:
         return None
-    terms = [(_loss_terms(x, "ppl"), _loss_terms(y, "ppl")) for x, y in zip(a, b, strict=True)]
-    values = np.array([va - vb for (va, _), (vb, _) in terms])
-    ci = crossed_interval(values, np.stack([za - zb for (_, za), (_, zb) in terms]))  # exactly 0 for a vs a
-    if ci is None:
-        return None
-    mean, half = ci
-    return Interval(_exp(mean), _exp(mean - half), _exp(mean + half))
+    terms = [_loss_terms(*block, "ppl") for block in sums]
+    pairs = list(zip(terms[: len(a)], terms[len(a) :], strict=True))
+    values = np.array([va - vb for (va, _), (vb, _) in pairs])
+    ci = crossed_interval(values, np.stack([za - zb for (_, za), (_, zb) in pairs]))  # exactly 0 for a vs a
+    return None if ci is None else _exp_interval(*ci)
 
 
 def paired_ratio(a: Windows, b: Windows) -> Interval | None:
