@@ -2,6 +2,7 @@
 
 causal_attention picks the fastest path that gives the same result, in this order:
   - a probe watches: explicit_attention writes the softmax out, one query chunk at a time;
+  - a local mask (sliding window, chunks): a float mask per query chunk over the keys it may see;
   - no bias, queries = keys: SDPA's causal kernel;
   - CUDA with a bias, head dim >= 16: FlexAttention adds the bias inside the kernel (flex.py),
     read from the per-distance vector below where the bias is of i - j alone;
@@ -60,6 +61,8 @@ def causal_attention(
     Tq, Tk = q.size(2), k.size(2)
     if visit is not None:
         return explicit_attention(q, k, v, pos, q_pos, k_pos, visit)
+    if pos.local is not None:
+        return _chunks(q, k, v, pos, q_pos, k_pos, _masked_sdpa)
     if Tq == Tk and not pos.has_score_bias:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if q.is_cuda and pos.has_score_bias and flex_attention is not None and q.size(-1) >= MIN_HEAD_DIM:
@@ -97,8 +100,9 @@ def mask_rows(batch: int, n_head: int, keys: int) -> int:
 
 def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, attend) -> torch.Tensor:
     """The general path: query chunks whose (H, c, k) masks hold at most MASK_BUDGET elements in all,
-    each over its keys 0..k-1 only (later keys are all in its future); attend(qc, kc, vc, pos, qc_pos,
-    kc_pos, offset of the chunk's first query among the keys) -> (B, H, c, hd)."""
+    each over the keys it may see: up to its last query (later keys are all in its future), from the
+    first key of its first query's local span (a window or chunk; else key 0). attend(qc, kc, vc, pos,
+    qc_pos, kc_pos, index of kc's first key among all keys) -> (B, H, c, hd)."""
     B, H, Tq, _ = q.shape
     Tk = k.size(2)
     offset = Tk - Tq  # index of the first query among the keys
@@ -107,20 +111,22 @@ def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, at
     for s in range(0, Tq, chunk):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
         k_len = min(Tk, offset + s + qc.size(2))
-        qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len)
-        out.append(attend(qc, k[:, :, :k_len], v[:, :, :k_len], pos, qc_pos, kc_pos, offset + s))
+        first = 0 if pos.local is None else pos.local.first_key(offset + s)
+        qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(first, k_len - first)
+        out.append(attend(qc, k[:, :, first:k_len], v[:, :, first:k_len], pos, qc_pos, kc_pos, first))
     return join_query_chunks(out)
 
 
-def _masked_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, offset: int) -> torch.Tensor:
+def _masked_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, first: int) -> torch.Tensor:
     """SDPA with causal_mask's float mask; 4-D: with a 3-D mask CPU SDPA leaves its fused kernel."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, q_pos, k_pos, q.device, q.dtype)[None])
+    mask = causal_mask(pos, q_pos, k_pos, q.device, q.dtype, first)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
 
 
-def _flex_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, offset: int) -> torch.Tensor:
+def _flex_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, first: int) -> torch.Tensor:
     """CUDA: FlexAttention, the bias added inside the kernel (flex.py)."""
     bias = pos.per_pass(("bias",), functools.partial(pos.score_bias, q_pos, k_pos), q_pos, k_pos)
-    return flex_biased_attention(q, k, v, bias, offset)
+    return flex_biased_attention(q, k, v, bias, k.size(2) - q.size(2))
 
 
 def distance_vector(pos: PositionMethod, q_pos: Positions, k_pos: Positions, dtype) -> torch.Tensor:
@@ -163,10 +169,12 @@ def explicit_attention(
     return join_query_chunks(out)
 
 
-def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype) -> torch.Tensor:
+def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype, first: int = 0,
+                ) -> torch.Tensor:
     """(H or 1, Tq, Tk) float mask for queries at q_pos, the last Tq of the keys at k_pos: the
-    method's score bias, -inf on future keys (by sequence order). Built once per forward pass and
-    shared by all layers (the bias table is shared by them, too)."""
+    method's score bias, -inf on future keys (by sequence order) and on keys outside a local span
+    (`first`: the sequence index of the first key). Built once per forward pass and shared by the
+    layers that share the method (the bias table is shared by them, too)."""
     q_len, k_len = len(q_pos), len(k_pos)
 
     def build() -> torch.Tensor:
@@ -176,6 +184,9 @@ def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device,
         future = pos.cached(("future", q_len, device),
                             lambda: torch.ones(q_len, q_len, dtype=torch.bool, device=device).triu(1))  # (q, q)
         mask[..., k_len - q_len :].masked_fill_(future, float("-inf"))
+        if pos.local is not None:
+            keys = torch.arange(first, first + k_len, device=device)
+            mask.masked_fill_(pos.local.hidden(keys[k_len - q_len :], keys), float("-inf"))
         return mask
 
-    return pos.per_pass(("mask", q_len, k_len, device, dtype), build, q_pos, k_pos)
+    return pos.per_pass(("mask", q_len, k_len, first, device, dtype), build, q_pos, k_pos)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .common import DEVICE
 from .errors import PosbenchError
-from .positions import METHODS
+from .positions import METHODS, TEMPERATURES
 
 # What a legacy config.json (written before the methods followed their reference code) meant by the
 # fields it lacks: the variant those runs were trained with, so they keep loading and evaluating
@@ -43,8 +43,24 @@ class ModelConfig:
     fire_init_L: float | None = 512.0
     # fire's c, kerple's r1, r2 as softplus(raw) (legacy runs), not the reference's raw parameters
     softplus_params: bool = False
+    # a logit temperature on top of the method (TEMPERATURES: "ssmax", "llama4"), or None; written
+    # as a composition, --pos rotary+ssmax
+    temperature: str | None = None
+    # hybrids' local span (sliding window, chunk) and Llama 4's temperature floor; None: train_len // 2
+    window: int | None = None
+    # hybrids: NoPE in every nope_every-th layer (Llama 4, Command A: 4)
+    nope_every: int = 4
+    # p-rope: the fraction of rotary frequencies kept, the fastest (Barbero et al. 2025)
+    rope_fraction: float = 0.75
+    # drope: the fraction of training after which RoPE is dropped (the rest recalibrates as NoPE)
+    drop_at: float = 0.9
 
     def __post_init__(self) -> None:
+        if "+" in self.pos and self.temperature is None:  # a composition as written: rotary+ssmax
+            self.pos, _, self.temperature = self.pos.partition("+")
+        if self.temperature is not None and self.temperature not in TEMPERATURES:
+            raise PosbenchError(f"unknown temperature '{self.temperature}' in --pos {self.pos}+{self.temperature}; "
+                                f"choose from {', '.join(TEMPERATURES)}")
         if self.pos not in METHODS:
             close = difflib.get_close_matches(self.pos, METHODS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -57,6 +73,10 @@ class ModelConfig:
             raise PosbenchError("sinusoid_ratio and fire_init_L must be positive")
         if self.t5_max_distance is not None and self.t5_max_distance <= 16:
             raise PosbenchError("t5_max_distance must exceed 16, the exact buckets' range")
+        if (self.window is not None and self.window < 1) or self.nope_every < 1:
+            raise PosbenchError("window and nope_every must be positive")
+        if not 0 < self.rope_fraction <= 1 or not 0 <= self.drop_at <= 1:
+            raise PosbenchError("rope_fraction must lie in (0, 1], drop_at in [0, 1]")
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
@@ -75,7 +95,8 @@ class ModelConfig:
 
     def label(self) -> str:
         """The method as tables show it: pos, then +tag per setting off its default, e.g. "alibi+ln",
-        "scaled-sinusoidal+noln" (without its reference LayerNorm), "t5+t5_max_distance=128"."""
+        "scaled-sinusoidal+noln" (without its reference LayerNorm), "t5+t5_max_distance=128", "rotary+ssmax"
+        (with a temperature)."""
         method = METHODS[self.pos]
         tags = []
         if self.embed_norm != method.reference_embed_norm:
@@ -85,7 +106,7 @@ class ModelConfig:
             value = getattr(self, name)
             if value != defaults[name]:
                 tags.append(name if value is True else f"{name}={'L' if value is None else format(value, 'g')}")
-        return "+".join((self.pos, *tags))
+        return "+".join((self.pos, *([self.temperature] if self.temperature else []), *tags))
 
 
 @dataclass

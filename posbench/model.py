@@ -20,7 +20,8 @@ from torch import nn
 
 from .attention import Visit, causal_attention
 from .config import ModelConfig
-from .positions import METHODS, PositionMethod, Positions
+from .decay import decay_sums, fold_decay
+from .positions import METHODS, TEMPERATURES, PositionMethod, Positions
 from .positions.base import EMBED_INIT_STD
 
 
@@ -49,20 +50,29 @@ class KVCache:
     def length(self) -> int:
         return self.filled[0]
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add (B, H, T, hd) keys and values to `layer`'s; returns all of them, (B, H, past + T, hd)."""
-        past, end = self.filled[layer], self.filled[layer] + k.size(2)
+    def append(self, layer: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Add the new tokens' (B, H, T, *) keys, values (and running decay sums, decay.py) to
+        `layer`'s; returns all of them, (B, H, past + T, *) each."""
+        past, end = self.filled[layer], self.filled[layer] + tensors[0].size(2)
         buffers = self.layers[layer]
         if buffers is None or buffers[0].size(2) < end:
             capacity = max(end, 2 * past)
-            grown = tuple(t.new_empty(*t.shape[:2], capacity, t.size(3)) for t in (k, v))
+            grown = tuple(t.new_empty(*t.shape[:2], capacity, t.size(3)) for t in tensors)
             if buffers is not None:
                 for new, old in zip(grown, buffers, strict=True):
                     new[:, :, :past] = old[:, :, :past]
             buffers = self.layers[layer] = grown
-        buffers[0][:, :, past:end], buffers[1][:, :, past:end] = k, v
+        for buffer, t in zip(buffers, tensors, strict=True):
+            buffer[:, :, past:end] = t
         self.filled[layer] = end
-        return buffers[0][:, :, :end], buffers[1][:, :, :end]
+        return tuple(buffer[:, :, :end] for buffer in buffers)
+
+    def last(self, layer: int, index: int) -> torch.Tensor | None:
+        """(B, H, 1, *) the last cached token's entry `index` of append's tensors (2: the decay sums),
+        or None while the layer holds no token."""
+        if not self.filled[layer]:
+            return None
+        return self.layers[layer][index][:, :, self.filled[layer] - 1 :][:, :, :1]
 
 
 class Attention(nn.Module):
@@ -73,6 +83,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
         self.dropout = nn.Dropout(config.dropout)
+        # a logit temperature (SSMax, Llama 4's), its parameters this layer's own; None: none
+        self.temperature = None if config.temperature is None else TEMPERATURES[config.temperature](config)
         self.visit: Visit | None = None  # set by GPT.watch_attention while a probe reads this layer
 
     def forward(self, x: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
@@ -81,8 +93,15 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, nh, T, hs) each
         q, k = pos.rotate(q, k, q_pos)
+        log_decay = pos.log_decay(x)  # (B, nh, T) or None
+        sums = None if log_decay is None else decay_sums(log_decay, cache and cache.last(self.layer, 2))
         if cache is not None:
-            k, v = cache.append(self.layer, k, v)  # (B, nh, past+T, hs)
+            k, v, *rest = cache.append(self.layer, k, v, *([] if sums is None else [sums]))  # (B, nh, past+T, *)
+            sums = rest[0] if rest else None
+        if self.temperature is not None:
+            q = self.temperature(q, pos, k.size(2))
+        if sums is not None:
+            q, k = fold_decay(q, k, sums)  # (B, nh, *, hs + 1): the decay as a key channel
         visit = None if self.visit is None else functools.partial(self.visit, self.layer)
         y = causal_attention(q, k, v, pos, q_pos, k_pos, visit)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, D)
@@ -119,7 +138,9 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos = METHODS[config.pos](config)  # shared by all layers (T5's bias table is, too)
+        # one method for the model: shared by all layers (T5's bias table is, too), or with a part
+        # per layer (for_layer: hybrids, FoX's forget gates)
+        self.pos = METHODS[config.pos](config)
         # Geiping & Goldstein 2022 (cramming) normalise the embedding (on by default for the method whose
         # reference has it, scaled-sinusoidal); Le Scao et al. 2022 (BigScience, "What Language Model to
         # Train if You Have One Million GPU Hours?") found it hurts zero-shot
@@ -142,6 +163,16 @@ class GPT(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=EMBED_INIT_STD)
+
+    def position_methods(self) -> list[PositionMethod]:
+        """The model's method and every distinct part its layers use (hybrids, per-layer methods)."""
+        parts = [self.pos, *(self.pos.for_layer(i) for i in range(len(self.blocks)))]
+        return list({id(m): m for m in parts}.values())
+
+    def after_step(self, step: int, progress: float) -> None:
+        """The training loop's call after each optimizer step, for every method the model uses."""
+        for method in self.position_methods():
+            method.after_step(step, progress)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -177,9 +208,11 @@ class GPT(nn.Module):
         q_pos = Positions.of(positions, start, idx.size(1))
         k_pos = q_pos if cache is None else cache.key_positions(q_pos, idx.device)
         x = self.embed(idx, positions=q_pos)  # (B, T, D)
-        with self.pos.one_pass():
-            for block in self.blocks:
-                x = block(x, self.pos, q_pos, k_pos, cache)
+        with contextlib.ExitStack() as stack:
+            for method in self.position_methods():
+                stack.enter_context(method.one_pass())
+            for layer, block in enumerate(self.blocks):
+                x = block(x, self.pos.for_layer(layer), q_pos, k_pos, cache)
         x = self.ln_f(x)
         head = self.wte.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, head)  # (B, T, V)

@@ -205,7 +205,8 @@ class _Loop:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        self.raw_model.pos.after_step()  # e.g. KERPLE's in-place clamp of r1, r2
+        done = self.step + 1
+        self.raw_model.after_step(done, done / self.cfg.steps if self.budget is None else self.elapsed / self.budget)
         self.optimizer.zero_grad(set_to_none=True)
         self.elapsed += time.perf_counter() - t0
         if self.world > 1:

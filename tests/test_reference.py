@@ -275,7 +275,7 @@ def test_kerple_raw_parameters_clamped_after_a_step_as_the_reference():
     grad_1, grad_2 = torch.tensor([1.0, -1.0, 2.0, 0.05]), torch.tensor([0.0, 1.0, -1.0, 9.0])
     kerple.r1_param.grad, kerple.r2_param.grad = grad_1.clone(), grad_2.clone()
     optimizer.step()
-    kerple.after_step()
+    kerple.after_step(1, 0.5)
     # the reference: SGD step, then .data.clamp(min=0.01) before the parameters are used again
     p = torch.tensor([0.02, 0.5, 1.5, 0.011]) - 0.1 * grad_1
     a = torch.tensor([0.9, 0.015, 0.3, 0.6]) - 0.1 * grad_2
@@ -291,10 +291,11 @@ def test_kerple_raw_parameters_clamped_after_a_step_as_the_reference():
 def test_the_training_loop_calls_after_step_once_per_optimizer_step(corpus, tmp_path, monkeypatch):
     calls = []
     clamp = METHODS["kerple"].after_step
-    monkeypatch.setattr(METHODS["kerple"], "after_step", lambda self: calls.append(1) or clamp(self))
+    monkeypatch.setattr(METHODS["kerple"], "after_step",
+                        lambda self, step, progress: calls.append((step, progress)) or clamp(self, step, progress))
     model_config, train_config = tiny_train(corpus, pos="kerple", steps=4)
     train(model_config, train_config, out=tmp_path / "run", show_progress=False)
-    assert len(calls) == 4
+    assert calls == [(1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0)]  # steps done, and the fraction of training
 
 
 # ----------------------------------------------------------------------------- ALiBi, rotary, xPos

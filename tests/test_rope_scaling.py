@@ -97,7 +97,7 @@ def test_xpos_frequencies_scale_and_its_decay_stays():
 
 
 @pytest.mark.parametrize("pos, kind, factor, message", [
-    ("alibi", "linear", 2.0, "needs a rotary model (rotary or xpos); this run uses 'alibi'"),
+    ("alibi", "linear", 2.0, "needs a rotary model (one with rotary layers); this run uses 'alibi'"),
     ("learned", "yarn", 2.0, "needs a rotary model"),
     ("rotary", "cubic", 2.0, "unknown RoPE scaling 'cubic'; choose from linear, ntk, yarn"),
     ("rotary", "linear", 0.0, "must be a positive number, got 0.0"),

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..compare import CompareConfig, compare, parse_methods, parse_rope_scaling
-from ..positions import METHODS
+from ..positions import METHODS, TEMPERATURES
 from ..presets import PRESETS
 from ..verdicts import within_noise
 from . import app, console
@@ -114,7 +114,8 @@ def noise_note(rows: list[dict]) -> str:
 def compare_command(
     runs: list[Path] = typer.Argument(None, help="Existing run folders to compare (no training)."),
     pos: str = typer.Option(",".join(DEFAULT.methods), help="Methods to train and compare, comma-separated; any of "
-                            + ", ".join(METHODS) + "."),
+                            + ", ".join(METHODS) + ", each with an optional +TEMPERATURE ("
+                            + ", ".join(TEMPERATURES) + "), e.g. rotary+ssmax."),
     preset: str = typer.Option(DEFAULT.preset, help="Experiment size: "
                                + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + "."),
     data: str = typer.Option(DEFAULT.data, help="Corpus: pydocs, stdlib, a .txt file or a folder with "
@@ -138,8 +139,8 @@ def compare_command(
                                            "scaled-sinusoidal+noln. "
                                            "Default: as each method's reference: on for scaled-sinusoidal "
                                            "(cramming), off for the others."),
-    rope_scaling: str = typer.Option(None, help="Also evaluate rotary/xpos runs with rescaled frequencies, no "
-                                     "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk or yarn "
+    rope_scaling: str = typer.Option(None, help="Also evaluate runs with rotary layers with rescaled frequencies, no "
+                                     "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk, yarn or dynamic "
                                      "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),
 ) -> None:
     """Train every method under one config (reusing finished runs in --out), evaluate all at the same

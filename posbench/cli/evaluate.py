@@ -141,7 +141,7 @@ def eval_extrapolate_command(
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per (run, mode, length) to this CSV file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     rope_scaling: str = typer.Option(None, help="Rescale a rotary model's frequencies for evaluation, no "
-                                     "retraining: linear (position interpolation), ntk or yarn."),
+                                     "retraining: linear (position interpolation), ntk, yarn or dynamic."),
     rope_factor: float = typer.Option(None, help="The RoPE scaling factor, e.g. 4 to reach 4x the training length "
                                       "(default: max-len / L)."),
 ) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..config import ModelConfig, TrainConfig
-from ..positions import METHODS
+from ..positions import METHODS, TEMPERATURES
 from ..runs import check_run_dir, method_label
 from ..train import train
 from . import app, console
@@ -21,7 +21,14 @@ DEFAULT_TRAIN = TrainConfig()
 
 @app.command("train")
 def train_command(
-    pos: str = typer.Option(DEFAULT_MODEL.pos, help="Position method: " + ", ".join(METHODS) + "."),
+    pos: str = typer.Option(DEFAULT_MODEL.pos, help="Position method: " + ", ".join(METHODS) + "; add a "
+                            "temperature with +NAME (" + ", ".join(TEMPERATURES) + "), e.g. rotary+ssmax."),
+    window: int = typer.Option(DEFAULT_MODEL.window, help="Hybrids (rnope-swa, irope): the sliding window or "
+                               "chunk in tokens; llama4: the temperature's floor. Default: half of --train-len."),
+    drop_at: float = typer.Option(DEFAULT_MODEL.drop_at, help="drope: the fraction of training after which RoPE "
+                                  "is dropped; the rest recalibrates without it."),
+    rope_fraction: float = typer.Option(DEFAULT_MODEL.rope_fraction, help="p-rope: the fraction of rotary "
+                                        "frequencies kept (the fastest ones)."),
     data: str = typer.Option(DEFAULT_TRAIN.data, help="Corpus: pydocs (builtin prose), stdlib (builtin code), "
                              "a .txt file, or a folder with train/valid/test.txt."),
     tokenizer: str = typer.Option(DEFAULT_TRAIN.tokenizer, help="bpe (sentencepiece, trained on the train split) "
@@ -63,7 +70,8 @@ def train_command(
         train_config = replace(TrainConfig.from_dict(config["train"]), device=device)
         out = resume
     else:
-        model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos, embed_norm=embed_norm)
+        model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos, embed_norm=embed_norm,
+                                   window=window, drop_at=drop_at, rope_fraction=rope_fraction)
         train_config = TrainConfig(
             data=data, tokenizer=tokenizer, vocab_size=vocab_size, train_len=train_len, batch_size=batch_size,
             lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,

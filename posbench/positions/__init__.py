@@ -1,18 +1,28 @@
 """Position methods: one small module per file, looked up by name in METHODS.
 
-Adding a method = a new file with a PositionMethod subclass, one line here, and its test."""
+Adding a method = a new file with a PositionMethod subclass, one line here, and its test. A
+temperature (a factor on the logits that composes with any method, --pos rotary+ssmax) likewise:
+a Temperature subclass and a line in TEMPERATURES."""
 
 from .alibi import AlibiPosition, alibi_slopes
 from .base import PositionMethod, position_distance, relative_distance, sinusoid_table
+from .drope import DropePosition
 from .fire import FirePosition
+from .fox import FoxPosition
+from .hybrid import IropePosition, RnopeSwaPosition
 from .ids import POSITION_SEED_OFFSET, PositionDraw, Positions, random_positions
 from .kerple import KerplePosition
 from .learned import LearnedPosition
+from .llama4_temperature import Llama4Temperature
+from .local import LocalMask
 from .none import NoPosition
+from .p_rope import PartialRotaryPosition
 from .rotary import RotaryPosition
 from .scaled_sinusoidal import ScaledSinusoidalPosition
 from .sinusoidal import SinusoidalPosition
+from .ssmax import ScalableSoftmax
 from .t5 import T5Position, t5_relative_bucket
+from .temperature import Temperature
 from .xpos import XposPosition
 
 METHODS: dict[str, type[PositionMethod]] = {
@@ -26,12 +36,24 @@ METHODS: dict[str, type[PositionMethod]] = {
     "xpos": XposPosition,
     "kerple": KerplePosition,
     "fire": FirePosition,
+    "p-rope": PartialRotaryPosition,
+    "fox": FoxPosition,
+    "drope": DropePosition,
+    "rnope-swa": RnopeSwaPosition,
+    "irope": IropePosition,
+}
+TEMPERATURES: dict[str, type[Temperature]] = {
+    "ssmax": ScalableSoftmax,
+    "llama4": Llama4Temperature,
 }
 # what `posbench compare` trains by default: the methods of the papers posbench reproduces
 SEED_METHODS = ("none", "learned", "sinusoidal", "scaled-sinusoidal", "rotary", "alibi", "t5")
 
 __all__ = [
     "METHODS",
+    "TEMPERATURES",
+    "LocalMask",
+    "Temperature",
     "SEED_METHODS",
     "PositionMethod",
     "Positions",

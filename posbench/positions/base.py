@@ -1,6 +1,9 @@
-"""The position interface: three hooks, each a no-op by default, and `after_step` for the training loop.
+"""The position interface: hooks that default to doing nothing, and `after_step` for the training loop.
 
-A method overrides only the hooks it needs; `Attention` calls all three and never names a method.
+A method overrides only the hooks it needs; `Attention` calls all of them and never names a method:
+embed (absolute methods), rotate (rotary and kin), score_bias / distance_bias (a bias of positions),
+log_decay (a bias from the layer's input: data-dependent decay), `local` (a sliding-window or chunk
+mask), and for_layer (a method whose layers differ: hybrids, per-layer parameters).
 Every hook reads absolute position ids (ids.Positions): usually a range start..start+T-1 (start is 0
 in training, the cache length when decoding, a chunk offset in chunked evaluation), or explicit ids
 (randomized positions). Causality is by order in the sequence, never by position id: attention
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from .ids import Positions
+from .local import LocalMask
 
 EMBED_INIT_STD = 0.02  # GPT-2's init of token (and learned position) embeddings
 CACHE_NUMEL = 1 << 24  # elements memoised per method at most (64 MB of float32)
@@ -32,6 +36,11 @@ class PositionMethod(nn.Module):
     # whether the method's reference implementation puts a LayerNorm right after the embedding:
     # the default of ModelConfig.embed_norm (--embed-norm / --no-embed-norm override it)
     reference_embed_norm: bool = False
+    # False for a method that gives a layer no position information at all (NoPE): what a temperature
+    # meant for NoPE layers (Llama 4's) reads
+    encodes_positions: bool = True
+    # a sliding-window or chunk mask on top of the causal one (local.py), or None: every past key
+    local: LocalMask | None = None
 
     def __init__(self, config) -> None:  # config: posbench.config.ModelConfig
         super().__init__()
@@ -78,15 +87,27 @@ class PositionMethod(nn.Module):
         first = q_pos.start - k_pos.end() + 1
         return self.distance_bias(torch.arange(first, first + len(q_pos) + len(k_pos) - 1, device=self.device))
 
+    def log_decay(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, D) the layer's input -> (B, H, T) log of a per-token decay in (0, 1], or None: the
+        score of key j for query i then gains sum_{l=j+1..i} log_decay_l (data-dependent decay, FoX).
+        Attention adds it as a per-key term (decay.py); the KV cache carries its running sum."""
+        return None
+
+    def for_layer(self, layer: int) -> PositionMethod:
+        """The method layer `layer` uses: itself, or one of its parts (a hybrid's RoPE or NoPE
+        layer, a method with parameters per layer). The model's embed hook is the top method's."""
+        return self
+
     def describe(self, length: int) -> dict:
         """JSON-able parameters that shape attention, for probes and reports; {} when there are none.
         A method with parameters also gives "column" (a table title) and "head_labels" (one short label
         per head); a per-head ALiBi-like slope goes under "slope". `length`: the window reported on."""
         return {}
 
-    def after_step(self) -> None:
-        """Called by the training loop right after each optimizer step (a method whose reference
-        code projects its parameters back into range in place does it here)."""
+    def after_step(self, step: int, progress: float) -> None:
+        """Called by the training loop right after each optimizer step: `step` steps done, `progress`
+        the fraction of training done (a method whose reference code projects its parameters back
+        into range in place does it here; one that changes during training, DroPE, too)."""
 
     @property
     def shift_invariant(self) -> bool:

@@ -58,7 +58,7 @@ class KerplePosition(PositionMethod):
         """(H,) the kernel's distance scale, >= 0.01."""
         return FLOOR + F.softplus(self.r2_raw) if self.softplus else floored(self.r2_param)
 
-    def after_step(self) -> None:
+    def after_step(self, step: int, progress: float) -> None:
         if not self.softplus:  # the reference's in-place clamp (ParallelKerpleLog.forward)
             with torch.no_grad():
                 self.r1_param.clamp_(min=FLOOR)

@@ -6,3 +6,4 @@ from .base import PositionMethod
 
 class NoPosition(PositionMethod):
     name = "none"
+    encodes_positions = False

@@ -18,6 +18,11 @@ yarn    YaRN (Peng et al. 2023, "YaRN: Efficient Context Window Extension of Lar
         square), as that code does. (The paper's prose ramps linearly in r = L / lambda instead;
         posbench's legacy runs followed that, which put pair 0 of the quick preset at 0.34x the
         reference's frequency.)
+dynamic dynamic NTK (emozilla 2023; HF transformers `_compute_dynamic_ntk_parameters`): NTK's base
+        change, recomputed for each forward pass from its length n (the largest position + 1):
+        base -> base * (s n / L - (s - 1))^(d / (d - 2)) when n > L, the trained frequencies below.
+        Decoding through a KV cache, a key keeps the rotation of the pass that cached it, as in HF.
+A frequency the model never rotates with (p-RoPE's lowest) stays zero under every kind.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from ..errors import PosbenchError
 from .rotary import RotaryPosition
 
-KINDS = ("linear", "ntk", "yarn")
+KINDS = ("linear", "ntk", "yarn", "dynamic")
 YARN_BETA_FAST, YARN_BETA_SLOW = 32.0, 1.0  # turns within L: kept above beta_fast, interpolated below beta_slow
 
 
@@ -78,12 +83,13 @@ def apply_rope_scaling(model, kind: str | None, factor: float, train_len: int) -
     train_len L = the run's training length (config["train"]["train_len"]; only yarn uses it).
     Always computed from the trained frequencies, so applying twice does not compound. The weights
     and state_dict are untouched; the change lives until the model is reloaded."""
-    pos = model.pos
-    if not isinstance(pos, RotaryPosition):
-        raise PosbenchError(f"RoPE scaling needs a rotary model (rotary or xpos); this run uses "
+    rotary = [m for m in model.position_methods() if isinstance(m, RotaryPosition)]
+    if not rotary:
+        raise PosbenchError(f"RoPE scaling needs a rotary model (one with rotary layers); this run uses "
                             f"'{model.config.pos}'")
     if kind is None or kind == "none":
-        pos.set_frequencies(None)
+        for pos in rotary:
+            pos.set_frequencies(None)
         return
     if kind not in KINDS:
         raise PosbenchError(f"unknown RoPE scaling '{kind}'; choose from {', '.join(KINDS)}")
@@ -91,14 +97,21 @@ def apply_rope_scaling(model, kind: str | None, factor: float, train_len: int) -
         raise PosbenchError(f"the RoPE scaling factor must be a positive number, got {factor}")
     if train_len <= 0:
         raise PosbenchError(f"the training length must be positive, got {train_len}")
-    device = next(model.parameters()).device
-    trained = pos.default_inv_freq(device)  # (hd/2,)
-    attn_scale = 1.0
+    for pos in rotary:
+        if kind == "dynamic":
+            pos.set_dynamic(factor, train_len)
+            continue
+        trained = pos.default_inv_freq(next(model.parameters()).device)  # (hd/2,)
+        inv_freq, attn_scale = scaled_frequencies(kind, trained, pos.base, factor, train_len)
+        inv_freq = torch.where(trained == 0, 0.0, inv_freq)
+        pos.set_frequencies(inv_freq, attn_scale, {"kind": kind, "factor": factor, "train_len": train_len})
+
+
+def scaled_frequencies(kind: str, trained: torch.Tensor, base: float, factor: float, train_len: int,
+                       ) -> tuple[torch.Tensor, float]:
+    """(hd/2,) frequencies and the q/k scale of a static kind (linear, ntk, yarn)."""
     if kind == "linear":
-        inv_freq = trained / factor
-    elif kind == "ntk":
-        inv_freq = ntk_inv_freq(trained, pos.base, factor)
-    else:
-        inv_freq = yarn_inv_freq(trained, factor, train_len, pos.base)
-        attn_scale = yarn_attention_scale(factor)
-    pos.set_frequencies(inv_freq, attn_scale, {"kind": kind, "factor": factor, "train_len": train_len})
+        return trained / factor, 1.0
+    if kind == "ntk":
+        return ntk_inv_freq(trained, base, factor), 1.0
+    return yarn_inv_freq(trained, factor, train_len, base), yarn_attention_scale(factor)

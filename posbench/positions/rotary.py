@@ -49,6 +49,13 @@ class _PairRotation(torch.autograd.Function):
         return _rotate_halves(grad, cos, -signed_sin), None, None
 
 
+def dynamic_ntk_base(base: float, factor: float, train_len: int, length: int, dim: int) -> float:
+    """Dynamic NTK's base for a pass over `length` positions (HF transformers modeling_rope_utils.py,
+    `_compute_dynamic_ntk_parameters`, with seq_len = the largest position + 1):
+    base * (s * length / L - (s - 1)) ^ (d / (d - 2)); applied only past L."""
+    return base * (factor * length / train_len - (factor - 1)) ** (dim / (dim - 2))
+
+
 class RotaryPosition(PositionMethod):
     name = "rotary"
     rope_scalable = True
@@ -62,17 +69,31 @@ class RotaryPosition(PositionMethod):
         self.register_buffer("scaled_inv_freq", None, persistent=False)  # (hd/2,) or None
         self.attn_scale = 1.0  # multiplies cos and sin, hence q and k each (YaRN's sqrt(1/t))
         self.scaling: dict | None = None  # {"kind", "factor", "train_len"} once scaled
+        # dynamic NTK (rope_scaling.py): the base grows with the length of each forward pass
+        self.dynamic: tuple[float, int] | None = None  # (factor, train_len)
 
     def default_inv_freq(self, device) -> torch.Tensor:
         """(hd/2,) theta_i = base^(-2i/hd), the frequencies the model was trained with."""
         return self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
                              / self.head_dim)
 
-    def inv_freq(self, device) -> torch.Tensor:
-        """(hd/2,) the frequencies in use: the trained ones, or those set by set_frequencies."""
+    def inv_freq(self, device, length: int = 0) -> torch.Tensor:
+        """(hd/2,) the frequencies in use for a forward pass over positions < length: the trained
+        ones, those set by set_frequencies, or dynamic NTK's for that length."""
         if self.scaled_inv_freq is not None:
             return self.scaled_inv_freq.to(device)
-        return self.default_inv_freq(device)
+        trained = self.default_inv_freq(device)
+        if self.dynamic is None or length <= self.dynamic[1]:
+            return trained
+        base = dynamic_ntk_base(self.base, *self.dynamic, length, self.head_dim)
+        scaled = base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim)
+        return torch.where(trained == 0, 0.0, scaled)  # a frequency left out (p-RoPE) stays out
+
+    def set_dynamic(self, factor: float, train_len: int) -> None:
+        """Dynamic NTK from now on (set_frequencies(None) turns it off)."""
+        self.set_frequencies(None)
+        self.dynamic = (float(factor), int(train_len))
+        self.scaling = {"kind": "dynamic", "factor": factor, "train_len": train_len}
 
     def set_frequencies(self, inv_freq: torch.Tensor | None, attn_scale: float = 1.0,
                         scaling: dict | None = None) -> None:
@@ -82,6 +103,7 @@ class RotaryPosition(PositionMethod):
             assert inv_freq.shape == (self.head_dim // 2,), inv_freq.shape
             inv_freq = inv_freq.detach().float()
         self.scaled_inv_freq = inv_freq
+        self.dynamic = None
         self.attn_scale = float(attn_scale)
         self.scaling = scaling if inv_freq is not None else None
         self._static.clear()
@@ -97,7 +119,8 @@ class RotaryPosition(PositionMethod):
         """(2, T, hd): cos, and sin with its first half negated (rotate_pairs' signed_sin)."""
 
         def build():
-            angles = positions.tensor(device).float()[:, None] * self.inv_freq(device)[None, :]  # (T, hd/2)
+            inv_freq = self.inv_freq(device, positions.end())
+            angles = positions.tensor(device).float()[:, None] * inv_freq[None, :]  # (T, hd/2)
             cos, sin = angles.cos(), angles.sin()
             # (T, hd) each: the same angle for both halves of the channels
             tables = torch.stack((torch.cat((cos, cos), -1), torch.cat((-sin, sin), -1)))
