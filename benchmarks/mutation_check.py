@@ -41,7 +41,51 @@ REF = "tests/test_reference.py"
 CV = "tests/test_coverage.py"
 FX, BN = "tests/test_flex.py", "tests/test_bench.py"
 
+N = "tests/test_methods_2025.py"
 MUTANTS = [
+    # --- the 2024-2026 methods (tests/test_methods_2025.py)
+    Mutant("decay: the key channel added instead of subtracted (c_j - r)", "decay.py",
+           "term = (sums[:, :, -1:] - sums)", "term = (sums - sums[:, :, -1:])", (N,)),
+    Mutant("decay: the query channel off by sqrt(hd + 1)", "decay.py",
+           "math.sqrt(hd + 1), dtype=q.dtype", "1.0, dtype=q.dtype", (N,)),
+    Mutant("decay: the running sums restart in each cached pass", "decay.py",
+           "return sums if carry is None else sums + carry", "return sums", (N, M)),
+    Mutant("fox: gate without its bias", "positions/fox.py",
+           "config.n_head, bias=True)", "config.n_head, bias=False)", (N,)),
+    Mutant("fox: sigmoid instead of logsigmoid", "positions/fox.py",
+           "F.logsigmoid(self.proj(x).float())", "torch.sigmoid(self.proj(x).float())", (N,)),
+    Mutant("ssmax: n counts the query's keys from zero (log i)", "positions/ssmax.py",
+           "seen = index + 1 if", "seen = index.clamp(min=1) if", (N,)),
+    Mutant("ssmax: one s for every head", "positions/ssmax.py",
+           "factor = self.s[:, None]", "factor = self.s[:1, None]", (N,)),
+    Mutant("llama4: the floor's +1 left out", "positions/llama4_temperature.py",
+           "torch.floor((index + 1) / self.floor_scale)", "torch.floor(index / self.floor_scale)", (N,)),
+    Mutant("llama4: applied to RoPE layers too", "positions/llama4_temperature.py",
+           "        if method.encodes_positions:\n            return q\n", "", (N,)),
+    Mutant("local: window one key too wide", "positions/local.py",
+           "return i - self.size + 1 if isinstance", "return i - self.size if isinstance", (N,)),
+    Mutant("local: chunks end one key late", "positions/local.py",
+           "return (i // self.size) * self.size", "return ((i + 1) // self.size) * self.size", (N,)),
+    Mutant("attention: chunked queries keep all keys but mask with the wrong first index", "attention.py",
+           "out.append(attend(qc, k[:, :, first:k_len], v[:, :, first:k_len], pos, qc_pos, kc_pos, first))",
+           "out.append(attend(qc, k[:, :, first:k_len], v[:, :, first:k_len], pos, qc_pos, kc_pos, 0))", (N,)),
+    Mutant("hybrid: NoPE on the first of every four layers", "positions/hybrid.py",
+           "if (i + 1) % every == 0", "if i % every == 0", (N,)),
+    Mutant("p-rope: keeps the slowest frequencies instead of the fastest", "positions/p_rope.py",
+           "< self.kept, inv_freq, 0.0)", ">= inv_freq.numel() - self.kept, inv_freq, 0.0)", (N,)),
+    Mutant("dynamic ntk: exponent d / (d - 1)", "positions/rotary.py",
+           "** (dim / (dim - 2))", "** (dim / (dim - 1))", (N,)),
+    Mutant("dynamic ntk: applied below the training length too", "positions/rotary.py",
+           "if self.dynamic is None or length <= self.dynamic[1]:", "if self.dynamic is None:", (N,)),
+    Mutant("drope: drops one step late", "positions/drope.py",
+           "progress >= self.drop_at", "progress > self.drop_at", (N,)),
+    Mutant("drope: the drop is not restored from a checkpoint", "positions/drope.py",
+           "self.dropped = int(self.dropped_at_step) >= 0", "self.dropped = False", (N,)),
+    Mutant("temperature: applied after the decay's key channel (scales the decay too)", "model.py",
+           "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))\n"
+           "        if sums is not None:\n            q, k = fold_decay(q, k, sums)",
+           "        if sums is not None:\n            q, k = fold_decay(q, k, sums)\n"
+           "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))", (N,)),
     # --- positions/
     Mutant("alibi: bias sign flipped", "positions/alibi.py",
            "return -slopes * distance[None].float()", "return slopes * distance[None].float()", (P, REF)),

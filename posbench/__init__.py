@@ -1,6 +1,6 @@
 """posbench: which position encoding, and does it extrapolate?"""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .config import ModelConfig  # noqa: E402
 from .model import GPT  # noqa: E402

@@ -266,6 +266,8 @@ class _Loop:
             "val_bpb": None if val is None else bits_per_byte(val, self.data.bytes_per_token["valid"]),
             "train_seconds": self.elapsed,
             "tokens_per_s": self.step * self.tokens_per_step / max(self.elapsed, 1e-9) if fresh else None,
+            # what the method's state says at the end (e.g. the step where DroPE dropped RoPE)
+            "method": self.raw_model.pos.describe(self.cfg.train_len),
         }
         if self.rank == 0:
             write_json(self.run_dir / "summary.json", summary)

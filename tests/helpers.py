@@ -8,7 +8,8 @@ import torch
 from posbench import GPT, ModelConfig, cli
 from posbench.positions import METHODS
 
-ALL_METHODS = sorted(METHODS)
+# every method, and a temperature on a method of each kind (one layer kind; per-layer parts)
+ALL_METHODS = [*sorted(METHODS), "rotary+ssmax", "irope+llama4"]
 
 
 def tiny_config(pos: str, **overrides) -> ModelConfig:
@@ -24,6 +25,9 @@ def tiny_model(pos: str, seed: int = 0, **overrides) -> GPT:
     with torch.no_grad():
         for p in model.pos.parameters():
             p.normal_(0, 0.5)
+        for block in model.blocks:  # a temperature's (SSMax's s): positive, different per head
+            for p in [] if block.attn.temperature is None else block.attn.temperature.parameters():
+                p.uniform_(0.2, 0.8)
     return model.eval()
 
 

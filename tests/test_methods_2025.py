@@ -3,21 +3,28 @@ sliding-window and chunked masks, the per-layer hybrids, p-RoPE, dynamic NTK and
 expectation is transcribed from the reference named beside it and computed here by hand (a model's
 own forward written out layer by layer), never with posbench's function under test."""
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from posbench import attention as attention_module
+from posbench import load_run
 from posbench.config import ModelConfig
 from posbench.decay import decay_sums, fold_decay
 from posbench.errors import PosbenchError
+from posbench.evaluate import EvalSettings, evaluate_run
 from posbench.model import KVCache
 from posbench.positions import METHODS
 from posbench.positions.rope_scaling import apply_rope_scaling
+from posbench.runs import method_label
+from posbench.train import train
 
-from .helpers import tiny_model
+from .helpers import tiny_model, tiny_train
+from .test_train import interrupted_then_resumed, losses
 
 # ----------------------------------------------------------------------------- a hand-written forward
 
@@ -50,20 +57,26 @@ def causal(T):
 
 def fla_naive_forgetting_attn(q, k, v, g, scale=None):
     """fla-org/flash-linear-attention, fla/ops/forgetting_attn/naive.py, transcribed: q, k, v (B, T,
-    H, D), g (B, T, H) log forget gates; gc = g.cumsum(1); scores q k^T * scale + gc_i - gc_j, causal."""
+    H, D), g (B, T, H) log forget gates; gc = g.cumsum(1); scores q k^T * scale + gc_i - gc_j, causal.
+    `scale` may be a (H, T) tensor here (a temperature: SSMax's s log n per head and query)."""
     B, T, H, D = q.shape
     if scale is None:
         scale = D**-0.5
     gc = g.float().cumsum(1)
     mask = torch.tril(torch.ones((T, T), dtype=torch.bool))
+    if isinstance(scale, torch.Tensor):
+        q = q * scale.T[None, :, :, None]  # (B, T, H, D) times (1, T, H, 1)
+        scale = 1.0
     ref = torch.einsum("bqhd,bkhd->bhqk", q.float() * scale, k.float())
     ref = ref + gc.permute(0, 2, 1)[..., :, None] - gc.permute(0, 2, 1)[..., None, :]
     ref = ref.masked_fill(~mask[None, None], -float("inf"))
     return torch.einsum("bhqk,bkhd->bqhd", F.softmax(ref, dim=-1), v.float())
 
 
-def test_fox_equals_the_fla_naive_forgetting_attention_with_the_reference_gate():
-    model = tiny_model("fox", n_layer=2)
+@pytest.mark.parametrize("pos", ["fox", "fox+ssmax"])
+def test_fox_equals_the_fla_naive_forgetting_attention_with_the_reference_gate(pos):
+    """With SSMax the temperature scales q.k and leaves the decay alone (the decay is a bias)."""
+    model = tiny_model(pos, n_layer=2)
     idx = torch.randint(0, 64, (2, 20))
 
     def attend(layer, h, q, k, v):
@@ -71,7 +84,11 @@ def test_fox_equals_the_fla_naive_forgetting_attention_with_the_reference_gate()
         # log_fgate = logsigmoid(fgate_proj(hidden_states).float()), fgate_proj: Linear(d, heads, bias=True)
         gate = model.pos.gates[layer].proj
         g = F.logsigmoid(F.linear(h, gate.weight, gate.bias).float())  # (B, T, H)
-        out = fla_naive_forgetting_attn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), g)
+        scale = None
+        if model.config.temperature:  # the axolotl SSMax formula, s log(n), n = q_idx + 1
+            n = torch.arange(q.size(2)).float().add(1).clamp(min=2.0)
+            scale = model.blocks[layer].attn.temperature.s[:, None] * n.log()[None, :] / math.sqrt(q.size(-1))
+        out = fla_naive_forgetting_attn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), g, scale)
         return out.transpose(1, 2)
 
     with torch.no_grad():
@@ -290,3 +307,35 @@ def test_a_dropped_drope_model_is_its_weights_without_rope():
         model.after_step(10, 1.0)
         assert model.pos.describe(20) == {"dropped_at_step": 9}, "the drop is recorded once"
     assert "pos.dropped_at_step" in model.state_dict()
+
+
+# ----------------------------------------------------------------------------- training, end to end
+
+
+@pytest.mark.parametrize("interrupt_at", [3, 6])  # before the drop (step 4 of 8), after it
+def test_drope_drops_once_records_it_and_resumes_exactly_on_either_side(interrupt_at, corpus, tmp_path, monkeypatch):
+    model_cfg, cfg = tiny_train(corpus, "drope", steps=8, save_every=4)
+    model_cfg = ModelConfig(**{**model_cfg.to_dict(), "drop_at": 0.5})
+    whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False)
+    assert whole.summary["method"] == {"dropped_at_step": 4}
+    resumed = interrupted_then_resumed(model_cfg, cfg, tmp_path / "cut", monkeypatch, at_call=interrupt_at)
+    assert resumed.resumed_from == interrupt_at - 1
+    assert losses(resumed.run_dir) == losses(whole.run_dir)
+    assert resumed.summary["method"] == {"dropped_at_step": 4}
+    a, b = load_file(str(whole.run_dir / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model, _, _ = load_run(whole.run_dir)
+    assert model.pos.dropped and not model.pos.encodes_positions
+
+
+@pytest.mark.parametrize("pos", ["rotary+ssmax", "irope+llama4", "fox"])
+def test_a_new_method_trains_resumes_and_evaluates(pos, corpus, tmp_path, monkeypatch):
+    model_cfg, cfg = tiny_train(corpus, pos, steps=6, save_every=3)
+    model_cfg = ModelConfig(**{**model_cfg.to_dict(), "n_layer": 4})  # irope: three RoPE layers, one NoPE
+    whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False)
+    resumed = interrupted_then_resumed(model_cfg, cfg, tmp_path / "cut", monkeypatch, at_call=5)
+    assert losses(resumed.run_dir) == losses(whole.run_dir)
+    config = json.loads((whole.run_dir / "config.json").read_text())
+    assert method_label(config["model"]) == pos
+    report, _ = evaluate_run(whole.run_dir, EvalSettings(lengths=[16, 64], max_tokens=256))
+    assert report["label"] == pos and all(math.isfinite(r["ppl"]) for r in report["results"])
