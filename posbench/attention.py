@@ -101,8 +101,9 @@ def mask_rows(batch: int, n_head: int, keys: int) -> int:
 def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, attend) -> torch.Tensor:
     """The general path: query chunks whose (H, c, k) masks hold at most MASK_BUDGET elements in all,
     each over the keys it may see: up to its last query (later keys are all in its future), from the
-    first key of its first query's local span (a window or chunk; else key 0). attend(qc, kc, vc, pos,
-    qc_pos, kc_pos, index of kc's first key among all keys) -> (B, H, c, hd)."""
+    first key of its first query's local span (a window or chunk; else key 0: the first key of a span
+    is a chunk boundary, and a window depends on i - j alone, so the mask reads the same from there).
+    attend(qc, kc, vc, pos, qc_pos, kc_pos) -> (B, H, c, hd)."""
     B, H, Tq, _ = q.shape
     Tk = k.size(2)
     offset = Tk - Tq  # index of the first query among the keys
@@ -113,17 +114,16 @@ def _chunks(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, at
         k_len = min(Tk, offset + s + qc.size(2))
         first = 0 if pos.local is None else pos.local.first_key(offset + s)
         qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(first, k_len - first)
-        out.append(attend(qc, k[:, :, first:k_len], v[:, :, first:k_len], pos, qc_pos, kc_pos, first))
+        out.append(attend(qc, k[:, :, first:k_len], v[:, :, first:k_len], pos, qc_pos, kc_pos))
     return join_query_chunks(out)
 
 
-def _masked_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, first: int) -> torch.Tensor:
+def _masked_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
     """SDPA with causal_mask's float mask; 4-D: with a 3-D mask CPU SDPA leaves its fused kernel."""
-    mask = causal_mask(pos, q_pos, k_pos, q.device, q.dtype, first)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, q_pos, k_pos, q.device, q.dtype)[None])
 
 
-def _flex_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions, first: int) -> torch.Tensor:
+def _flex_sdpa(q, k, v, pos: PositionMethod, q_pos: Positions, k_pos: Positions) -> torch.Tensor:
     """CUDA: FlexAttention, the bias added inside the kernel (flex.py)."""
     bias = pos.per_pass(("bias",), functools.partial(pos.score_bias, q_pos, k_pos), q_pos, k_pos)
     return flex_biased_attention(q, k, v, bias, k.size(2) - q.size(2))
@@ -169,12 +169,11 @@ def explicit_attention(
     return join_query_chunks(out)
 
 
-def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype, first: int = 0,
-                ) -> torch.Tensor:
+def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype) -> torch.Tensor:
     """(H or 1, Tq, Tk) float mask for queries at q_pos, the last Tq of the keys at k_pos: the
     method's score bias, -inf on future keys (by sequence order) and on keys outside a local span
-    (`first`: the sequence index of the first key). Built once per forward pass and shared by the
-    layers that share the method (the bias table is shared by them, too)."""
+    (the first key taken as a chunk boundary: see _chunks). Built once per forward pass and shared by
+    the layers that share the method (the bias table is shared by them, too)."""
     q_len, k_len = len(q_pos), len(k_pos)
 
     def build() -> torch.Tensor:
@@ -185,8 +184,8 @@ def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device,
                             lambda: torch.ones(q_len, q_len, dtype=torch.bool, device=device).triu(1))  # (q, q)
         mask[..., k_len - q_len :].masked_fill_(future, float("-inf"))
         if pos.local is not None:
-            keys = torch.arange(first, first + k_len, device=device)
+            keys = torch.arange(k_len, device=device)
             mask.masked_fill_(pos.local.hidden(keys[k_len - q_len :], keys), float("-inf"))
         return mask
 
-    return pos.per_pass(("mask", q_len, k_len, first, device, dtype), build, q_pos, k_pos)
+    return pos.per_pass(("mask", q_len, k_len, device, dtype), build, q_pos, k_pos)

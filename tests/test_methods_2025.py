@@ -174,10 +174,14 @@ def hf_llama_rope(head_dim, T, base=10000.0):
     return lambda q, k: (q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin)
 
 
-def test_llama4_temperature_scales_the_queries_of_nope_layers_only():
+@pytest.mark.parametrize("budget_rows", [None, 3])
+def test_llama4_temperature_scales_the_queries_of_nope_layers_only(budget_rows, monkeypatch):
     """HF modeling_llama4.py: attn_scales = log1p(floor((cache_position + 1) / floor_scale)) * attn_scale
-    + 1 multiplies the queries where not use_rope; no_rope_layers[i] = int((i + 1) % 4 != 0)."""
+    + 1 multiplies the queries where not use_rope; no_rope_layers[i] = int((i + 1) % 4 != 0). The
+    chunked path (query chunks that start mid-chunk, keys from their chunk's start) agrees."""
     model = tiny_model("irope+llama4", n_layer=4, window=4)
+    if budget_rows:
+        monkeypatch.setattr(attention_module, "MASK_BUDGET", 1 * 4 * 13 * budget_rows)
     idx = torch.randint(0, 64, (1, 13))
     T = idx.size(1)
     rope = hf_llama_rope(8, T)

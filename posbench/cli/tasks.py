@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 
 from ..compare import parse_methods
-from ..positions import METHODS
+from ..positions import METHODS, TEMPERATURES
 from ..task_data import TASKS
 from ..tasks import TASK_PRESETS, TasksConfig, mean_accuracy, parse_tasks, run_tasks
 from . import app, console
@@ -53,7 +53,8 @@ def tasks_table(results: dict) -> Table:
 def tasks_command(
     task: str = typer.Option(",".join(DEFAULT.tasks), help="Tasks, comma-separated; any of " + ", ".join(TASKS) + "."),
     pos: str = typer.Option(",".join(DEFAULT.methods), help="Methods, comma-separated; any of "
-                            + ", ".join(METHODS) + "."),
+                            + ", ".join(METHODS) + ", each with an optional +TEMPERATURE ("
+                            + ", ".join(TEMPERATURES) + ")."),
     preset: str = typer.Option(DEFAULT.preset, help="Experiment size: "
                                + "; ".join(f"{k}: {v.description}" for k, v in TASK_PRESETS.items()) + "."),
     seeds: int = typer.Option(DEFAULT.seeds, help="Training seeds per (task, method): 0..N-1."),
