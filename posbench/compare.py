@@ -21,7 +21,7 @@ from .config import ModelConfig
 from .errors import Interrupted, PosbenchError
 from .evaluate import EvalSettings, evaluate_run
 from .fileio import atomic_write
-from .plots import plot_loss_curves, plot_ppl_vs_length
+from .plots import plot_context_use, plot_loss_curves, plot_ppl_vs_length
 from .positions import METHODS, SEED_METHODS
 from .presets import Preset, get_preset
 from .progress import make_progress
@@ -204,6 +204,8 @@ def _write_results(cfg: CompareConfig, evaluated: dict[str, list[Entry]], failur
     write_json(out / "results.json", results)
     atomic_write(out / "results.csv", results_csv(rows, failures).encode())
     plot_ppl_vs_length(rows, out / "ppl_vs_length.png")
+    if any(row.get("context_use") for row in rows):
+        plot_context_use(rows, out / "context_use.png")
     curves = {row["label"]: [loss_curve(Path(run)) for run in row.get("seed_runs", [row["run"]])]
               for row in rows if "rope_scaling" not in row}  # a rescaled row is a run already drawn
     plot_loss_curves(curves, out / "loss_curves.png")

@@ -11,12 +11,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from .common import check_split
+from .context_use import context_use
 from .errors import PosbenchError
 from .positions.rope_scaling import apply_rope_scaling
 from .progress import make_progress
 from .runs import held_out_tokens, load_run, method_label, resolve_run, train_settings
 from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
 from .stats import Windows, bpb_interval, ppl_interval
+from .verdicts import add_context_comparisons
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class EvalSettings:
     # (kind, factor): evaluate rotary models with rescaled frequencies (linear / ntk / yarn), no
     # retraining; factor None reaches the longest length
     rope_scaling: tuple[str, float | None] | None = None
+    # the context-use diagnostic (context_use.py) at every length >= L, beside the sweep
+    context_use: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in (*MODES, "both"):
@@ -84,17 +88,25 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
     random_positions = train_settings(config).random_positions  # scored as trained (scoring.py)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
                                settings.max_tokens, progress=progress, label=label, random_positions=random_positions)
+    contexts = [n for n in lengths if n >= train_len]
+    context = []
+    if settings.context_use and len(contexts) > 1:
+        context = context_use(model, tokens, tokenizer.token_bytes, contexts, train_len, settings.max_tokens,
+                              progress, label, random_positions)
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     report = {
         "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
         "split": settings.split, "data": settings.data or train_settings(config).data,
         "results": [result_row(r) for r in results],
+        "context_use": [result_row(r) for r in context],
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
         **({"notes": notes} if notes else {}),
         **({"rope_scaling": scaling} if scaling else {}),
         **({"random_positions": random_positions} if random_positions is not None else {}),
     }
-    return report, {(r.mode, r.length): r.windows for r in results if r.windows is not None}
+    windows = {(r.mode, r.length): r.windows for r in [*results, *context] if r.windows is not None}
+    add_context_comparisons(report, {key: [w] for key, w in windows.items()})
+    return report, windows
 
 
 def extrapolation_report(runs: Sequence[str | Path | None] = (None,), settings: EvalSettings = EvalSettings(),

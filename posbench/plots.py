@@ -1,5 +1,6 @@
-"""The PNGs posbench writes: perplexity against length and loss curves (compare) and the per-head span heatmap
-(inspect-heads). Matplotlib's object API only (no pyplot): no global backend state, Figure saves via Agg."""
+"""The PNGs posbench writes: perplexity against length, context use and loss curves (compare) and the
+per-head span heatmap (inspect-heads). Matplotlib's object API only (no pyplot): no global backend
+state, Figure saves via Agg."""
 
 from __future__ import annotations
 
@@ -60,6 +61,29 @@ def plot_ppl_vs_length(rows: Sequence[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     if absolute.get_legend_handles_labels()[0]:  # every method failed: an empty plot, no legend
         absolute.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a line
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_context_use(rows: Sequence[dict], path: Path) -> None:
+    """The loss of the same targets against the context given (context_use.py), one line per method
+    with its 95% band: a line that keeps falling past L uses the longer context."""
+    fig = Figure(figsize=(8, 4.6), dpi=120)
+    ax = fig.subplots()
+    for row in rows:
+        points = [(r["length"], r["ppl"], r.get("ppl_ci")) for r in row.get("context_use", []) if r["ppl"] is not None]
+        if points:
+            _draw_with_band(ax, row, points)
+    for L in sorted({row["train_len"] for row in rows}):
+        ax.axvline(L, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xlabel("context given (tokens)")
+    ax.set_ylabel("perplexity of the same targets")
+    ax.set_title("Context use: does more context lower the loss?", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 

@@ -195,7 +195,7 @@ def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, first: int = 0,
     return torch.cat(out, dim=1)
 
 
-def _score(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], length: int, batch_tokens: int,
+def score_spans(model: GPT, tokens: np.ndarray, spans: list[tuple[int, int, int]], length: int, batch_tokens: int,
            track: bool, advance, draw: PositionDraw | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Summed loss of the scored predictions of each of `spans`; with track, also the mean loss at
     each offset of the full-length windows (all their positions, scored or not)."""
@@ -272,7 +272,7 @@ def evaluate_lengths(
             if progress is not None:
                 progress.update(task, description=f"eval {label} {m} {L}")
             try:
-                sums, by_pos = _score(model, tokens, spans, L, batch_tokens, m == modes[0], advance,
+                sums, by_pos = score_spans(model, tokens, spans, L, batch_tokens, m == modes[0], advance,
                                       position_draw(random_positions))
             except LengthError as e:
                 results.append(LengthResult(L, m, n, error=str(e)))

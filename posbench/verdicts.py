@@ -55,11 +55,14 @@ def method_row(entries: Sequence[Entry], seeds: Sequence[int]) -> tuple[dict, di
     windows of every seed, for the paired comparisons)."""
     reports = [report for report, _, _ in entries]
     summaries = [summary or {} for _, _, summary in entries]
-    by_key = [{(r["mode"], r["length"]): r for r in report["results"]} for report in reports]
-    keys = [k for k in by_key[0] if all(k in seed for seed in by_key)]  # every seed evaluated it
-    results = [_result([seed[k] for seed in by_key], [w.get(k) for _, w, _ in entries]) for k in keys]
+
+    def over_seeds(field: str) -> list[dict]:
+        by_key = [{(r["mode"], r["length"]): r for r in report.get(field, [])} for report in reports]
+        keys = [k for k in by_key[0] if all(k in seed for seed in by_key)]  # every seed evaluated it
+        return [_result([seed[k] for seed in by_key], [w.get(k) for _, w, _ in entries]) for k in keys]
+
     row = {
-        **reports[0], "results": results, "seeds": list(seeds),
+        **reports[0], "results": over_seeds("results"), "context_use": over_seeds("context_use"), "seeds": list(seeds),
         "position_loss": _position_loss(reports) if len(reports) > 1 else reports[0]["position_loss"],
         "params": summaries[0].get("params"),
         "train_tokens_per_s": _mean([s.get("tokens_per_s") for s in summaries]),
@@ -110,6 +113,41 @@ def add_comparisons(rows: list[dict], windows: list[dict[Key, list[Windows]]]) -
         row["max_len_ratio"] = (longest.get("vs_L") or {}).get("ratio")
         row["max_len_ratio_ci"] = (longest.get("vs_L") or {}).get("ci")
         row["verdict"] = verdict(row["results"], row["train_len"])
+        add_context_comparisons(row, w)
+
+
+def add_context_comparisons(row: dict, windows: dict[Key, list[Windows]]) -> None:
+    """In place: each context length of row["context_use"] after the first gains vs_previous (its
+    loss on the same targets over the loss with the previous, shorter context, paired over blocks and
+    seeds), and the row its context_verdict."""
+    results = sorted(row.get("context_use", []), key=lambda r: r["length"])
+    for prev, r in zip(results, results[1:], strict=False):
+        if r["ppl"] is None or prev["ppl"] is None:
+            continue
+        a, b = windows.get((r["mode"], r["length"])), windows.get((prev["mode"], prev["length"]))
+        r["vs_previous"] = _versus(r["ppl"] / prev["ppl"], ratio(a, b) if a and b else None, previous=prev["length"])
+    if len(results) > 1:
+        row["context_verdict"] = context_verdict(results, row["train_len"])
+
+
+def context_verdict(results: Sequence[dict], train_len: int) -> str:
+    """The longest context that still lowers the loss of the same targets beyond noise (each context
+    against the previous, shorter one), and where more context starts to hurt, if it does."""
+    steps = [r for r in results if r.get("vs_previous")]
+    gains = [r for r in steps if r["vs_previous"]["ci"] and r["vs_previous"]["ci"][1] < 1]
+    hurts = [r for r in steps if r["vs_previous"]["ci"] and r["vs_previous"]["ci"][0] > 1]
+    if gains:
+        best = gains[-1]
+        text = (f"uses context up to {best['length']} ({best['length'] / train_len:g}xL: "
+                f"{best['vs_previous']['ratio']:.3f}x{_ci(best['vs_previous']['ci'], '.3f')} the loss "
+                f"with {best['vs_previous']['previous']})")
+    else:
+        first = steps[0]["vs_previous"] if steps else None
+        text = "uses no context past L beyond noise" + (
+            f" ({first['ratio']:.3f}x{_ci(first['ci'], '.3f')} at {2 * train_len})" if first else "")
+    if hurts:
+        text += f"; more context hurts from {hurts[0]['length']} ({hurts[0]['vs_previous']['ratio']:.2f}x)"
+    return text
 
 
 def verdict(results: Sequence[dict], train_len: int) -> str:

@@ -91,6 +91,12 @@ def verdict_lines(rows: list[dict], failures: list[dict] = ()) -> list[str]:
         lines.append(f"  {row['label']:18s} {row['verdict']}; at L: {at_l}; at {longest}: "
                      f"{_versus(by_length[longest], row['label'])}")
     lines += [f"  {f['label']:18s} [bold red]failed:[/] {escape(f['error'])}" for f in failures]
+    context = [row for row in rows if row.get("context_verdict")]
+    if context:
+        lines.append("context use (the same targets given more context; non-overlapping ppl at the longest length / "
+                     "at L beside it):")
+        lines += [f"  {row['label']:18s} {row['context_verdict']}; non-overlapping {_fmt(row['max_len_ratio'])}x"
+                  for row in context]
     return lines
 
 
@@ -158,7 +164,9 @@ def compare_command(
                   highlight=False)
     for line in verdict_lines(results["runs"], failures):
         console.print(line, highlight=False, soft_wrap=True)  # a log keeps each verdict on one line
-    console.print(f"wrote {out}/results.json, results.csv, ppl_vs_length.png, loss_curves.png", highlight=False)
+    plots = "ppl_vs_length.png, context_use.png" if any(r.get("context_use") for r in results["runs"]) else \
+        "ppl_vs_length.png"
+    console.print(f"wrote {out}/results.json, results.csv, {plots}, loss_curves.png", highlight=False)
     if failures:
         console.print(f"[bold red]{len(failures)} failed[/]; run the same command again to retry only "
                       f"{'it' if len(failures) == 1 else 'them'}", highlight=False)

@@ -82,6 +82,36 @@ def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
     return table
 
 
+def _context_table(runs: list[dict]) -> Table:
+    """Context use: the same targets given C tokens of context, and each C against the previous one."""
+    labels = _labels(runs)
+    table = Table(title="context use: the same targets given C tokens of context", title_justify="left",
+                  caption_justify="left")
+    table.add_column("context", justify="right")
+    for label in labels:
+        table.add_column(f"{label}\nppl", justify="right")
+        table.add_column("\n× previous", justify="right")
+    for length in sorted({r["length"] for run in runs for r in run["context_use"]}):
+        row = [str(length)]
+        for run in runs:
+            r = next((r for r in run["context_use"] if r["length"] == length), None)
+            versus = (r or {}).get("vs_previous")
+            row += ["" if r is None or r["ppl"] is None else _plus_minus(r["ppl"], r.get("ppl_ci")),
+                    "" if not versus else versus_text(versus)]
+        table.add_row(*row)
+    targets = sorted({r["tokens"] for run in runs for r in run["context_use"]})
+    table.caption = (f"{' / '.join(f'{n:,}' for n in targets)} targets (the last L/4 predictions of blocks spread "
+                     "over the split), each given C tokens before it; × previous: the loss with C over the loss "
+                     "with the previous C, paired over blocks, [95% interval]; green: more context helps beyond noise")
+    return table
+
+
+def versus_text(versus: dict) -> str:
+    ci = versus.get("ci")
+    text = f"{versus['ratio']:.3f}" + ("" if ci is None else f" [{ci[0]:.3f}–{ci[1]:.3f}]")
+    return f"[green]{text}[/]" if ci and ci[1] < 1 else f"[red]{text}[/]" if ci and ci[0] > 1 else text
+
+
 def _position_table(runs: list[dict]) -> Table:
     labels = _labels(runs)
     ends = {run["run"]: max((b["end"] for b in run["position_loss"]), default=0) for run in runs}
@@ -144,12 +174,15 @@ def eval_extrapolate_command(
                                      "retraining: linear (position interpolation), ntk, yarn or dynamic."),
     rope_factor: float = typer.Option(None, help="The RoPE scaling factor, e.g. 4 to reach 4x the training length "
                                       "(default: max-len / L)."),
+    context_use: bool = typer.Option(DEFAULT.context_use, "--context-use/--no-context-use",
+                                     help="Also score the same targets given each context length >= L: does the "
+                                     "model use the longer context (docs/statistics.md)?"),
 ) -> None:
     """Perplexity by length: how a model trained at length L does at L, 2L, 4L, ... (train short, test long)."""
     settings = EvalSettings(
         lengths=parse_lengths(lengths) if lengths is not None else None, max_len=max_len, split=split, mode=mode,
         stride=stride, max_tokens=max_tokens, data=data, device=str(resolve_device(device)),
-        rope_scaling=None if rope_scaling is None else (rope_scaling, rope_factor),
+        rope_scaling=None if rope_scaling is None else (rope_scaling, rope_factor), context_use=context_use,
     )
     report = extrapolation_report(runs or [None], settings, console=console, show_progress=not quiet)
     results = report["runs"]
@@ -161,6 +194,10 @@ def eval_extrapolate_command(
         if any(r["mode"] == m for run in results for r in run["results"]):
             console.print(_length_table(results, m, stride))
     console.print(_position_table(results))
+    if any(run.get("context_use") for run in results):
+        console.print(_context_table(results))
+        for run, label in zip(results, _labels(results), strict=True):
+            console.print(f"  {label}: {run.get('context_verdict', 'context use not measured')}", highlight=False)
     if json_path is not None:
         write_json(json_path, report)
         console.print(f"wrote {json_path}", highlight=False)

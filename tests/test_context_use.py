@@ -1,0 +1,85 @@
+"""The context-use diagnostic: the same targets at every context length, and verdicts that claim use
+of longer context only where it lowers the loss beyond noise, on synthetic text with known truth."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from posbench.context_use import context_use, target_spans
+from posbench.verdicts import add_context_comparisons
+
+VOCAB = 32
+
+
+class CacheLM(nn.Module):
+    """A stand-in language model with a known use of context: it predicts each next token from the
+    counts of the tokens among the last `window` it sees (all of them with window None), add-1/2
+    smoothed. On text whose token distribution drifts by topic, more context is better up to its window."""
+
+    def __init__(self, window: int | None = None) -> None:
+        super().__init__()
+        self.window = window
+        self.unused = nn.Parameter(torch.zeros(1))  # scoring reads the device from a parameter
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        counts = torch.nn.functional.one_hot(idx, VOCAB).double().cumsum(1)  # (B, T, V)
+        if self.window is not None:
+            shifted = torch.zeros_like(counts)
+            shifted[:, self.window :] = counts[:, : -self.window]
+            counts = counts - shifted
+        return (counts + 0.5).log().float()
+
+
+def topic_text(n: int, seed: int = 0) -> np.ndarray:
+    """Tokens drawn from a distribution that changes every 16,384 tokens (a topic: 6 of the 32 tokens)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n // 16384 + 1):
+        topic = rng.choice(VOCAB, 6, replace=False)
+        out.append(rng.choice(topic, 16384, p=rng.dirichlet(np.ones(6))))
+    return np.concatenate(out)[:n].astype(np.int64)
+
+
+def run(model: nn.Module, tokens: np.ndarray, contexts=(16, 32, 64, 128, 256), train_len: int = 16) -> dict:
+    results = context_use(model, tokens, np.ones(VOCAB), contexts, train_len, max_tokens=4096)
+    report = {"train_len": train_len, "context_use": [{"length": r.length, "mode": r.mode, "ppl": r.ppl} | {
+        "tokens": r.tokens} for r in results]}
+    add_context_comparisons(report, {(r.mode, r.length): [r.windows] for r in results})
+    return report | {"windows": [r.windows for r in results]}
+
+
+def test_every_context_scores_the_same_targets_with_that_much_context_before_them():
+    starts = np.array([0, 1000, 2500])
+    for context in (16, 64, 256):
+        spans = target_spans(starts, 256, context, tail=4)
+        assert [e - s for s, e, _ in spans] == [context] * 3  # the window: `context` tokens
+        assert [(f, e) for _, e, f in spans] == [(b + 252, b + 256) for b in starts]  # the same 4 targets
+    report = run(CacheLM(), topic_text(40_000))
+    first = report["windows"][0]
+    for w in report["windows"][1:]:
+        assert np.array_equal(w.first, first.first) and np.array_equal(w.tokens, first.tokens)
+        assert np.array_equal(w.block, first.block)
+
+
+def test_a_model_that_sees_all_its_context_uses_it_and_the_verdict_says_so():
+    report = run(CacheLM(), topic_text(40_000))
+    ppl = [r["ppl"] for r in report["context_use"]]
+    assert all(a > b for a, b in zip(ppl, ppl[1:], strict=False)), ppl
+    assert report["context_verdict"].startswith("uses context up to 256"), report["context_verdict"]
+
+
+@pytest.mark.parametrize("window", [16, 40])
+def test_a_model_blind_past_its_window_shows_no_use_past_it(window):
+    """Far context the model cannot see (past `window`) is, to it, as good as shuffled: the loss of
+    the same targets stops falling there, and no verdict claims context past the window."""
+    report = run(CacheLM(window), topic_text(40_000))
+    # the previous context already gave every target (the last 4 of the window) `window` tokens
+    beyond = [r for r in report["context_use"][1:] if r["vs_previous"]["previous"] - 3 >= window]
+    assert beyond and all(r["vs_previous"]["ratio"] == pytest.approx(1.0, abs=1e-6) for r in beyond)
+    claimed = report["context_verdict"]
+    if claimed.startswith("uses context up to"):
+        assert int(claimed.split()[4]) <= 2 * window, claimed
+    else:
+        assert claimed.startswith("uses no context past L"), claimed
+
