@@ -1,11 +1,9 @@
-"""Synthetic tasks for length generalisation, generated on the fly and deterministic given a seed:
-copy, reverse, passkey retrieval and associative recall over a small fixed vocabulary of ids (no
-tokenizer). Every instance is [BOS] prompt answer; the loss and the score read the answer only.
-
-copy and reverse follow Kazemnejad et al. 2023 (*The Impact of Positional Encoding on Length
-Generalization in Transformers*) and Ruoss et al. 2023; passkey follows Mohtashami & Jaggi 2023
-(*Landmark Attention*: a key hidden in filler at a chosen depth); recall is the associative recall
-of Ba et al. 2016 as used by Fu et al. 2023 (H3) and Arora et al. 2023 (Zoology)."""
+"""Synthetic tasks for length generalisation, generated on the fly and deterministic given a seed,
+over a small fixed vocabulary of ids (no tokenizer): the registry (TASKS), evaluation sets, batches
+and scoring. Each task's generator is a file in task_generators/: copy and reverse, passkey
+retrieval, associative recall, and a RULER-sized retrieval suite (needles with several keys, values
+or queries, variable tracking, counting). Every instance is [BOS] prompt answer; the loss and the
+score read the answer only."""
 
 from __future__ import annotations
 
@@ -17,73 +15,13 @@ import torch
 
 from .errors import PosbenchError
 from .positions import POSITION_SEED_OFFSET, PositionDraw
+from .task_generators import counting, needles, variables
+from .task_generators.common import ALPHABET, DIGITS, N_SYMBOLS, PAD, PASSKEY_LEN, RECALL_KEYS, VOCAB_SIZE, Instance
+from .task_generators.copy import make_copy, make_reverse
+from .task_generators.passkey import make_passkey
+from .task_generators.recall import make_recall
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: targets that carry no loss
-PAD, BOS, SEP, QUERY, KEY = range(5)  # special ids; symbols follow
-N_SPECIAL, N_SYMBOLS = 5, 128
-VOCAB_SIZE = N_SPECIAL + N_SYMBOLS
-ALPHABET = 16  # recall values: symbols 0..15
-DIGITS = 10  # passkey key symbols: 0..9
-FILLER = range(16, 32)  # passkey filler: symbols disjoint from the key's
-RECALL_KEYS = range(16, N_SYMBOLS)  # recall keys, disjoint from its values: 112 distinct keys
-PASSKEY_LEN = 4
-
-
-def sym(i: np.ndarray | int) -> np.ndarray | int:
-    """The token id of content symbol i."""
-    return N_SPECIAL + i
-
-
-@dataclass
-class Instance:
-    tokens: np.ndarray  # (n,) int64: BOS, prompt, answer
-    answer_start: int  # index in tokens of the first answer token
-    depth: float | None = None  # passkey: where the key sits in the filler, 0 (start) .. 1 (end)
-
-    @property
-    def answer(self) -> np.ndarray:
-        return self.tokens[self.answer_start:]
-
-
-def _copy_like(rng: np.random.Generator, length: int, reverse: bool) -> Instance:
-    """BOS s SEP s' (2m + 2 tokens), s of m distinct symbols: with repeats, copying is not a
-    length-generalisable (RASP-L) program, with distinct symbols it is (Zhou et al. 2023, *What
-    Algorithms can Transformers Learn?*), so failures past L are the position encoding's."""
-    m = (length - 2) // 2
-    s = sym(rng.choice(N_SYMBOLS, m, replace=False))
-    answer = s[::-1] if reverse else s
-    return Instance(np.concatenate([[BOS], s, [SEP], answer]), m + 2)
-
-
-def make_copy(rng: np.random.Generator, length: int, depth: float | None = None) -> Instance:
-    return _copy_like(rng, length, reverse=False)
-
-
-def make_reverse(rng: np.random.Generator, length: int, depth: float | None = None) -> Instance:
-    return _copy_like(rng, length, reverse=True)
-
-
-def make_passkey(rng: np.random.Generator, length: int, depth: float | None = None) -> Instance:
-    """BOS filler KEY k1..k4 filler QUERY k1..k4; `depth` (None: uniform) is the fraction of the filler
-    before the key. Filler is random symbols, not one repeated token, so the key must be found by its marker."""
-    filler = length - 3 - 2 * PASSKEY_LEN
-    # uniform: every one of the filler + 1 places equally likely (rounding U * filler would give the two
-    # ends half the weight of the others)
-    before = int(rng.integers(0, filler + 1)) if depth is None else int(round(depth * filler))
-    key = sym(rng.integers(0, DIGITS, PASSKEY_LEN))
-    noise = sym(rng.integers(FILLER.start, FILLER.stop, filler))
-    tokens = np.concatenate([[BOS], noise[:before], [KEY], key, noise[before:], [QUERY], key])
-    return Instance(tokens, length - PASSKEY_LEN, before / max(filler, 1))
-
-
-def make_recall(rng: np.random.Generator, length: int, depth: float | None = None) -> Instance:
-    """BOS k1 v1 ... kp vp QUERY kq vq: distinct keys, the query one of them, the answer its value."""
-    pairs = (length - 4) // 2
-    keys = sym(rng.choice(np.arange(RECALL_KEYS.start, RECALL_KEYS.stop), pairs, replace=False))
-    values = sym(rng.integers(0, ALPHABET, pairs))
-    q = rng.integers(0, pairs)
-    body = np.stack([keys, values], axis=1).reshape(-1)
-    return Instance(np.concatenate([[BOS], body, [QUERY, keys[q], values[q]]]), 2 * pairs + 3)
 
 
 @dataclass(frozen=True)
@@ -99,7 +37,14 @@ TASKS: dict[str, Task] = {
     "reverse": Task(make_reverse, 4, 2 + 2 * N_SYMBOLS, 1 / N_SYMBOLS),
     "passkey": Task(make_passkey, 3 + 2 * PASSKEY_LEN, 1 << 20, 1 / DIGITS),
     "recall": Task(make_recall, 6, 4 + 2 * len(RECALL_KEYS), 1 / ALPHABET),
+    # the retrieval suite (RULER-sized for the CPU)
+    "multikey": Task(needles.make_multikey, needles.MIN_LEN["multikey"], 1 << 20, 1 / DIGITS),
+    "multivalue": Task(needles.make_multivalue, needles.MIN_LEN["multivalue"], 1 << 20, 1 / DIGITS),
+    "multiquery": Task(needles.make_multiquery, needles.MIN_LEN["multiquery"], 1 << 20, 1 / DIGITS),
+    "variables": Task(variables.make_variables, variables.MIN_LEN, 1 << 20, 1 / ALPHABET),
+    "counting": Task(counting.make_counting, counting.MIN_LEN, 1 << 20, 1 / counting.MAX_COUNT),
 }
+RETRIEVAL = ("passkey", "multikey", "multivalue", "multiquery", "variables", "counting")
 
 
 def get_task(name: str, longest: int = 0) -> Task:

@@ -25,8 +25,8 @@ from .positions import SEED_METHODS
 from .progress import make_progress
 from .runs import load_run, write_json
 from .scoring import forward, position_draw
-from .stats import wilson_interval
-from .task_data import TASKS, VOCAB_SIZE, TaskSampler, answer_hits, eval_batch, get_task
+from .stats import rank, t_interval, wilson_interval
+from .task_data import RETRIEVAL, TASKS, VOCAB_SIZE, TaskSampler, answer_hits, eval_batch, get_task
 from .task_plots import plot_accuracy_vs_length, plot_passkey_heatmap
 from .train import TrainConfig, train
 
@@ -77,7 +77,9 @@ class TasksConfig:
 
 
 def parse_tasks(text: str) -> list[str]:
-    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    """'passkey,copy' -> the names; 'retrieval' stands for the retrieval suite (task_data.RETRIEVAL)."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    names = list(dict.fromkeys(n for t in parts for n in (RETRIEVAL if t == "retrieval" else (t,))))
     if not names:
         raise PosbenchError("--task is empty")
     for name in names:
@@ -186,6 +188,7 @@ def _write_results(cfg: TasksConfig, preset: TaskPreset, rows: list[dict], secon
         "chance": {t: TASKS[t].chance for t in cfg.tasks},
         "versions": {"posbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "runs": rows,
+        "ranking": mean_reciprocal_rank(rows) if len({row["label"] for row in rows}) > 1 else {},
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +212,39 @@ def results_csv(rows: Sequence[dict]) -> str:
             writer.writerow([row["task"], row["pos"], row["label"], row["seed"], row["train_max_len"], r["length"],
                              r.get("depth", ""), r["accuracy"], lo, hi, r["token_accuracy"], r["instances"]])
     return buffer.getvalue()
+
+
+def mean_reciprocal_rank(rows: Sequence[dict]) -> dict[str, dict]:
+    """Kazemnejad et al. 2023's ranking across tasks: per task and seed, the methods ranked by exact
+    match averaged over the lengths past L (the best 1, ties sharing their average rank); a method's
+    score is the mean over tasks of 1 / rank. Per label: {"mrr", "mrr_ci", "per_seed"}, the mean over
+    seeds with its 95% t interval (None with one seed). Needs two methods or more."""
+    labels = list(dict.fromkeys(row["label"] for row in rows))
+    per_seed: dict[str, list[float]] = {label: [] for label in labels}
+    for seed in sorted({row["seed"] for row in rows}):
+        reciprocal: dict[str, list[float]] = {label: [] for label in labels}
+        for task in dict.fromkeys(row["task"] for row in rows):
+            mine = {row["label"]: row for row in rows if row["task"] == task and row["seed"] == seed}
+            if set(mine) != set(labels):
+                continue
+            scores = [_past_l_accuracy(mine[label]) for label in labels]
+            for label, r in zip(labels, rank([-x for x in scores]), strict=True):
+                reciprocal[label].append(1 / r)
+        for label in labels:
+            if reciprocal[label]:
+                per_seed[label].append(sum(reciprocal[label]) / len(reciprocal[label]))
+    out = {}
+    for label, values in per_seed.items():
+        if values:
+            ci = t_interval(values) if len(values) > 1 else None
+            out[label] = {"mrr": sum(values) / len(values), "mrr_ci": ci and [ci.low, ci.high], "per_seed": values}
+    return out
+
+
+def _past_l_accuracy(row: dict) -> float:
+    """Exact match averaged over the lengths past the training maximum (0 where a length is n/a)."""
+    past = [r["accuracy"] or 0.0 for r in row["results"] if r["length"] > row["train_max_len"]]
+    return sum(past) / len(past) if past else 0.0
 
 
 def mean_accuracy(rows: Sequence[dict], task: str, label: str, length: int) -> float | None:

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent / "posbench"
 LAYERS = {  # lowest first; a module's layer is the first whose prefixes match it
     "common": ["common", "errors", "fileio", "progress"],
     "core": ["config", "presets", "model", "attention", "biased_attention", "context_use", "decay", "flex",
-             "positions", "runs", "lock", "scoring", "stats", "corpora", "tokenizer", "tokens", "task_data", "fetch",
-             "download"],
+             "positions", "runs", "lock", "scoring", "stats", "corpora", "tokenizer", "tokens", "task_data",
+             "task_generators", "fetch", "download"],
     "workflows": ["compare", "verdicts", "run_groups", "train", "evaluate", "heads", "sample", "bench", "plots",
                   "tasks", "task_plots"],
     "interface": ["cli", "__init__", "__main__"],  # the command line and the package's own exports

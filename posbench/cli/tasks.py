@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..compare import parse_methods
 from ..positions import METHODS, TEMPERATURES
-from ..task_data import TASKS
+from ..task_data import RETRIEVAL, TASKS
 from ..tasks import TASK_PRESETS, TasksConfig, mean_accuracy, parse_tasks, run_tasks
 from . import app, console
 
@@ -49,9 +49,19 @@ def tasks_table(results: dict) -> Table:
     return table
 
 
+def ranking_lines(results: dict) -> list[str]:
+    """The mean reciprocal rank over tasks per method, best first, with its interval over seeds."""
+    ranking = results.get("ranking") or {}
+    lines = [f"  {label:18s} {r['mrr']:.2f}" + (f" [{r['mrr_ci'][0]:.2f}–{r['mrr_ci'][1]:.2f}]" if r["mrr_ci"] else "")
+             for label, r in sorted(ranking.items(), key=lambda item: -item[1]["mrr"])]
+    return ["mean reciprocal rank over tasks (exact match past L; Kazemnejad et al. 2023), 95% interval over seeds:",
+            *lines] if lines else []
+
+
 @app.command("tasks")
 def tasks_command(
-    task: str = typer.Option(",".join(DEFAULT.tasks), help="Tasks, comma-separated; any of " + ", ".join(TASKS) + "."),
+    task: str = typer.Option(",".join(DEFAULT.tasks), help="Tasks, comma-separated; any of " + ", ".join(TASKS)
+                             + "; 'retrieval' for the retrieval suite (" + ", ".join(RETRIEVAL) + ")."),
     pos: str = typer.Option(",".join(DEFAULT.methods), help="Methods, comma-separated; any of "
                             + ", ".join(METHODS) + ", each with an optional +TEMPERATURE ("
                             + ", ".join(TEMPERATURES) + ")."),
@@ -73,5 +83,7 @@ def tasks_command(
     console.print(tasks_table(results))
     chance = ", ".join(f"{t} {c:.2f}" for t, c in results["chance"].items())
     console.print(f"per-token chance: {chance}; wall time {results['wall_seconds']:.0f} s", highlight=False)
+    for line in ranking_lines(results):
+        console.print(line, highlight=False)
     plots = "accuracy_vs_length.png" + (", passkey_heatmap.png" if "passkey" in results["chance"] else "")
     console.print(f"wrote {out}/results.json, results.csv, {plots}", highlight=False)
