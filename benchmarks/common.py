@@ -17,7 +17,7 @@ from posbench.stats import Interval, percentile_interval, resample_indices
 
 
 def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int | None = None,
-                     methods: str | None = None, repeats: int = 3) -> argparse.Namespace:
+                     methods: str | None = None, repeats: int = 3, precision: bool = False) -> argparse.Namespace:
     """Parse --threads --steps --repeats --batch --train-len --dim --layers --heads (defaults: the default
     posbench model, or `dim`) and set torch's thread count. With `lengths` (a default such as
     "256,512"), --train-len takes a comma-separated list, in args.lengths (args.train_len: the first);
@@ -38,6 +38,9 @@ def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int 
     p.add_argument("--heads", type=int, default=defaults.n_head)
     if methods is not None:
         p.add_argument("--methods", default=methods, help="position methods, comma-separated")
+    if precision:
+        p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                       help="bf16: also time every model under CPU bf16 autocast, against its fp32 self")
     args = p.parse_args()
     if methods is not None:
         args.methods = args.methods.split(",")

@@ -2,6 +2,11 @@
 
     python benchmarks/train_speed.py [--train-len 256,512] [--methods none,t5,...] [--threads 2]
                                      [--steps 2] [--repeats 8] [--dim 256] [--layers 4] [--heads 8] [--batch 16]
+                                     [--precision bf16]
+
+--precision bf16 times each method under CPU bf16 autocast (as `posbench train --precision bf16`)
+against its own fp32 build and against bf16 `none` (targets where the CPU has AVX512-BF16: >= 1.15x at
+the quick preset's shape, >= 1.5x at 4 layers, d = 256, L = 256; every method >= 0.95x bf16 none).
 
 Prints, measured in this one run, at each training length: tokens/s of a training step (forward +
 backward + AdamW) for each method and its ratio to `none` (built twice: the ratio is against the
@@ -98,24 +103,55 @@ def matmul_step(rows: int, d: int, repeats: int = 10):
     return step, 2 * rows * d * 4 * d * repeats
 
 
-def dropped_drope(config: ModelConfig) -> GPT:
-    """A DroPE model past its drop: attention without the rotation."""
+class Bf16(nn.Module):
+    """A model whose forward runs under CPU bf16 autocast, as `--precision bf16` trains (fp32 weights)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.model(idx)
+
+
+def bf16_report(args, names: list[str], builders: dict) -> None:
+    """Every method under bf16 autocast: its tokens/s against its own fp32 build, and against bf16 none."""
+    both = {**builders, **{f"{name} bf16": functools.partial(lambda b: Bf16(b()), builders[name]) for name in names}}
+    times = paired_step_times(both, args)
+    interval = functools.partial(ratio_interval, times, rounds_per_build=args.steps)
+    print(f"{'method':22s} {'bf16 tok/s':>10s} {'bf16/fp32':>9s} {'95% interval':>13s} {'vs bf16 none':>12s}")
+    for name in names:
+        own, vs_none = interval(f"{name} bf16", name), interval(f"{name} bf16", "none bf16")
+        print(f"{name:22s} {tokens_per_second(times, f'{name} bf16', args):10,.0f} {own.value:9.2f} "
+              f"{own.low:6.2f}-{own.high:<6.2f} {vs_none.value:8.2f} ({vs_none.low:.2f}-{vs_none.high:.2f})")
+
+
+def build(config: ModelConfig, dropped: bool = False) -> GPT:
+    """The model of `config`; with `dropped`, a DroPE model past its drop (attention without the rotation)."""
     model = GPT(config)
-    model.after_step(1, 1.0)
+    if dropped:
+        model.after_step(1, 1.0)
     return model
 
 
 def main() -> None:
     methods = ",".join([*METHODS, *(f"{m}+{t}" for m, t in COMPOSITIONS), DROPPED])
-    args = parse_shape_args(__doc__, steps=2, repeats=8, lengths="256,512", dim=256, methods=methods)
+    args = parse_shape_args(__doc__, steps=2, repeats=8, lengths="256,512", dim=256, methods=methods, precision=True)
     for length in args.lengths:
         args.train_len = length
-        report(args)
+        if args.precision == "bf16":
+            names = list(dict.fromkeys(["none", *args.methods]))
+            bf16_report(args, names, {pos: functools.partial(build, shape_config(args, pos.removesuffix(DROPPED_TAG)),
+                                                             pos.endswith(DROPPED_TAG)) for pos in names})
+        else:
+            report(args)
 
 
 TARGETS = {"t5": 0.9, "fox": 0.9}  # the others: 0.95
 COMPOSITIONS = (("rotary", "ssmax"), ("none", "llama4"), ("irope", "llama4"))
-DROPPED = "drope (dropped)"
+DROPPED_TAG = " (dropped)"
+DROPPED = "drope" + DROPPED_TAG
 AGAIN = "none, 2nd build"  # the yardstick built twice: how far apart two identical models measure
 YARDSTICK = "none (both builds)"  # per round, the mean of the two: what every ratio is against
 
@@ -124,7 +160,7 @@ def report(args) -> None:
     names = list(dict.fromkeys(["none", *args.methods]))  # `none` is the yardstick, always measured
     builders = {pos: functools.partial(GPT, shape_config(args, pos)) for pos in names if pos != DROPPED}
     if DROPPED in names:
-        builders[DROPPED] = functools.partial(dropped_drope, shape_config(args, "drope"))
+        builders[DROPPED] = functools.partial(build, shape_config(args, "drope"), True)
     builders[AGAIN] = builders["none"]
     if "learned" in names:
         builders["plain nanoGPT-style"] = functools.partial(PlainGPT, shape_config(args, "learned"))

@@ -56,6 +56,38 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_TRIM_THRESHOLD, KEEP_ON_TOP)) and bool(mallopt(M_MMAP_THRESHOLD, MAP_ABOVE))
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on a CPU with bf16 matrix instructions (x86 AVX512-BF16 or AMX; /proc/cpuinfo's flags),
+    where autocast to bf16 speeds training up; False elsewhere (emulated bf16 is slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The CPU precision a run records: fp32 or bf16 as asked, "auto" -> bf16 where cpu_has_fast_bf16(),
+    else fp32. On CUDA the setting is kept as given and training is bf16 autocast whatever it says,
+    as before the option existed (so GPU runs written before it resume and are reused)."""
+    if precision not in PRECISIONS:
+        raise PosbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == "auto" and device.type != "cuda":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (always) and on the CPU for precision "bf16"; weights, optimizer state
+    and the loss stay fp32."""
+    if device.type == "cuda" or precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' (CUDA when there is one), 'cpu' or 'cuda[:N]' -> a torch device, or a clear error."""
     if name == "auto":

@@ -75,6 +75,7 @@ class CompareConfig:
     # seeds per method: seed, seed+1, ... (init and data order; one tokenizer, so the same windows)
     seeds: int = 1
     eval_tokens: int | None = None  # predictions scored at every length (None: the preset's); more, narrower intervals
+    precision: str | None = None  # CPU training precision (TrainConfig.precision; None: its default, fp32)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -154,7 +155,7 @@ def _run_method(cfg: CompareConfig, preset: Preset, method: str | None, seed_dir
     for seed, run_dir in seed_dirs:
         if method is not None:
             _, train_config = preset.configs(method, data=cfg.data, train_len=cfg.train_len, seed=seed,
-                                             device=cfg.device)
+                                             device=cfg.device, precision=cfg.precision)
             if cfg.seeds > 1:  # every seed on the base seed's tokenizer: the same evaluation windows
                 train_config = replace(train_config, tokenizer_seed=cfg.seed)
             model_config = _model_config(cfg, preset, method, seed)

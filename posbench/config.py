@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, fields
 
-from .common import DEVICE
+from .common import DEVICE, PRECISIONS
 from .errors import PosbenchError
 from .positions import METHODS, TEMPERATURES
 
@@ -135,6 +135,10 @@ class TrainConfig:
     # randomized positions (Ruoss et al. 2023): each batch's tokens sit at a sorted random subset of
     # [0, M) instead of 0..n-1, here and when the run is evaluated; None: off (and in older configs)
     random_positions: int | None = None
+    # training precision on the CPU: fp32, bf16 (autocast; fp32 weights, optimizer and loss) or auto
+    # (bf16 where the CPU has bf16 instructions), recorded as chosen; CUDA trains in bf16 autocast
+    # whatever it says. A config written before the option reads fp32, as it trained on the CPU.
+    precision: str = "fp32"
 
     @property
     def tokenizer_seed_or_seed(self) -> int:
@@ -161,5 +165,7 @@ class TrainConfig:
         if self.random_positions is not None and self.random_positions < self.train_len:
             raise PosbenchError(f"--random-positions {self.random_positions} is below --train-len {self.train_len}: "
                                 f"a window needs that many distinct positions from [0, M)")
+        if self.precision not in PRECISIONS:
+            raise PosbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.tokenizer not in ("bpe", "bytes"):
             raise PosbenchError(f"--tokenizer must be 'bpe' or 'bytes', got '{self.tokenizer}'")

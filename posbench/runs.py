@@ -140,12 +140,14 @@ def identity(config: dict) -> dict:
     """What makes two configs the same run: model, data and every training setting that changes what
     is computed (not the device, compile, or how often it saves and logs). A tokenizer_seed that is
     unset or equal to the seed changes nothing, so runs written before it existed keep their identity
-    (and so does random_positions unset)."""
+    (and so do random_positions unset and precision fp32)."""
     train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
     if train.get("tokenizer_seed") in (None, train.get("seed", 0)):
         train.pop("tokenizer_seed", None)
     if train.get("random_positions") is None:  # off, as in every run written before the option
         train.pop("random_positions", None)
+    if train.get("precision", "fp32") == "fp32":  # as every run written before the option
+        train.pop("precision", None)
     # through from_dict: a config.json written before a setting existed reads as its legacy variant
     return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
 

@@ -74,6 +74,7 @@ class TasksConfig:
     device: str = DEVICE
     # randomized positions (Ruoss et al. 2023): train and score at sorted draws from [0, M); None: 0..n-1
     random_positions: int | None = None
+    precision: str = TrainConfig.precision  # CPU training precision (TrainConfig.precision)
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -138,13 +139,14 @@ def run_dir_for(out: Path, task: str, label: str, seed: int) -> Path:
 
 def train_task(task: str, method: str, seed: int, preset: TaskPreset, run_dir: Path, device: str = DEVICE,
                console: Console | None = None, progress=None, show_progress: bool = True,
-               random_positions: int | None = None) -> dict:
+               random_positions: int | None = None, precision: str = TrainConfig.precision) -> dict:
     """Train (or reuse / resume) one (task, method, seed) run into run_dir; its summary."""
     L, steps = preset.train_max_len, preset.train["steps"]
     model_config = ModelConfig(**preset.model, vocab_size=VOCAB_SIZE, train_len=L, pos=method)
     train_config = TrainConfig(**{**preset.train, "data": f"task:{task}", "train_len": L, "seed": seed, "steps": steps,
                                   "device": device, "vocab_size": VOCAB_SIZE, "eval_every": steps,
-                                  "save_every": max(1, steps // 4), "random_positions": random_positions})
+                                  "save_every": max(1, steps // 4), "random_positions": random_positions,
+                                  "precision": precision})
     batches = TaskSampler(task, L, train_config.batch_size, seed, max_position=random_positions)
     return train(model_config, train_config, out=run_dir, console=console, show_progress=show_progress,
                  progress=progress, batches=batches).summary
@@ -170,7 +172,7 @@ def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, 
             label = task_run_label(method, cfg.random_positions)
             run_dir = run_dir_for(out, task, label, seed)
             summary = train_task(task, method, seed, preset, run_dir, cfg.device, console, progress,
-                                 random_positions=cfg.random_positions)
+                                 random_positions=cfg.random_positions, precision=cfg.precision)
             model, _, _ = load_run(run_dir, device)
             results, depths = evaluate_task(model, task, preset, random_positions=cfg.random_positions)
             rows.append({"task": task, "pos": method, "label": label, "seed": seed, "run": str(run_dir),

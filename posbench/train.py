@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import average_across_ranks, fused_optimizer, init_distributed, keep_freed_memory, resolve_device
+from .common import (
+    autocast,
+    average_across_ranks,
+    fused_optimizer,
+    init_distributed,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 from .config import ModelConfig, TrainConfig
 from .errors import Interrupted, PosbenchError
 from .lock import lock_run_dir
@@ -77,6 +85,7 @@ def train(
     these (e.g. a task's TaskSampler, already sliced for this rank) instead of cfg.data's corpus."""
     cfg.validate()
     device = resolve_device(cfg.device)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))  # "auto" recorded as what it chose
     if device.type == "cpu":
         keep_freed_memory()  # the steps reuse the memory their predecessors freed
     rank, world = init_distributed(device)
@@ -149,8 +158,7 @@ class _Loop:
         self.last_loss = float("nan")
         self.budget = None if cfg.minutes is None else cfg.minutes * 60  # seconds, under --minutes
         self.tokens_per_step = cfg.batch_size * cfg.train_len
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                         else contextlib.nullcontext())
+        self.autocast = autocast(device, cfg.precision)
         self.label = f"train {model_config.pos}"
         self.metrics = None  # metrics.jsonl, open while the loop runs (rank 0 only)
 

@@ -74,11 +74,13 @@ def tasks_command(
     random_positions: int = typer.Option(DEFAULT.random_positions, help="Randomized positions (Ruoss et al. "
                                          "2023): train and score each instance at sorted distinct positions "
                                          "drawn from [0, M) instead of 0..n-1; runs labelled <method>+rpM."),
+    precision: str = typer.Option(DEFAULT.precision, help="CPU training precision: fp32, bf16 or auto (bf16 "
+                                  "where the CPU has bf16 instructions)."),
 ) -> None:
     """Train a fresh model per (task, method) on instances no longer than L (reusing finished runs
     in --out), score exact match on fresh instances of L up to 4L, print one table and write
     results.json, results.csv, accuracy_vs_length.png and passkey_heatmap.png."""
-    cfg = TasksConfig(parse_tasks(task), parse_methods(pos), preset, seeds, out, device, random_positions)
+    cfg = TasksConfig(parse_tasks(task), parse_methods(pos), preset, seeds, out, device, random_positions, precision)
     results = run_tasks(cfg, console, show_progress=not quiet)
     console.print(tasks_table(results))
     chance = ", ".join(f"{t} {c:.2f}" for t, c in results["chance"].items())

@@ -55,6 +55,9 @@ def train_command(
     seed: int = typer.Option(DEFAULT_TRAIN.seed, help="Seed for init, data order and tokenizer."),
     device: str = typer.Option(DEFAULT_TRAIN.device, help="auto, cpu or cuda."),
     compile: bool = typer.Option(DEFAULT_TRAIN.compile, "--compile", help="Use torch.compile."),
+    precision: str = typer.Option(DEFAULT_TRAIN.precision, help="CPU training precision: fp32, bf16 (autocast; "
+                                  "fp32 weights, optimizer and loss) or auto (bf16 where the CPU has bf16 "
+                                  "instructions, AVX512-BF16 or AMX). CUDA trains in bf16 autocast."),
     save_every: int = typer.Option(DEFAULT_TRAIN.save_every, help="Checkpoint every N steps."),
     eval_every: int = typer.Option(DEFAULT_TRAIN.eval_every, help="Validation loss every N steps."),
     eval_tokens: int = typer.Option(DEFAULT_TRAIN.eval_tokens, help="Validation tokens per evaluation."),
@@ -74,7 +77,7 @@ def train_command(
                                    window=window, drop_at=drop_at, rope_fraction=rope_fraction)
         train_config = TrainConfig(
             data=data, tokenizer=tokenizer, vocab_size=vocab_size, train_len=train_len, batch_size=batch_size,
-            lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile,
+            lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile, precision=precision,
             save_every=save_every, eval_every=eval_every, warmup=warmup, eval_tokens=eval_tokens,
             log_every=log_every, random_positions=random_positions,
         )
