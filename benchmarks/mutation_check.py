@@ -46,8 +46,8 @@ MUTANTS = [
     # --- the 2024-2026 methods (tests/test_methods_2025.py)
     Mutant("decay: the key channel added instead of subtracted (c_j - r)", "decay.py",
            "term = (sums[:, :, -1:] - sums)", "term = (sums - sums[:, :, -1:])", (N,)),
-    Mutant("decay: the query channel off by sqrt(hd + 1)", "decay.py",
-           "math.sqrt(hd + 1), dtype=q.dtype", "1.0, dtype=q.dtype", (N,)),
+    Mutant("decay: the query channel off by sqrt(D)", "decay.py",
+           "math.sqrt(width)), widen(k, term)", "1.0), widen(k, term)", (N,)),
     Mutant("decay: the running sums restart in each cached pass", "decay.py",
            "return sums if carry is None else sums + carry", "return sums", (N, M)),
     Mutant("fox: gate without its bias", "positions/fox.py",
@@ -83,8 +83,8 @@ MUTANTS = [
            "self.dropped = int(self.dropped_at_step) >= 0", "self.dropped = False", (N,)),
     Mutant("temperature: applied after the decay's key channel (scales the decay too)", "model.py",
            "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))\n"
-           "        if sums is not None:\n            q, k = fold_decay(q, k, sums)",
-           "        if sums is not None:\n            q, k = fold_decay(q, k, sums)\n"
+           "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)",
+           "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)\n"
            "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))", (N,)),
     # --- positions/
     Mutant("alibi: bias sign flipped", "positions/alibi.py",

@@ -101,9 +101,9 @@ class Attention(nn.Module):
         if self.temperature is not None:
             q = self.temperature(q, pos, k.size(2))
         if sums is not None:
-            q, k = fold_decay(q, k, sums)  # (B, nh, *, hs + 1): the decay as a key channel
+            q, k, v = fold_decay(q, k, v, sums)  # (B, nh, *, D): the decay as a key channel, D > hs
         visit = None if self.visit is None else functools.partial(self.visit, self.layer)
-        y = causal_attention(q, k, v, pos, q_pos, k_pos, visit)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, pos, q_pos, k_pos, visit)[..., : D // self.n_head]  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.dropout(self.proj(y))
 

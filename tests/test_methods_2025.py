@@ -110,8 +110,9 @@ def test_the_decay_as_a_key_channel_equals_the_dense_bias_forward_and_gradient()
     c = g.cumsum(-1)
     dense = masked_softmax_attention(q @ k.transpose(-1, -2) / math.sqrt(8) + c[..., :, None] - c[..., None, :],
                                      causal(9), v)
-    qf, kf = fold_decay(q, k, decay_sums(g))
-    folded = F.scaled_dot_product_attention(qf, kf, v, is_causal=True)
+    qf, kf, vf = fold_decay(q, k, v, decay_sums(g))
+    assert qf.size(-1) == kf.size(-1) == vf.size(-1) == 16  # 8 + 1, a multiple of 8
+    folded = F.scaled_dot_product_attention(qf, kf, vf, is_causal=True)[..., :8]
     torch.testing.assert_close(folded, dense, atol=1e-5, rtol=1e-5)
     grads = torch.autograd.grad(folded.square().sum(), (q, k, v))
     expected = torch.autograd.grad(dense.square().sum(), (q, k, v))
