@@ -93,11 +93,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, nh, T, hs) each
         q, k = pos.rotate(q, k, q_pos)
-        log_decay = pos.log_decay(x)  # (B, nh, T) or None
-        sums = None if log_decay is None else decay_sums(log_decay, cache and cache.last(self.layer, 2))
-        if cache is not None:
-            k, v, *rest = cache.append(self.layer, k, v, *([] if sums is None else [sums]))  # (B, nh, past+T, *)
-            sums = rest[0] if rest else None
+        k, v, sums = self.all_keys(k, v, pos.log_decay(x), cache)  # (B, nh, past+T, *)
         if self.temperature is not None:
             q = self.temperature(q, pos, k.size(2))
         if sums is not None:
@@ -106,6 +102,17 @@ class Attention(nn.Module):
         y = causal_attention(q, k, v, pos, q_pos, k_pos, visit)[..., : D // self.n_head]  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.dropout(self.proj(y))
+
+
+    def all_keys(self, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor | None, cache: KVCache | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The keys and values of the cached tokens and the new ones, and the running sums of a
+        data-dependent decay (decay.py) over all of them, or None without one (log_decay None)."""
+        if log_decay is None:
+            return (k, v, None) if cache is None else (*cache.append(self.layer, k, v), None)
+        carry = None if cache is None else cache.last(self.layer, 2)  # the sums continue from the cached ones
+        new = (k, v, decay_sums(log_decay, carry))
+        return new if cache is None else cache.append(self.layer, *new)
 
 
 class MLP(nn.Module):
