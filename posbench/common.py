@@ -72,9 +72,8 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The CPU precision a run records: fp32 or bf16 as asked, "auto" -> bf16 where cpu_has_fast_bf16(),
     else fp32. On CUDA the setting is kept as given and training is bf16 autocast whatever it says,
-    as before the option existed (so GPU runs written before it resume and are reused)."""
-    if precision not in PRECISIONS:
-        raise PosbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    as before the option existed (so GPU runs written before it resume and are reused). The value is
+    checked by TrainConfig.validate."""
     if precision == "auto" and device.type != "cuda":
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     return precision

@@ -21,7 +21,7 @@ from rich.progress import Progress
 from .errors import LengthError
 from .model import GPT
 from .scoring import BATCH_TOKENS, LengthResult, block_starts, position_draw, score_spans
-from .stats import Windows
+from .stats import Windows, bytes_before
 
 MODE = "context"  # results' mode for these rows
 TAIL_FRACTION = 4  # targets per block: the last L / 4 predictions
@@ -43,7 +43,7 @@ def context_use(model: GPT, tokens: np.ndarray, token_bytes: np.ndarray, context
     longest, tail = contexts[-1], max(1, min(contexts[0], train_len // TAIL_FRACTION))
     wanted = max(1, max_tokens // tail)
     starts = block_starts(len(tokens) - 1, longest, wanted * longest)
-    cum_bytes = np.concatenate([[0], np.cumsum(np.asarray(token_bytes)[np.asarray(tokens[1:], dtype=np.int64)])])
+    cum_bytes = bytes_before(tokens, token_bytes)
     task = None if progress is None else progress.add_task(f"context use {label}",
                                                            total=len(starts) * sum(contexts))
     was_training = model.training

@@ -24,7 +24,7 @@ from .attention import prefill_rows
 from .errors import LengthError, PosbenchError
 from .model import GPT, KVCache
 from .positions import PositionDraw
-from .stats import Windows
+from .stats import Windows, bytes_before
 
 MODES = ("nonoverlapping", "sliding")
 MAX_TOKENS = 32768  # predictions scored at every length, by default
@@ -253,8 +253,7 @@ def evaluate_lengths(
         raise PosbenchError(f"--stride must be positive, got {stride}")
     starts = block_starts(len(tokens) - 1, lengths[-1], max_tokens)
     n = len(starts) * lengths[-1]  # predictions scored at every length
-    # bytes before each prediction: a window's bytes are a difference of two entries
-    cum_bytes = np.concatenate([[0], np.cumsum(np.asarray(token_bytes)[np.asarray(tokens[1:], dtype=np.int64)])])
+    cum_bytes = bytes_before(tokens, token_bytes)
     plans = [(m, L, *block_windows(starts, lengths[-1], L, m, stride)) for m in modes for L in lengths]
     task = None
     if progress is not None:

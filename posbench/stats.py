@@ -84,6 +84,12 @@ class Windows:
                      for a in (self.loss, self.tokens, self.bytes))
 
 
+def bytes_before(tokens: np.ndarray, token_bytes: np.ndarray) -> np.ndarray:
+    """(len(tokens),) UTF-8 bytes of the targets before each prediction (entry 0 is 0): the bytes of
+    predictions a..b-1 are entry b minus entry a."""
+    return np.concatenate([[0], np.cumsum(np.asarray(token_bytes)[np.asarray(tokens[1:], dtype=np.int64)])])
+
+
 def _exp(x: float) -> float:
     return math.exp(min(x, 700.0))
 
