@@ -5,7 +5,7 @@ against SDPA's own fused backward of plain causal attention.
                                             [--steps 8] [--threads 2]
 
 Times one layer's backward at the training shape (B, H, T, d / H) through BiasedAttention
-(posbench/biased_attention.py) for three biases: a mild one (the methods at initialisation) and two steep
+(posbench/model/biased_attention.py) for three biases: a mild one (the methods at initialisation) and two steep
 ones, ALiBi-like slopes of 0.3 and 1 per token (what a learned locality bias may grow into; most
 log-probabilities then lie below -87, where exp underflows). Each is timed in turns with SDPA's
 fused causal backward (no bias) in every round; a ratio is the median over rounds of the two times
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from common import paired_ratio, paired_times, parse_shape_args  # benchmarks/common.py
 
-from posbench.biased_attention import BiasedAttention
+from posbench.model.biased_attention import BiasedAttention
 
 STEEP_SLOPES = (0.3, 1.0)
 

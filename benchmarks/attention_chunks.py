@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from common import paired_times, parse_shape_args, round_ratios, slope_vector  # benchmarks/common.py
 
-from posbench import biased_attention
-from posbench.biased_attention import DiagonalBiasedAttention, hankel_attention
+from posbench.model import biased_attention
+from posbench.model.biased_attention import DiagonalBiasedAttention, hankel_attention
 
 CHUNKS = (128, 256, 512, 1024, 2048)
 EVAL_LENGTH = 16384

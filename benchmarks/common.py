@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from posbench import ModelConfig
 from posbench.common import keep_freed_memory
-from posbench.stats import Interval, percentile_interval, resample_indices
+from posbench.evaluation.stats import Interval, percentile_interval, resample_indices
 
 
 def parse_shape_args(doc: str, steps: int, lengths: str | None = None, dim: int | None = None,

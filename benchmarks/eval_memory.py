@@ -32,7 +32,7 @@ def child(pos: str, length: int) -> None:
     import torch
 
     from posbench import GPT, ModelConfig
-    from posbench.scoring import evaluate_lengths
+    from posbench.evaluation.scoring import evaluate_lengths
 
     torch.manual_seed(0)
     model = GPT(ModelConfig(pos=pos)).eval()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from common import slope_vector  # benchmarks/common.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from posbench import flex
+from posbench.model import flex
 
 REPEATS = 20
 # Backward kernel options tried at head dims over 64 (flex.WIDE_HEAD_BACKWARD is the current choice):

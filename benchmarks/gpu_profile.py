@@ -19,8 +19,8 @@ import time
 import torch
 
 from posbench import GPT, ModelConfig
-from posbench.bench import train_rate
-from posbench.presets import PRESETS
+from posbench.experiments.bench import train_rate
+from posbench.experiments.presets import PRESETS
 
 STEPS = 3
 

@@ -22,9 +22,9 @@ import math
 
 import numpy as np
 
-from posbench.runs import held_out_tokens, load_run, resolve_run
-from posbench.scoring import block_starts, evaluate_lengths
-from posbench.stats import Windows, ppl_interval
+from posbench.evaluation.scoring import block_starts, evaluate_lengths
+from posbench.evaluation.stats import Windows, ppl_interval
+from posbench.runs.folder import held_out_tokens, load_run, resolve_run
 
 
 def lag1(x: np.ndarray) -> float:

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from posbench.positions import SEED_METHODS
-from posbench.runs import load_run
-from posbench.tasks import TasksConfig, evaluate_task, get_task_preset, run_dir_for, train_task
+from posbench.runs.folder import load_run
+from posbench.tasks.run import TasksConfig, evaluate_task, get_task_preset, run_dir_for, train_task
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from posbench.common import SPLITS
-from posbench.corpora import load_corpus
-from posbench.presets import PRESETS
-from posbench.tokenizer import WORD_PATH_MAX_THREADS, _threads, train_tokenizer
-from posbench.tokens import BatchSampler, prepare_data
+from posbench.data.corpora import load_corpus
+from posbench.data.tokenizer import WORD_PATH_MAX_THREADS, _threads, train_tokenizer
+from posbench.data.tokens import BatchSampler, prepare_data
+from posbench.experiments.presets import PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ Prints, measured in this one run, at each training length: tokens/s of a trainin
 backward + AdamW) for each method and its ratio to `none` (built twice: the ratio is against the
 mean of the two builds' step times in the round, and the two builds' own ratio is printed as an A/A
 control); posbench `learned` against a plain pre-LN GPT of the same shape (SDPA is_causal, learned
-positions, written out below); and the model's FLOP rate (posbench.bench's training_flops_per_token:
+positions, written out below); and the model's FLOP rate (posbench.experiments.bench's training_flops_per_token:
 6 per weight + 12 * layers * d * T per token, PaLM appendix B) against a plain fp32 matmul of the
 model's width, timed in every round too. The models take turns one step at a time
 (common.paired_step_times); a ratio is the median over rounds of the two step times within one
@@ -52,7 +52,7 @@ from common import (  # benchmarks/common.py
 from torch import nn
 
 from posbench import GPT, ModelConfig
-from posbench.bench import training_flops_per_token
+from posbench.experiments.bench import training_flops_per_token
 from posbench.positions import METHODS
 
 

@@ -4,7 +4,7 @@
     python benchmarks/vs_xtransformers.py [--threads 2] [--steps 4] [--repeats 3]
 
 Both sides get the same shape (layers, width, heads, head size, 4x GELU MLP, tied embeddings, pre-LN)
-and the same training step (forward + cross-entropy + backward + AdamW, `posbench.bench.train_rate`).
+and the same training step (forward + cross-entropy + backward + AdamW, `posbench.experiments.bench.train_rate`).
 x-transformers gets its fastest settings for each method: `attn_flash=True` (SDPA) wherever it
 allows it (it refuses it for T5), full-width rotary (`rotary_emb_dim` = head size). Models take
 turns one step at a time; the ratio is the median over rounds of the two sides' step times within

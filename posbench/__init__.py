@@ -2,8 +2,8 @@
 
 __version__ = "0.3.0"
 
-from .config import ModelConfig  # noqa: E402
-from .model import GPT  # noqa: E402
-from .runs import load_run  # noqa: E402
+from .model.gpt import GPT  # noqa: E402
+from .runs.config import ModelConfig  # noqa: E402
+from .runs.folder import load_run  # noqa: E402
 
 __all__ = ["GPT", "ModelConfig", "load_run", "__version__"]

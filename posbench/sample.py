@@ -12,8 +12,8 @@ import torch
 
 from .common import DEVICE, resolve_device
 from .errors import LengthError, PosbenchError
-from .model import GPT, KVCache
-from .runs import load_run, resolve_run
+from .model.gpt import GPT, KVCache
+from .runs.folder import load_run, resolve_run
 
 # `posbench sample`'s defaults (the CLI reads them from here)
 NEW_TOKENS, TEMPERATURE, TOP_K, SEED = 200, 0.8, 50, 0

@@ -25,13 +25,14 @@ from .common import (
     resolve_device,
     resolve_precision,
 )
-from .config import ModelConfig, TrainConfig
+from .data.tokens import BatchSource, TokenData, corpus_sampler
 from .errors import Interrupted, PosbenchError
-from .lock import lock_run_dir
-from .model import GPT
+from .evaluation.scoring import bits_per_byte, perplexity, window_loss
+from .model.gpt import GPT
 from .positions import METHODS
 from .progress import make_progress
-from .runs import (
+from .runs.config import ModelConfig, TrainConfig
+from .runs.folder import (
     claim_run_dir,
     default_run_dir,
     load_checkpoint,
@@ -42,8 +43,7 @@ from .runs import (
     truncate_metrics,
     write_json,
 )
-from .scoring import bits_per_byte, perplexity, window_loss
-from .tokens import BatchSource, TokenData, corpus_sampler
+from .runs.lock import lock_run_dir
 
 
 @dataclass

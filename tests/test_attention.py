@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posbench import attention, biased_attention
-from posbench.attention import causal_attention
-from posbench.biased_attention import BiasedAttention, DiagonalBiasedAttention
+from posbench.model import attention, biased_attention
+from posbench.model.attention import causal_attention
+from posbench.model.biased_attention import BiasedAttention, DiagonalBiasedAttention
 from posbench.positions import METHODS, Positions
 
 from .helpers import tiny_model

@@ -12,11 +12,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from posbench import bench as bench_module
 from posbench import cli
-from posbench.bench import bench, peak_memory, training_flops_per_token
-from posbench.config import ModelConfig
-from posbench.model import GPT
+from posbench.experiments import bench as bench_module
+from posbench.experiments.bench import bench, peak_memory, training_flops_per_token
+from posbench.model.gpt import GPT
+from posbench.runs.config import ModelConfig
 
 
 def test_bench_measures_each_asked_method_in_order():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from posbench import ModelConfig
-from posbench.stats import Interval
+from posbench.evaluation.stats import Interval
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -108,7 +108,7 @@ def test_debug_env_shows_the_traceback(monkeypatch, tmp_path):
 
 
 def test_error_text_with_brackets_is_printed_verbatim(capsys, monkeypatch):
-    pytest.importorskip("posbench.fetch")
+    pytest.importorskip("posbench.data.fetch")
     if __import__("importlib").util.find_spec("datasets") is not None:
         pytest.skip("datasets is installed: the missing-package message does not occur")
     assert_clear_error(["train", "--data", "hf:some/dataset", *TINY], "posbench[hf]", capsys, monkeypatch)

@@ -7,12 +7,13 @@ import sys
 import pytest
 import torch
 
-import posbench.compare as compare_module
-from posbench import cli, presets
+import posbench.experiments.compare as compare_module
+from posbench import cli
 from posbench.errors import PosbenchError
-from posbench.presets import Preset
-from posbench.runs import identity
-from posbench.verdicts import verdict
+from posbench.experiments import presets
+from posbench.experiments.presets import Preset
+from posbench.experiments.verdicts import verdict
+from posbench.runs.folder import identity
 
 from .helpers import run_cli
 

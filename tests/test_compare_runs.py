@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from posbench.errors import PosbenchError
-from posbench.run_groups import group_runs
+from posbench.experiments.run_groups import group_runs
 from posbench.train import train
 
 from .helpers import run_cli, tiny_train, write_corpus

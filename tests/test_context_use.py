@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from posbench.context_use import context_use, target_spans
-from posbench.verdicts import add_context_comparisons
+from posbench.evaluation.context_use import context_use, target_spans
+from posbench.experiments.verdicts import add_context_comparisons
 
 VOCAB = 32
 

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from posbench.scoring import block_starts
-from posbench.stats import Windows, level, ratio
+from posbench.evaluation.scoring import block_starts
+from posbench.evaluation.stats import Windows, level, ratio
 
 WINDOW = 64  # tokens per synthetic window
 BLOCK = 16  # windows per block: the longest length is 16L, as in the presets

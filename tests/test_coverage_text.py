@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from posbench.presets import PRESETS
-from posbench.scoring import evaluate_lengths
-from posbench.stats import ppl_interval
+from posbench.evaluation.scoring import evaluate_lengths
+from posbench.evaluation.stats import ppl_interval
+from posbench.experiments.presets import PRESETS
 
 LIB = Path(sysconfig.get_paths()["stdlib"])
 CUTS = 64

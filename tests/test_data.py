@@ -7,13 +7,13 @@ import sentencepiece as spm
 import torch
 
 from posbench import common
-from posbench import tokenizer as tokenizer_module
 from posbench.common import SPLITS
-from posbench.corpora import load_corpus
+from posbench.data import tokenizer as tokenizer_module
+from posbench.data.corpora import load_corpus
+from posbench.data.tokenizer import Tokenizer, train_tokenizer
+from posbench.data.tokens import BatchSampler, prepare_data
 from posbench.errors import LengthError, PosbenchError
 from posbench.positions import random_positions
-from posbench.tokenizer import Tokenizer, train_tokenizer
-from posbench.tokens import BatchSampler, prepare_data
 
 # ~15 KB of real English prose that ships with Python: enough for a small BPE in well under a second
 PROSE = "\n\n".join(topics[k] for k in ("assert", "if", "while", "for", "try", "with"))

@@ -12,14 +12,21 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-import posbench.attention as attention_module
-import posbench.biased_attention as biased_attention
+import posbench.model.attention as attention_module
+import posbench.model.biased_attention as biased_attention
 import posbench.positions.base as base_module
 from posbench.cli import app, main
 from posbench.errors import PosbenchError
-from posbench.evaluate import EvalSettings, extrapolation_report, run_report
+from posbench.evaluation.extrapolate import EvalSettings, extrapolation_report, run_report
+from posbench.evaluation.scoring import (
+    bits_per_byte,
+    block_starts,
+    evaluate_lengths,
+    parse_lengths,
+    position_loss,
+    windows,
+)
 from posbench.positions import METHODS
-from posbench.scoring import bits_per_byte, block_starts, evaluate_lengths, parse_lengths, position_loss, windows
 from posbench.train import train
 
 from .helpers import tiny_model, tiny_train, write_corpus

@@ -16,15 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from posbench import fetch
-from posbench import tokenizer as tokenizer_module
 from posbench.cli import data as cli_data
 from posbench.common import SPLITS, data_dir
-from posbench.corpora import load_corpus
+from posbench.data import fetch
+from posbench.data import tokenizer as tokenizer_module
+from posbench.data.corpora import load_corpus
+from posbench.data.fetch import SOURCES
+from posbench.data.tokenizer import train_tokenizer
+from posbench.data.tokens import prepare_data
 from posbench.errors import PosbenchError
-from posbench.fetch import SOURCES
-from posbench.tokenizer import train_tokenizer
-from posbench.tokens import prepare_data
 
 from .helpers import run_cli
 

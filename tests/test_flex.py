@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posbench import flex as model_module
-from posbench.attention import causal_mask, distance_vector
-from posbench.flex import flex_biased_attention, flex_diagonal_attention
+from posbench.model import flex as model_module
+from posbench.model.attention import causal_mask, distance_vector
+from posbench.model.flex import flex_biased_attention, flex_diagonal_attention
 
 from .helpers import ALL_METHODS, span, tiny_model
 

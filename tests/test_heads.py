@@ -8,10 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posbench import attention as attention_module
 from posbench.cli import app
+from posbench.data.tokens import prepare_data
 from posbench.errors import PosbenchError
-from posbench.heads import (
+from posbench.evaluation.heads import (
     head_stats,
     inspect_heads,
     probe,
@@ -19,10 +19,10 @@ from posbench.heads import (
     spearman_interval,
     spread_windows,
 )
+from posbench.evaluation.stats import rank, spearman
+from posbench.model import attention as attention_module
 from posbench.positions import alibi_slopes
-from posbench.runs import held_out_tokens, load_run
-from posbench.stats import rank, spearman
-from posbench.tokens import prepare_data
+from posbench.runs.folder import held_out_tokens, load_run
 from posbench.train import train
 
 from .helpers import ALL_METHODS, tiny_model, tiny_train, write_corpus

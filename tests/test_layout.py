@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "posbench"
-LAYERS = {  # lowest first; a module's layer is the first whose prefixes match it
+LAYERS = {  # lowest first; a module's layer is that of the longest prefix naming it (dotted: a package's part)
     "common": ["common", "errors", "fileio", "progress"],
-    "core": ["config", "presets", "model", "attention", "biased_attention", "context_use", "decay", "flex",
-             "positions", "runs", "lock", "scoring", "stats", "corpora", "tokenizer", "tokens", "task_data",
-             "task_generators", "fetch", "download"],
-    "workflows": ["compare", "verdicts", "run_groups", "train", "evaluate", "heads", "sample", "bench", "plots",
-                  "tasks", "task_plots"],
+    "core": ["model", "positions", "data", "runs", "evaluation.scoring", "evaluation.stats",
+             "evaluation.context_use", "evaluation", "experiments.presets", "tasks.data", "tasks.generators"],
+    "workflows": ["train", "sample", "evaluation.extrapolate", "evaluation.heads", "experiments", "tasks"],
     "interface": ["cli", "__init__", "__main__"],  # the command line and the package's own exports
 }
 RANK = {layer: k for k, layer in enumerate(LAYERS)}
@@ -32,9 +30,10 @@ def modules() -> dict[str, Path]:
 
 
 def layer(name: str) -> str:
-    for layer_name, prefixes in LAYERS.items():
-        if any(name == p or name.startswith(p + ".") for p in prefixes):
-            return layer_name
+    matches = [(len(p), layer_name) for layer_name, prefixes in LAYERS.items() for p in prefixes
+               if name == p or name.startswith(p + ".")]
+    if matches:
+        return max(matches)[1]
     raise AssertionError(f"posbench/{name}: in no layer; add it to LAYERS in tests/test_layout.py")
 
 

@@ -8,8 +8,8 @@ from dataclasses import asdict
 import pytest
 
 from posbench import GPT, ModelConfig
-from posbench.config import TrainConfig
-from posbench.runs import identity
+from posbench.runs.config import TrainConfig
+from posbench.runs.folder import identity
 
 OLD_MODEL = dict(vocab_size=64, n_layer=1, n_head=4, d_model=32, max_len=64, tie_embeddings=True, dropout=0.0,
                  mlp_ratio=4)  # a legacy config.json "model" (and max_len, not train_len)

@@ -1,4 +1,4 @@
-"""One writer per run folder (posbench/lock.py): a second writer is refused at once with the holder's
+"""One writer per run folder (posbench/runs/lock.py): a second writer is refused at once with the holder's
 pid, the first finishes untouched, SIGKILL frees the lock, a file system without locks gets a clear
 line, and the lock file never counts as part of a run."""
 
@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 import posbench.cli  # noqa: F401  (imported now: the refusal is timed, not the imports)
-from posbench import lock
 from posbench.errors import PosbenchError
-from posbench.lock import LOCK_NAME, lock_run_dir
-from posbench.runs import claim_run_dir
+from posbench.runs import lock
+from posbench.runs.folder import claim_run_dir
+from posbench.runs.lock import LOCK_NAME, lock_run_dir
 from posbench.train import train
 
 from .helpers import run_cli, tiny_train

@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from posbench import attention as attention_module
 from posbench import load_run
-from posbench.config import ModelConfig
-from posbench.decay import decay_sums, fold_decay
 from posbench.errors import PosbenchError
-from posbench.evaluate import EvalSettings, evaluate_run
-from posbench.model import KVCache
+from posbench.evaluation.extrapolate import EvalSettings, evaluate_run
+from posbench.model import attention as attention_module
+from posbench.model.decay import decay_sums, fold_decay
+from posbench.model.gpt import KVCache
 from posbench.positions import METHODS
 from posbench.positions.rope_scaling import apply_rope_scaling
-from posbench.runs import method_label
+from posbench.runs.config import ModelConfig
+from posbench.runs.folder import method_label
 from posbench.train import train
 
 from .helpers import tiny_model, tiny_train

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posbench import attention as attention_module
-from posbench import biased_attention
-from posbench.attention import causal_attention
 from posbench.errors import LengthError, PosbenchError
-from posbench.model import KVCache, ModelConfig
+from posbench.model import attention as attention_module
+from posbench.model import biased_attention
+from posbench.model.attention import causal_attention
+from posbench.model.gpt import KVCache, ModelConfig
 
 from .helpers import ALL_METHODS, span, tiny_model
 

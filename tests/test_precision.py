@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from posbench import common
-from posbench.config import TrainConfig
 from posbench.errors import PosbenchError
-from posbench.runs import identity
+from posbench.runs.config import TrainConfig
+from posbench.runs.folder import identity
 from posbench.train import train
 
 from .helpers import tiny_train

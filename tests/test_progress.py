@@ -8,7 +8,7 @@ from rich.progress import Progress
 
 from posbench import cli
 from posbench import progress as progress_module
-from posbench.presets import PRESETS, Preset
+from posbench.experiments.presets import PRESETS, Preset
 from posbench.progress import LineProgress, make_progress
 
 from .helpers import run_cli

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from posbench import load_run
-from posbench.runs import atomic_write
+from posbench.runs.folder import atomic_write
 from posbench.train import train
 
 from .helpers import assert_trained, capture_saved_models, logits_on, tiny_train

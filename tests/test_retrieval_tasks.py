@@ -5,10 +5,10 @@ et al.'s mean reciprocal rank."""
 import numpy as np
 import pytest
 
-from posbench.task_data import RETRIEVAL, TASKS, TaskSampler, eval_batch
-from posbench.task_generators.common import KEY, QUERY, SEP
-from posbench.task_generators.counting import MAX_COUNT
-from posbench.tasks import mean_reciprocal_rank, parse_tasks
+from posbench.tasks.data import RETRIEVAL, TASKS, TaskSampler, eval_batch
+from posbench.tasks.generators.common import KEY, QUERY, SEP
+from posbench.tasks.generators.counting import MAX_COUNT
+from posbench.tasks.run import mean_reciprocal_rank, parse_tasks
 
 
 def needles(tokens: np.ndarray, width: int) -> list[tuple[int, tuple[int, ...]]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from posbench.errors import PosbenchError
-from posbench.model import KVCache
+from posbench.model.gpt import KVCache
 from posbench.positions import Positions
 from posbench.positions.rope_scaling import apply_rope_scaling, yarn_attention_scale
 

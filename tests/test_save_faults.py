@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from posbench import load_run
-from posbench import runs as runs_module
 from posbench.errors import PosbenchError
 from posbench.fileio import atomic_write
+from posbench.runs import folder as runs_module
 from posbench.train import train
 
 from .helpers import run_cli, tiny_train
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIE_IN_SAVE = """
 import os, signal, sys, torch
 from pathlib import Path
-from posbench import runs
+from posbench.runs import folder as runs
 from posbench.train import train
 from tests.helpers import tiny_train
 target, corpus, out = sys.argv[1:4]

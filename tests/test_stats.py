@@ -6,9 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from posbench.model import GPT, ModelConfig
-from posbench.scoring import evaluate_lengths
-from posbench.stats import (
+from posbench.evaluation.scoring import evaluate_lengths
+from posbench.evaluation.stats import (
     Windows,
     bpb_interval,
     level,
@@ -18,6 +17,7 @@ from posbench.stats import (
     t_interval,
     t_quantile,
 )
+from posbench.model.gpt import GPT, ModelConfig
 
 
 def windows(n: int, length: int = 16, seed: int = 0, shift: float = 0.0) -> Windows:

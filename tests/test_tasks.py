@@ -9,15 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from posbench import cli, tasks
-from posbench.runs import load_run
-from posbench.stats import wilson_interval
-from posbench.task_data import IGNORE, TASKS, VOCAB_SIZE, TaskSampler, collate, eval_batch, eval_seed
-from posbench.task_generators.common import BOS, KEY, PASSKEY_LEN, QUERY, SEP
-from posbench.task_generators.copy import make_reverse
-from posbench.task_generators.passkey import make_passkey
-from posbench.task_generators.recall import make_recall
-from posbench.tasks import TaskPreset, score
+from posbench import cli
+from posbench.evaluation.stats import wilson_interval
+from posbench.runs.folder import load_run
+from posbench.tasks import run as tasks
+from posbench.tasks.data import IGNORE, TASKS, VOCAB_SIZE, TaskSampler, collate, eval_batch, eval_seed
+from posbench.tasks.generators.common import BOS, KEY, PASSKEY_LEN, QUERY, SEP
+from posbench.tasks.generators.copy import make_reverse
+from posbench.tasks.generators.passkey import make_passkey
+from posbench.tasks.generators.recall import make_recall
+from posbench.tasks.run import TaskPreset, score
 
 from .helpers import run_cli
 

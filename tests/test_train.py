@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from posbench import load_run
-from posbench import tokens as data_module
 from posbench import train as train_module
+from posbench.data import tokens as data_module
 from posbench.errors import Interrupted, PosbenchError
-from posbench.model import GPT
+from posbench.model.gpt import GPT
 from posbench.positions import METHODS
 from posbench.train import TrainConfig, lr_at, train
 
@@ -76,7 +76,7 @@ def test_ctrl_c_checkpoint_newer_than_the_periodic_one_resumes_bitwise_with_drop
     model_cfg = replace(model_cfg, dropout=0.1)
     whole = train(model_cfg, cfg, out=tmp_path / "whole", show_progress=False).run_dir
 
-    from posbench import tokens as data_module
+    from posbench.data import tokens as data_module
 
     original = data_module.BatchSampler.next_batch
     calls = {"n": 0}

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..bench import bench
 from ..common import DEVICE, resolve_device
-from ..compare import parse_methods
-from ..config import ModelConfig
+from ..experiments.bench import bench
+from ..experiments.compare import parse_methods
 from ..positions import SEED_METHODS
-from ..runs import write_json
+from ..runs.config import ModelConfig
+from ..runs.folder import write_json
 from . import app, console
 
 DEFAULT = ModelConfig()

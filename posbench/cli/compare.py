@@ -9,10 +9,10 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from ..compare import CompareConfig, compare, parse_methods, parse_rope_scaling
+from ..experiments.compare import CompareConfig, compare, parse_methods, parse_rope_scaling
+from ..experiments.presets import PRESETS
+from ..experiments.verdicts import within_noise
 from ..positions import METHODS, TEMPERATURES
-from ..presets import PRESETS
-from ..verdicts import within_noise
 from . import app, console
 
 DEFAULT = CompareConfig()

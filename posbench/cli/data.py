@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from ..common import SPLITS, cache_dir, data_dir
-from ..config import TrainConfig
-from ..corpora import BUILTINS, load_corpus
-from ..fetch import SOURCES, fetch, fetched_info
-from ..tokens import tokenize_corpus
+from ..data.corpora import BUILTINS, load_corpus
+from ..data.fetch import SOURCES, fetch, fetched_info
+from ..data.tokens import tokenize_corpus
+from ..runs.config import TrainConfig
 from . import app, console
 
 DEFAULT_TRAIN = TrainConfig()

@@ -11,10 +11,10 @@ import typer
 from rich.table import Table
 
 from ..common import DEVICE, resolve_device
-from ..evaluate import EvalSettings, extrapolation_report
+from ..evaluation.extrapolate import EvalSettings, extrapolation_report
+from ..evaluation.scoring import parse_lengths
 from ..fileio import atomic_write
-from ..runs import write_json
-from ..scoring import parse_lengths
+from ..runs.folder import write_json
 from . import app, console
 
 DEFAULT = EvalSettings()

@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..heads import SAMPLES, inspect_heads
-from ..plots import plot_heads
-from ..runs import write_json
+from ..evaluation.heads import SAMPLES, inspect_heads
+from ..experiments.plots import plot_heads
+from ..runs.folder import write_json
 from . import app, console
 
 

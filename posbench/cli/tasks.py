@@ -8,10 +8,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..compare import parse_methods
+from ..experiments.compare import parse_methods
 from ..positions import METHODS, TEMPERATURES
-from ..task_data import RETRIEVAL, TASKS
-from ..tasks import TASK_PRESETS, TasksConfig, mean_accuracy, parse_tasks, run_tasks
+from ..tasks.data import RETRIEVAL, TASKS
+from ..tasks.run import TASK_PRESETS, TasksConfig, mean_accuracy, parse_tasks, run_tasks
 from . import app, console
 
 DEFAULT = TasksConfig()

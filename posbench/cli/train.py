@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..config import ModelConfig, TrainConfig
 from ..positions import METHODS, TEMPERATURES
-from ..runs import check_run_dir, method_label
+from ..runs.config import ModelConfig, TrainConfig
+from ..runs.folder import check_run_dir, method_label
 from ..train import train
 from . import app, console
 

@@ -42,7 +42,7 @@ class PositionMethod(nn.Module):
     # a sliding-window or chunk mask on top of the causal one (local.py), or None: every past key
     local: LocalMask | None = None
 
-    def __init__(self, config) -> None:  # config: posbench.config.ModelConfig
+    def __init__(self, config) -> None:  # config: posbench.runs.config.ModelConfig
         super().__init__()
         self.n_head = config.n_head
         self.head_dim = config.d_model // config.n_head

@@ -12,7 +12,7 @@ from torch import nn
 class Temperature(nn.Module):
     name = "base"
 
-    def __init__(self, config) -> None:  # config: posbench.config.ModelConfig
+    def __init__(self, config) -> None:  # config: posbench.runs.config.ModelConfig
         super().__init__()
 
     def forward(self, q: torch.Tensor, method, keys: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..positions import PositionMethod, Positions
 from .biased_attention import (
     BiasedAttention,
     DiagonalBiasedAttention,
@@ -36,7 +37,6 @@ from .biased_attention import (
     join_query_chunks,
 )
 from .flex import MIN_HEAD_DIM, flex_attention, flex_biased_attention, flex_diagonal_attention
-from .positions import PositionMethod, Positions
 
 # Largest float mask (elements, 128 MB of float32) one attention call may hold; longer inputs are cut
 # into query chunks so memory grows linearly with length instead of quadratically. Larger chunks

@@ -10,15 +10,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from .common import check_split
+from ..common import check_split
+from ..errors import PosbenchError
+from ..experiments.verdicts import add_context_comparisons
+from ..positions.rope_scaling import apply_rope_scaling
+from ..progress import make_progress
+from ..runs.folder import held_out_tokens, load_run, method_label, resolve_run, train_settings
 from .context_use import context_use
-from .errors import PosbenchError
-from .positions.rope_scaling import apply_rope_scaling
-from .progress import make_progress
-from .runs import held_out_tokens, load_run, method_label, resolve_run, train_settings
 from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
 from .stats import Windows, bpb_interval, ppl_interval
-from .verdicts import add_context_comparisons
 
 
 @dataclass(frozen=True)

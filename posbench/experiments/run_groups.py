@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import PosbenchError
-from .runs import identity, method_label, read_json, resolve_run, train_settings, upgrade_config
+from ..errors import PosbenchError
+from ..runs.folder import identity, method_label, read_json, resolve_run, train_settings, upgrade_config
 
 # what decides the evaluated text and its token units: (what a refusal names, where it is in config.json)
 TEXT_FIELDS = (("corpus", ("train", "data")), ("corpus text", ("data", "sha256")),

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from .attention import prefill_rows
-from .errors import LengthError, PosbenchError
-from .model import GPT, KVCache
-from .positions import PositionDraw
+from ..errors import LengthError, PosbenchError
+from ..model.attention import prefill_rows
+from ..model.gpt import GPT, KVCache
+from ..positions import PositionDraw
 from .stats import Windows, bytes_before
 
 MODES = ("nonoverlapping", "sliding")

@@ -12,7 +12,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from .stats import Interval, Windows, level, ratio
+from ..evaluation.stats import Interval, Windows, level, ratio
 
 Key = tuple[str, int]  # (mode, length)
 Entry = tuple[dict, dict[Key, Windows], dict | None]  # one seed: (run_report, its windows, summary.json)

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import SPLITS
-from .errors import PosbenchError
+from ..common import SPLITS
+from ..errors import PosbenchError
 from .fetch import MARKER, SOURCES, fetched_folder, get_source
 
 BUILTINS = ("pydocs", "stdlib")

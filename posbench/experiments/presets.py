@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .config import ModelConfig, TrainConfig
-from .errors import PosbenchError
+from ..errors import PosbenchError
+from ..runs.config import ModelConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..positions import METHODS, TEMPERATURES, PositionMethod, Positions
+from ..positions.base import EMBED_INIT_STD
+from ..runs.config import ModelConfig
 from .attention import Visit, causal_attention
-from .config import ModelConfig
 from .decay import decay_sums, fold_decay
-from .positions import METHODS, TEMPERATURES, PositionMethod, Positions
-from .positions.base import EMBED_INIT_STD
 
 
 class KVCache:

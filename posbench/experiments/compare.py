@@ -15,20 +15,20 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from . import __version__
-from .common import DEVICE, resolve_device
-from .config import ModelConfig
-from .errors import Interrupted, PosbenchError
-from .evaluate import EvalSettings, evaluate_run
-from .fileio import atomic_write
+from .. import __version__
+from ..common import DEVICE, resolve_device
+from ..data.tokens import prepare_data
+from ..errors import Interrupted, PosbenchError
+from ..evaluation.extrapolate import EvalSettings, evaluate_run
+from ..fileio import atomic_write
+from ..positions import METHODS, SEED_METHODS
+from ..progress import make_progress
+from ..runs.config import ModelConfig
+from ..runs.folder import loss_curve, method_label, read_json, train_settings, write_json
+from ..train import train
 from .plots import plot_context_use, plot_loss_curves, plot_ppl_vs_length
-from .positions import METHODS, SEED_METHODS
 from .presets import Preset, get_preset
-from .progress import make_progress
 from .run_groups import group_runs
-from .runs import loss_curve, method_label, read_json, train_settings, write_json
-from .tokens import prepare_data
-from .train import train
 from .verdicts import Entry, add_comparisons, method_row
 from .verdicts import verdict as verdict  # compare.verdict, as before verdicts.py
 

@@ -12,12 +12,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .common import SPLITS, cache_dir, rank0_first
-from .config import TrainConfig
+from ..common import SPLITS, cache_dir, rank0_first
+from ..errors import PosbenchError
+from ..fileio import atomic_write
+from ..positions import POSITION_SEED_OFFSET, PositionDraw
+from ..runs.config import TrainConfig
 from .corpora import Corpus, load_corpus
-from .errors import PosbenchError
-from .fileio import atomic_write
-from .positions import POSITION_SEED_OFFSET, PositionDraw
 from .tokenizer import Tokenizer, train_tokenizer
 
 FORMAT_VERSION = 2  # bump when the cache layout or the tokenizer settings change (2: sampled by characters)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import PosbenchError
+from ..errors import PosbenchError
 
 LOCK_NAME = ".lock"  # not part of the run: folder checks skip it
 NO_LOCK_ENV = "POSBENCH_NO_LOCK"  # set to 1 on a file system without locks: one writer is then up to you

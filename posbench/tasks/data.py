@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import PosbenchError
-from .positions import POSITION_SEED_OFFSET, PositionDraw
-from .task_generators import counting, needles, variables
-from .task_generators.common import ALPHABET, DIGITS, N_SYMBOLS, PAD, PASSKEY_LEN, RECALL_KEYS, VOCAB_SIZE, Instance
-from .task_generators.copy import make_copy, make_reverse
-from .task_generators.passkey import make_passkey
-from .task_generators.recall import make_recall
+from ..errors import PosbenchError
+from ..positions import POSITION_SEED_OFFSET, PositionDraw
+from .generators import counting, needles, variables
+from .generators.common import ALPHABET, DIGITS, N_SYMBOLS, PAD, PASSKEY_LEN, RECALL_KEYS, VOCAB_SIZE, Instance
+from .generators.copy import make_copy, make_reverse
+from .generators.passkey import make_passkey
+from .generators.recall import make_recall
 
 IGNORE = -100  # F.cross_entropy's default ignore_index: targets that carry no loss
 

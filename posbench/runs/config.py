@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, fields
 
-from .common import DEVICE, PRECISIONS
-from .errors import PosbenchError
-from .positions import METHODS, TEMPERATURES
+from ..common import DEVICE, PRECISIONS
+from ..errors import PosbenchError
+from ..positions import METHODS, TEMPERATURES
 
 # What a legacy config.json (written before the methods followed their reference code) meant by the
 # fields it lacks: the variant those runs were trained with, so they keep loading and evaluating

@@ -17,16 +17,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from . import __version__
-from .common import RUNS_ROOT, check_split
+from .. import __version__
+from ..common import RUNS_ROOT, check_split
 from .config import ModelConfig, TrainConfig
-from .corpora import load_corpus
-from .errors import PosbenchError
-from .fileio import atomic_write
+from ..data.corpora import load_corpus
+from ..errors import PosbenchError
+from ..fileio import atomic_write
 from .lock import LOCK_NAME
-from .model import GPT
-from .tokenizer import Tokenizer
-from .tokens import prepare_data
+from ..model.gpt import GPT
+from ..data.tokenizer import Tokenizer
+from ..data.tokens import prepare_data
 
 FORMAT = 1  # bump when the run folder layout changes incompatibly
 # settings that do not change what a run computes: a run may be resumed with others

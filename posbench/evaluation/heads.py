@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attention import Visit
-from .errors import PosbenchError
-from .model import GPT
-from .positions import relative_distance
-from .runs import held_out_tokens, load_run, resolve_run
+from ..errors import PosbenchError
+from ..model.attention import Visit
+from ..model.gpt import GPT
+from ..positions import relative_distance
+from ..runs.folder import held_out_tokens, load_run, resolve_run
 from .stats import percentile_interval, resample_indices, spearman
 
 FRACTIONS = {"span50": 0.5, "span90": 0.9}  # attention mass a span must hold

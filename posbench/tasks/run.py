@@ -16,19 +16,19 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from . import __version__
-from .common import DEVICE, resolve_device
-from .errors import LengthError, PosbenchError
-from .fileio import atomic_write
-from .model import GPT, ModelConfig
-from .positions import SEED_METHODS
-from .progress import make_progress
-from .runs import load_run, write_json
-from .scoring import forward, position_draw
-from .stats import rank, t_interval, wilson_interval
-from .task_data import RETRIEVAL, TASKS, VOCAB_SIZE, TaskSampler, answer_hits, eval_batch, get_task
-from .task_plots import plot_accuracy_vs_length, plot_passkey_heatmap
-from .train import TrainConfig, train
+from .. import __version__
+from ..common import DEVICE, resolve_device
+from ..errors import LengthError, PosbenchError
+from ..evaluation.scoring import forward, position_draw
+from ..evaluation.stats import rank, t_interval, wilson_interval
+from ..fileio import atomic_write
+from ..model.gpt import GPT, ModelConfig
+from ..positions import SEED_METHODS
+from ..progress import make_progress
+from ..runs.folder import load_run, write_json
+from ..train import TrainConfig, train
+from .data import RETRIEVAL, TASKS, VOCAB_SIZE, TaskSampler, answer_hits, eval_batch, get_task
+from .plots import plot_accuracy_vs_length, plot_passkey_heatmap
 
 
 @dataclass(frozen=True)

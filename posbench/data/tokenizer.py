@@ -14,8 +14,8 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from .errors import PosbenchError
-from .fileio import atomic_write
+from ..errors import PosbenchError
+from ..fileio import atomic_write
 
 SPM_SAMPLE_CHARS = 50_000_000  # big corpora train the tokenizer on a seeded sample of lines this large
 SPM_SAMPLE_LINES = 1_000_000  # ... and of at most this many lines (sentencepiece's own shuffled sample)

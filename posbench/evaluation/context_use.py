@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from .errors import LengthError
-from .model import GPT
+from ..errors import LengthError
+from ..model.gpt import GPT
 from .scoring import BATCH_TOKENS, LengthResult, block_starts, position_draw, score_spans
 from .stats import Windows, bytes_before
 

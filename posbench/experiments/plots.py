@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 
 def _draw_with_band(ax, row: dict, points: list[tuple[int, float, list[float] | None]], color=None):

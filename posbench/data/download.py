@@ -26,8 +26,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from . import __version__
-from .errors import PosbenchError
+from .. import __version__
+from ..errors import PosbenchError
 
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
 TIMEOUT = 60  # seconds without data before a connection counts as dropped

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 
 def _mean_by(rows: Sequence[dict], key: str, *fields: str) -> dict:

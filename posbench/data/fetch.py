@@ -19,10 +19,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .common import SPLITS, data_dir
+from ..common import SPLITS, data_dir
+from ..errors import PosbenchError
+from ..fileio import atomic_write
 from .download import CHUNK, download, file_digest, make_download_progress
-from .errors import PosbenchError
-from .fileio import atomic_write
 
 DOWNLOAD = ".download"  # folder inside the destination holding the partial and the verified archive
 MARKER = "source.json"  # written last: its presence means the splits are complete

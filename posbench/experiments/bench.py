@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import fused_optimizer, keep_freed_memory
-from .config import ModelConfig
-from .model import GPT
+from ..common import fused_optimizer, keep_freed_memory
+from ..model.gpt import GPT
+from ..runs.config import ModelConfig
 
 # Dense bf16 peak of the SXM parts, TFLOP/s (NVIDIA datasheets, without sparsity): what MFU is
 # measured against. A GPU not named here gets no MFU column.

@@ -1,2 +1,0 @@
-"""The synthetic tasks' instance generators, one file per kind of task (common.py: the vocabulary
-and the Instance they share). task_data.py registers them (TASKS) and batches their instances."""
