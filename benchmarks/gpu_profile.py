@@ -20,7 +20,7 @@ import torch
 
 from posbench import GPT, ModelConfig
 from posbench.experiments.bench import train_rate
-from posbench.experiments.presets import PRESETS
+from posbench.experiments.presets import CORPUS_PRESETS
 
 STEPS = 3
 
@@ -29,7 +29,7 @@ def profile(pos: str, args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     shape = {key: value for key, value in (("n_layer", args.layers), ("d_model", args.dim), ("n_head", args.heads))
              if value is not None}
-    config = ModelConfig(pos=pos, train_len=args.train_len, **{**PRESETS["paper"].model, **shape})
+    config = ModelConfig(pos=pos, train_len=args.train_len, **{**CORPUS_PRESETS["paper"].model, **shape})
     model = GPT(config).to(device)
     train_rate(model, args.batch_size, args.train_len, config.vocab_size, steps=2, warmup=0)
     activities = [torch.profiler.ProfilerActivity.CPU]

@@ -269,7 +269,7 @@ MUTANTS = [
            "        if _tokenizer_digest(first) != _tokenizer_digest(run):", "        if False:",
            ("tests/test_compare_runs.py",)),
     Mutant("compare: runs grouped by method label alone", "experiments/run_groups.py",
-           "key = repr(sorted(_flat(config).items()))", "key = method_label(config['model'])",
+           "key = repr(sorted(_flat(config).items()))", "key = config.label",
            ("tests/test_compare_runs.py",)),
     # --- task_data.py
     Mutant("tasks: passkey depth rounds U * filler (ends at half weight)", "tasks/data.py",

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
+from posbench.experiments.presets import get_preset
 from posbench.positions import SEED_METHODS
 from posbench.runs.folder import load_run
-from posbench.tasks.run import TasksConfig, evaluate_task, get_task_preset, run_dir_for, train_task
+from posbench.tasks.run import TasksConfig, evaluate_task, run_dir_for, train_task
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--train-max-len", type=int)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    preset = get_task_preset(args.preset)
+    preset = get_preset("tasks", args.preset)
     train = {**preset.train, **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                                   ("lr", args.lr)) if v is not None}}
     model = {**preset.model, **{k: v for k, v in (("n_layer", args.layers), ("d_model", args.dim),

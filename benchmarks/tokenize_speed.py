@@ -27,14 +27,14 @@ from posbench.common import SPLITS
 from posbench.data.corpora import load_corpus
 from posbench.data.tokenizer import WORD_PATH_MAX_THREADS, _threads, train_tokenizer
 from posbench.data.tokens import BatchSampler, prepare_data
-from posbench.experiments.presets import PRESETS
+from posbench.experiments.presets import CORPUS_PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def paper_flops_per_step() -> float:
     """Training FLOPs of one `paper` step: 6 * params * tokens + attention (12 * layers * d * T per token)."""
-    p = PRESETS["paper"]
+    p = CORPUS_PRESETS["paper"]
     layers, d = p.model["n_layer"], p.model["d_model"]
     seq, batch, vocab = p.train["train_len"], p.train["batch_size"], p.train["vocab_size"]
     params = 12 * layers * d * d + vocab * d
@@ -46,7 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wikitext2", type=Path, default=None, help="folder holding WikiText-2's train.txt")
     ap.add_argument("--mb", type=float, default=100, help="size of the generated corpus, in MB")
-    ap.add_argument("--vocab-size", type=int, default=PRESETS["paper"].train["vocab_size"])
+    ap.add_argument("--vocab-size", type=int, default=CORPUS_PRESETS["paper"].train["vocab_size"])
     ap.add_argument("--batches", type=int, default=3000, help="loader batches to time")
     ap.add_argument("--steps-per-s", type=float, default=10.0, help="assumed GPU step rate of the paper preset")
     args = ap.parse_args()
@@ -105,7 +105,7 @@ def main() -> None:
         t_hit = time.perf_counter() - t
         print(f"prepare_data, cache hit:   {t_hit:6.1f} s   (what every later run on this corpus pays)")
 
-        p = PRESETS["paper"].train
+        p = CORPUS_PRESETS["paper"].train
         tokens = data.splits["train"]  # memory-mapped, as in training
         sampler = BatchSampler(tokens, p["train_len"], p["batch_size"], seed=0)
         for _ in range(50):

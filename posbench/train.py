@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,13 +31,12 @@ from .evaluation.scoring import bits_per_byte, perplexity, window_loss
 from .model.gpt import GPT
 from .positions import METHODS
 from .progress import make_progress
-from .runs.config import ModelConfig, TrainConfig
+from .runs.config import ModelConfig, RunConfig, TrainConfig
 from .runs.folder import (
     claim_run_dir,
     default_run_dir,
     load_checkpoint,
     read_json,
-    run_config,
     save_checkpoint,
     save_weights,
     truncate_metrics,
@@ -101,19 +100,19 @@ def train(
         if batches is None:
             data, sampler = corpus_sampler(cfg, cfg.tokenizer_seed_or_seed, cfg.batch_size // world, rank, world)
             model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
-            config = run_config(model_config, asdict(cfg), data.corpus, data.tokenizer.describe())
+            run_config = RunConfig(model_config, cfg, data.corpus, data.tokenizer.describe())
         else:  # a task's batches: no corpus, no tokenizer, no validation split (the caller scores the run)
             data, sampler = None, batches
-            config = run_config(model_config, asdict(cfg), batches.describe(), {"kind": "task"})
-        checkpoint, finished = _claim(run_dir, config, overwrite, rank, world)
+            run_config = RunConfig(model_config, cfg, batches.describe(), {"kind": "task"})
+        checkpoint, finished = _claim(run_dir, run_config, overwrite, rank, world)
         if finished:
             return TrainResult(run_dir, read_json(run_dir / "summary.json"), already_finished=True)
         if rank == 0:
-            write_json(run_dir / "config.json", config)
+            write_json(run_dir / "config.json", run_config.to_json())
             if data is not None:
                 data.tokenizer.save(run_dir)
 
-        loop = _Loop(model_config, cfg, config, data, sampler, run_dir, device, rank, world)
+        loop = _Loop(run_config, data, sampler, run_dir, device, rank, world)
         if checkpoint is not None:
             loop.resume(checkpoint)
         if rank != 0:
@@ -132,10 +131,10 @@ def check_random_positions(model_config: ModelConfig, cfg: TrainConfig) -> None:
                             f"(its table has --train-len rows); use a method without a table")
 
 
-def _claim(run_dir: Path, config: dict, overwrite: bool, rank: int, world: int) -> tuple[Path | None, bool]:
+def _claim(run_dir: Path, run_config: RunConfig, overwrite: bool, rank: int, world: int) -> tuple[Path | None, bool]:
     """(checkpoint to resume from or None, whether the run already finished): rank 0 decides, the
     other ranks follow."""
-    checkpoint = claim_run_dir(run_dir, config, overwrite) if rank == 0 else None
+    checkpoint = claim_run_dir(run_dir, run_config, overwrite) if rank == 0 else None
     finished = rank == 0 and checkpoint is None and (run_dir / "summary.json").is_file()
     if world > 1:
         box = [checkpoint is not None, finished]
@@ -147,9 +146,10 @@ def _claim(run_dir: Path, config: dict, overwrite: bool, rank: int, world: int) 
 class _Loop:
     """One run's training state between steps: the model, its optimizer, the sampler, step and clock."""
 
-    def __init__(self, model_config: ModelConfig, cfg: TrainConfig, config: dict, data: TokenData | None,
-                 sampler: BatchSource, run_dir: Path, device: torch.device, rank: int, world: int) -> None:
-        self.cfg, self.config, self.data, self.sampler, self.run_dir = cfg, config, data, sampler, run_dir
+    def __init__(self, run_config: RunConfig, data: TokenData | None, sampler: BatchSource, run_dir: Path,
+                 device: torch.device, rank: int, world: int) -> None:
+        model_config, cfg = run_config.model, run_config.train
+        self.cfg, self.run_config, self.data, self.sampler, self.run_dir = cfg, run_config, data, sampler, run_dir
         self.device, self.rank, self.world = device, rank, world
         torch.manual_seed(cfg.seed)
         self.raw_model = GPT(model_config).to(device)
@@ -261,7 +261,7 @@ class _Loop:
         if self.rank == 0:
             save_checkpoint(self.run_dir / "checkpoint.pt", self.raw_model, self.optimizer, self.sampler,
                             self.step, self.elapsed)
-            save_weights(self.run_dir, self.raw_model, self.config)
+            save_weights(self.run_dir, self.raw_model, self.run_config)
 
     def summarize(self) -> dict:
         """The finished run's summary.json (written by rank 0)."""

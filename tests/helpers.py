@@ -7,6 +7,7 @@ import torch
 
 from posbench import GPT, ModelConfig, cli
 from posbench.positions import METHODS
+from posbench.runs.config import RunConfig
 
 # every method, and a temperature on a method of each kind (one layer kind; per-layer parts)
 ALL_METHODS = [*sorted(METHODS), "rotary+ssmax", "irope+llama4"]
@@ -80,13 +81,13 @@ def capture_saved_models(monkeypatch) -> list[GPT]:
     return saved
 
 
-def initial_weights(config: dict) -> dict[str, torch.Tensor]:
-    """The state_dict a run described by `config` (config.json) starts from: the same seed, the same init."""
-    torch.manual_seed(config["train"]["seed"])
-    return GPT(ModelConfig.from_dict(config["model"])).state_dict()
+def initial_weights(config: RunConfig) -> dict[str, torch.Tensor]:
+    """The state_dict the run described by `config` starts from: the same seed, the same init."""
+    torch.manual_seed(config.train.seed)
+    return GPT(config.model).state_dict()
 
 
-def assert_trained(weights: dict[str, torch.Tensor], config: dict) -> None:
+def assert_trained(weights: dict[str, torch.Tensor], config: RunConfig) -> None:
     """Weights a run really trained: no matrix all zero, and every tensor moved from its init."""
     init = initial_weights(config)
     assert weights.keys() == init.keys()

@@ -11,11 +11,15 @@ import posbench.experiments.compare as compare_module
 from posbench import cli
 from posbench.errors import PosbenchError
 from posbench.experiments import presets
-from posbench.experiments.presets import Preset
+from posbench.experiments.presets import CorpusPreset
 from posbench.experiments.verdicts import verdict
-from posbench.runs.folder import identity
+from posbench.runs.config import RunConfig
 
 from .helpers import run_cli
+
+
+def identity(raw: dict) -> dict:
+    return RunConfig.from_json(raw).identity()
 
 
 def rows(*pairs):
@@ -33,11 +37,11 @@ def test_verdict_reads_the_numbers():
 
 @pytest.fixture
 def tiny_preset(monkeypatch):
-    tiny = Preset("tiny", model=dict(n_layer=1, n_head=2, d_model=16),
+    tiny = CorpusPreset("tiny", model=dict(n_layer=1, n_head=2, d_model=16),
                   train=dict(train_len=16, batch_size=4, steps=4, warmup=1, tokenizer="bytes", eval_every=2,
                              eval_tokens=128, save_every=2),
                   max_len=64, eval_tokens=256)  # 4 blocks: an interval over blocks
-    monkeypatch.setitem(presets.PRESETS, "tiny", tiny)
+    monkeypatch.setitem(presets.CORPUS_PRESETS, "tiny", tiny)
 
 
 def test_compare_trains_evaluates_and_writes(tiny_preset, corpus, tmp_path, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from torch import nn
 
 from posbench.evaluation.scoring import evaluate_lengths
 from posbench.evaluation.stats import ppl_interval
-from posbench.experiments.presets import PRESETS
+from posbench.experiments.presets import CORPUS_PRESETS
 
 LIB = Path(sysconfig.get_paths()["stdlib"])
 CUTS = 64
@@ -45,7 +45,7 @@ def whole_file_loss(model: Bigram, tokens: np.ndarray) -> float:
 def coverage(starts_first_n: bool = False) -> dict[int, float]:
     model = Bigram(source_bytes("logging", "http", "json")).eval()
     text = source_bytes("email")  # ~364k bytes held out
-    preset = PRESETS["quick"]
+    preset = CORPUS_PRESETS["quick"]
     lengths = [64, preset.max_len]
     hits = dict.fromkeys(lengths, 0)
     for k in range(CUTS):

@@ -169,8 +169,8 @@ def trained(tmp_path_factory):
 
 def test_windows_spread_over_the_split(trained):
     model, tokenizer, config = load_run(trained)
-    c = config["train"]
-    tokens = np.asarray(prepare_data(c["data"], c["tokenizer"], c["vocab_size"], c["seed"]).splits["test"])
+    c = config.train
+    tokens = np.asarray(prepare_data(c.data, c.tokenizer, c.vocab_size, c.seed).splits["test"])
     held_out, notes = held_out_tokens(trained, config, tokenizer, "test")
     assert np.array_equal(held_out, tokens) and notes == []
     windows = spread_windows(held_out, "test", 16, 5)

@@ -19,8 +19,7 @@ from posbench.model.decay import decay_sums, fold_decay
 from posbench.model.gpt import KVCache
 from posbench.positions import METHODS
 from posbench.positions.rope_scaling import apply_rope_scaling
-from posbench.runs.config import ModelConfig
-from posbench.runs.folder import method_label
+from posbench.runs.config import ModelConfig, RunConfig
 from posbench.train import train
 
 from .helpers import tiny_model, tiny_train
@@ -341,6 +340,6 @@ def test_a_new_method_trains_resumes_and_evaluates(pos, corpus, tmp_path, monkey
     resumed = interrupted_then_resumed(model_cfg, cfg, tmp_path / "cut", monkeypatch, at_call=5)
     assert losses(resumed.run_dir) == losses(whole.run_dir)
     config = json.loads((whole.run_dir / "config.json").read_text())
-    assert method_label(config["model"]) == pos
+    assert RunConfig.from_json(config).label == pos
     report, _ = evaluate_run(whole.run_dir, EvalSettings(lengths=[16, 64], max_tokens=256))
     assert report["label"] == pos and all(math.isfinite(r["ppl"]) for r in report["results"])

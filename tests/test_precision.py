@@ -9,12 +9,15 @@ from safetensors.torch import load_file
 
 from posbench import common
 from posbench.errors import PosbenchError
-from posbench.runs.config import TrainConfig
-from posbench.runs.folder import identity
+from posbench.runs.config import RunConfig, TrainConfig
 from posbench.train import train
 
 from .helpers import tiny_train
 from .test_train import interrupted_then_resumed, losses
+
+
+def identity(raw: dict) -> dict:
+    return RunConfig.from_json(raw).identity()
 
 
 def test_bf16_trains_under_autocast_with_fp32_weights_and_resumes_exactly(corpus, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from rich.progress import Progress
 
 from posbench import cli
 from posbench import progress as progress_module
-from posbench.experiments.presets import PRESETS, Preset
+from posbench.experiments.presets import CORPUS_PRESETS, CorpusPreset
 from posbench.progress import LineProgress, make_progress
 
 from .helpers import run_cli
@@ -59,7 +59,7 @@ def test_a_short_job_prints_its_start_and_end_only():
 
 
 def test_compare_into_a_log_prints_progress_lines_during_the_run(corpus, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(PRESETS, "tiny", Preset(
+    monkeypatch.setitem(CORPUS_PRESETS, "tiny", CorpusPreset(
         "test size", model=dict(n_layer=1, n_head=2, d_model=16),
         train=dict(tokenizer="bytes", train_len=16, batch_size=4, steps=6, warmup=2, eval_every=3,
                    eval_tokens=256, log_every=1, save_every=3),

@@ -11,14 +11,14 @@ from torch import nn
 
 from posbench import cli
 from posbench.evaluation.stats import wilson_interval
+from posbench.experiments.presets import TASK_PRESETS, TaskPreset
 from posbench.runs.folder import load_run
-from posbench.tasks import run as tasks
 from posbench.tasks.data import IGNORE, TASKS, VOCAB_SIZE, TaskSampler, collate, eval_batch, eval_seed
 from posbench.tasks.generators.common import BOS, KEY, PASSKEY_LEN, QUERY, SEP
 from posbench.tasks.generators.copy import make_reverse
 from posbench.tasks.generators.passkey import make_passkey
 from posbench.tasks.generators.recall import make_recall
-from posbench.tasks.run import TaskPreset, score
+from posbench.tasks.run import score
 
 from .helpers import run_cli
 
@@ -120,7 +120,7 @@ def test_wilson_interval():
 
 @pytest.fixture
 def tiny_tasks(monkeypatch):
-    monkeypatch.setitem(tasks.TASK_PRESETS, "tiny", TaskPreset(
+    monkeypatch.setitem(TASK_PRESETS, "tiny", TaskPreset(
         "tiny", model=dict(n_layer=1, n_head=2, d_model=16),
         train=dict(batch_size=4, steps=4, warmup=1), train_max_len=16, instances=8, depths=(0.0, 1.0),
         depth_instances=4))
@@ -145,7 +145,7 @@ def test_tasks_command_trains_scores_and_writes(tiny_tasks, tmp_path, monkeypatc
     for png in ("accuracy_vs_length.png", "passkey_heatmap.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
     model, tokenizer, config = load_run(out / "copy" / "none")
-    assert tokenizer is None and config["data"]["task"] == "copy" and model.config.vocab_size == VOCAB_SIZE
+    assert tokenizer is None and config.data["task"] == "copy" and model.config.vocab_size == VOCAB_SIZE
 
     # a second call reuses the finished runs
     before = (out / "copy" / "none" / "model.safetensors").stat().st_mtime_ns
@@ -188,7 +188,7 @@ def test_tasks_with_random_positions_train_score_and_label_the_runs(tiny_tasks, 
     assert by_length[16] is not None and by_length[32] is not None  # 16, 32 <= M: drawn from [0, 48)
     assert by_length[64] is None  # 64 positions cannot be drawn from [0, 48)
     _, _, config = load_run(out / "copy" / "alibi+rp48")
-    assert config["train"]["random_positions"] == 48
+    assert config.train.random_positions == 48
 
 
 def test_passkey_depth_is_uniform_over_every_place():

@@ -43,7 +43,7 @@ def test_every_method_trains_and_load_run_gives_the_in_memory_models_logits(pos,
         assert (run / name).is_file(), name
     assert result.summary["steps"] == 6
     model, tokenizer, config = load_run(run)
-    assert config["model"]["pos"] == pos and config["posbench_version"]
+    assert config.model.pos == pos and config.posbench_version
     trained = saved[-1]  # the model in memory when training wrote its last weights
     # plain safetensors loads the weights too, and they are the trained model's, value for value
     plain = load_file(str(run / "model.safetensors"))
@@ -99,7 +99,7 @@ def test_ctrl_c_checkpoint_newer_than_the_periodic_one_resumes_bitwise_with_drop
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     (whole_model, tokenizer, config), (resumed_model, _, _) = load_run(whole), load_run(resumed.run_dir)
-    assert config["model"]["dropout"] == 0.1
+    assert config.model.dropout == 0.1
     assert_trained(b, config)
     tokens = tokenizer.encode("heads attend far or near")
     assert torch.equal(logits_on(resumed_model, tokens), logits_on(whole_model, tokens))
@@ -198,7 +198,7 @@ def test_a_run_written_before_the_training_length_was_renamed_loads_and_resumes(
     (run / "config.json").write_text(json.dumps(config))
     model, _, loaded = load_run(run)
     assert model.config.train_len == 16 and model.pos.max_positions == 16
-    assert loaded["train"]["train_len"] == 16
+    assert loaded.train.train_len == 16
     (run / "summary.json").unlink()  # unfinished: the same config resumes instead of refusing
     result = train(model_cfg, cfg, out=run, show_progress=False)
     assert result.resumed_from == 4 and result.summary["steps"] == 4

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..experiments.compare import CompareConfig, compare, parse_methods, parse_rope_scaling
-from ..experiments.presets import PRESETS
+from ..experiments.presets import CORPUS_PRESETS
 from ..experiments.verdicts import within_noise
 from ..positions import METHODS, TEMPERATURES
 from . import app, console
@@ -123,7 +123,7 @@ def compare_command(
                             + ", ".join(METHODS) + ", each with an optional +TEMPERATURE ("
                             + ", ".join(TEMPERATURES) + "), e.g. rotary+ssmax."),
     preset: str = typer.Option(DEFAULT.preset, help="Experiment size: "
-                               + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + "."),
+                               + "; ".join(f"{k}: {v.description}" for k, v in CORPUS_PRESETS.items()) + "."),
     data: str = typer.Option(DEFAULT.data, help="Corpus: pydocs, stdlib, a .txt file or a folder with "
                              "train/valid/test.txt."),
     train_len: int = typer.Option(None, "--train-len", "--seq-len", help="Training length L (default: the preset's)."),

@@ -9,9 +9,10 @@ from rich import box
 from rich.table import Table
 
 from ..experiments.compare import parse_methods
+from ..experiments.presets import TASK_PRESETS
 from ..positions import METHODS, TEMPERATURES
 from ..tasks.data import RETRIEVAL, TASKS
-from ..tasks.run import TASK_PRESETS, TasksConfig, mean_accuracy, parse_tasks, run_tasks
+from ..tasks.run import TasksConfig, mean_accuracy, parse_tasks, run_tasks
 from . import app, console
 
 DEFAULT = TasksConfig()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..positions import METHODS, TEMPERATURES
 from ..runs.config import ModelConfig, TrainConfig
-from ..runs.folder import check_run_dir, method_label
+from ..runs.folder import check_run_dir
 from ..train import train
 from . import app, console
 
@@ -68,9 +68,8 @@ def train_command(
 ) -> None:
     """Train a small GPT with one position method and write a run folder."""
     if resume is not None:
-        config = check_run_dir(resume)
-        model_config = ModelConfig.from_dict(config["model"])
-        train_config = replace(TrainConfig.from_dict(config["train"]), device=device)
+        run_config = check_run_dir(resume)
+        model_config, train_config = run_config.model, replace(run_config.train, device=device)
         out = resume
     else:
         model_config = ModelConfig(n_layer=layers, n_head=heads, d_model=dim, pos=pos, embed_norm=embed_norm,
@@ -89,7 +88,7 @@ def train_command(
         console.print(f"[green]{result.run_dir} already holds this finished run[/] (use --overwrite to retrain)")
     elif result.resumed_from:
         console.print(f"resumed from step {result.resumed_from}")
-    label = method_label(model_config.to_dict())
+    label = model_config.label()
     table = Table(title=f"{label} run", show_header=False, title_justify="left")
     for name, value in (
         ("parameters", f"{s['params']:,}"),

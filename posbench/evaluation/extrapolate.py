@@ -15,7 +15,7 @@ from ..errors import PosbenchError
 from ..experiments.verdicts import add_context_comparisons
 from ..positions.rope_scaling import apply_rope_scaling
 from ..progress import make_progress
-from ..runs.folder import held_out_tokens, load_run, method_label, resolve_run, train_settings
+from ..runs.folder import held_out_tokens, load_run, resolve_run
 from .context_use import context_use
 from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
 from .stats import Windows, bpb_interval, ppl_interval
@@ -70,13 +70,13 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
     """run_report's entry, and the per-window losses behind it by (mode, length) (for paired
     comparisons between runs evaluated on the same windows)."""
     run_dir = resolve_run(run)
-    model, tokenizer, config = load_run(run_dir, device=settings.device)
+    model, tokenizer, run_config = load_run(run_dir, device=settings.device)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise PosbenchError(f"{run_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
                             f"{model.config.vocab_size}; the run folder is inconsistent")
     train_len = model.config.train_len
     lengths = settings.lengths or default_lengths(train_len, settings.max_len)
-    label = method_label(config["model"])
+    label = run_config.label
     scaling = None
     if settings.rope_scaling is not None:
         kind, factor = settings.rope_scaling
@@ -84,8 +84,8 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
         apply_rope_scaling(model, kind, factor, train_len)
         scaling = {"kind": kind, "factor": factor}
         label = f"{label}+{kind}×{factor:g}"
-    tokens, notes = held_out_tokens(run_dir, config, tokenizer, settings.split, settings.data)
-    random_positions = train_settings(config).random_positions  # scored as trained (scoring.py)
+    tokens, notes = held_out_tokens(run_dir, run_config, tokenizer, settings.split, settings.data)
+    random_positions = run_config.train.random_positions  # scored as trained (scoring.py)
     results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
                                settings.max_tokens, progress=progress, label=label, random_positions=random_positions)
     contexts = [n for n in lengths if n >= train_len]
@@ -96,7 +96,7 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     report = {
         "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
-        "split": settings.split, "data": settings.data or train_settings(config).data,
+        "split": settings.split, "data": settings.data or run_config.train.data,
         "results": [result_row(r) for r in results],
         "context_use": [result_row(r) for r in context],
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],

@@ -186,12 +186,12 @@ def inspect_heads(run: str | Path | None = None, length: int | None = None, samp
     """Load a run (None: the newest under runs/), probe it on `samples` windows of `length` tokens
     (default: the training length) from its held-out split, and return the report."""
     path = resolve_run(run)
-    model, tokenizer, config = load_run(path)
+    model, tokenizer, run_config = load_run(path)
     length = length or model.config.train_len
     n_layer = model.config.n_layer
     if layer is not None and not 0 <= layer < n_layer:
         raise PosbenchError(f"--layer {layer} is out of range: the model has layers 0..{n_layer - 1}")
-    tokens, _ = held_out_tokens(path, config, tokenizer, split)
+    tokens, _ = held_out_tokens(path, run_config, tokenizer, split)
     windows = spread_windows(tokens, split, length, samples)
     if int(windows.max()) >= model.config.vocab_size:
         raise PosbenchError(f"the {split} split has token ids beyond the model's vocabulary; "

@@ -4,30 +4,25 @@ numbers with their intervals, a verdict per method (verdicts.py reads the number
 
 from __future__ import annotations
 
-import csv
-import io
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
-from .. import __version__
 from ..common import DEVICE, resolve_device
 from ..data.tokens import prepare_data
 from ..errors import Interrupted, PosbenchError
 from ..evaluation.extrapolate import EvalSettings, evaluate_run
-from ..fileio import atomic_write
 from ..positions import METHODS, SEED_METHODS
 from ..progress import make_progress
-from ..runs.config import ModelConfig
-from ..runs.folder import loss_curve, method_label, read_json, train_settings, write_json
+from ..runs.config import ModelConfig, TrainConfig
+from ..runs.folder import loss_curve, read_config, read_json
 from ..train import train
 from .plots import plot_context_use, plot_loss_curves, plot_ppl_vs_length
-from .presets import Preset, get_preset
+from .presets import CorpusPreset, get_preset
+from .results import csv_text, versions, write_results
 from .run_groups import group_runs
 from .verdicts import Entry, add_comparisons, method_row
 from .verdicts import verdict as verdict  # compare.verdict, as before verdicts.py
@@ -95,15 +90,16 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     `runs`; evaluate all at the same lengths on the same windows; write results.json, results.csv,
     ppl_vs_length.png and loss_curves.png. Rope scaling adds rows like rotary+yarn×4. A method that
     fails is recorded in results["failures"] with its reason, and the others go on."""
-    preset = get_preset(cfg.preset)
+    preset = get_preset("compare", cfg.preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
     settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=cfg.eval_tokens or preset.eval_tokens,
                             device=str(resolve_device(cfg.device)))
     started = time.perf_counter()
+    configs = {m: _method_configs(cfg, preset, m) for m in cfg.methods}  # each method's, built once
     if not runs:
-        _check_inputs(cfg, preset)
+        _check_inputs(configs[cfg.methods[0]][1])
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    labels = {m: _model_config(cfg, preset, m, cfg.seed).label() for m in cfg.methods}  # as tables label them
+    labels = {m: model_config.label() for m, (model_config, _) in configs.items()}  # as tables label them
     jobs: list[Job] = ([(label, None, [(None, d) for d in folders]) for label, folders in group_runs(runs)]
                        or [(labels[m], m, [(s, cfg.run_dir(labels[m], s)) for s in seeds]) for m in cfg.methods])
     progress = make_progress(console, disable=not show_progress)
@@ -114,7 +110,7 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
         for k, (label, method, seed_dirs) in enumerate(jobs):
             progress.update(overall, description=f"[bold]compare[/] {label} ({k + 1}/{len(jobs)})")
             try:
-                done = _run_method(cfg, preset, method, seed_dirs, settings, console, progress, label)
+                done = _run_method(cfg, configs.get(method), seed_dirs, settings, console, progress, label)
             except Interrupted:
                 raise
             except Exception as e:  # one failing method (NaN, out of memory, a bug) must not cost the others
@@ -127,17 +123,21 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
 
 
-def _check_inputs(cfg: CompareConfig, preset: Preset) -> None:
+def _method_configs(cfg: CompareConfig, preset: CorpusPreset, method: str) -> tuple[ModelConfig, TrainConfig]:
+    """One method's run at the first seed (the others differ only in their seed): every seed on the
+    first seed's tokenizer, so all score the same windows."""
+    model_config, train_config = preset.configs(
+        method, dict(embed_norm=cfg.embed_norm), data=cfg.data, train_len=cfg.train_len, seed=cfg.seed,
+        device=cfg.device, precision=cfg.precision, tokenizer_seed=cfg.seed if cfg.seeds > 1 else None)
+    return model_config, train_config
+
+
+def _check_inputs(train_config: TrainConfig) -> None:
     """Bad input every method shares (a missing corpus, --train-len 0) is one error and exit code 2
     before anything trains, not a failure per method. The tokenised corpus is cached for the runs."""
-    _, train_config = preset.configs(cfg.methods[0], data=cfg.data, train_len=cfg.train_len, seed=cfg.seed)
-    train_config.validate()
-    prepare_data(cfg.data, train_config.tokenizer, train_config.vocab_size, cfg.seed)
-
-
-def _model_config(cfg: CompareConfig, preset: Preset, method: str, seed: int) -> ModelConfig:
-    model_config, _ = preset.configs(method, data=cfg.data, train_len=cfg.train_len, seed=seed, device=cfg.device)
-    return replace(model_config, embed_norm=cfg.embed_norm)
+    t = train_config
+    t.validate()
+    prepare_data(t.data, t.tokenizer, t.vocab_size, t.tokenizer_seed_or_seed)
 
 
 def failure_reason(e: BaseException) -> str:
@@ -147,25 +147,22 @@ def failure_reason(e: BaseException) -> str:
     return text if isinstance(e, PosbenchError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _run_method(cfg: CompareConfig, preset: Preset, method: str | None, seed_dirs: list[tuple[int | None, Path]],
-                settings: EvalSettings, console: Console | None, progress, row: str) -> dict[str, list[Entry]]:
-    """Train (method given) and evaluate every seed of one method -> label -> one entry per seed.
-    Given runs (method None) take their row's label (run_groups: e.g. `alibi (steps 60)`)."""
+def _run_method(cfg: CompareConfig, configs: tuple[ModelConfig, TrainConfig] | None,
+                seed_dirs: list[tuple[int | None, Path]], settings: EvalSettings, console: Console | None, progress,
+                row: str) -> dict[str, list[Entry]]:
+    """Train (`configs`: the method's, _method_configs) and evaluate every seed of one method -> label ->
+    one entry per seed. Given runs (configs None) take their row's label (run_groups: `alibi (steps 60)`)."""
     out: dict[str, list[Entry]] = {}
     for seed, run_dir in seed_dirs:
-        if method is not None:
-            _, train_config = preset.configs(method, data=cfg.data, train_len=cfg.train_len, seed=seed,
-                                             device=cfg.device, precision=cfg.precision)
-            if cfg.seeds > 1:  # every seed on the base seed's tokenizer: the same evaluation windows
-                train_config = replace(train_config, tokenizer_seed=cfg.seed)
-            model_config = _model_config(cfg, preset, method, seed)
-            summary = train(model_config, train_config, out=run_dir, console=console, progress=progress).summary
+        if configs is not None:
+            model_config, train_config = configs
+            summary = train(model_config, replace(train_config, seed=seed), out=run_dir, console=console,
+                            progress=progress).summary
         else:
             summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
         for report, windows in _evaluate_run(run_dir, settings, cfg.rope_scaling, progress):
-            if method is None:  # the row's label in place of the method's, a rope scaling suffix kept
-                report["label"] = row + report["label"].removeprefix(method_label(read_json(run_dir / "config.json")
-                                                                                  ["model"]))
+            if configs is None:  # the row's label in place of the method's, a rope scaling suffix kept
+                report["label"] = row + report["label"].removeprefix(read_config(run_dir).label)
             out.setdefault(report["label"], []).append((report, windows, summary))
     return out
 
@@ -186,8 +183,7 @@ def _write_results(cfg: CompareConfig, evaluated: dict[str, list[Entry]], failur
     runs, each with the seed its config names."""
     rows, windows = [], []
     for entries in evaluated.values():
-        run_seeds = seeds or [train_settings(read_json(Path(r["run"]) / "config.json")).seed
-                              for r, _, _ in entries]
+        run_seeds = seeds or [read_config(Path(r["run"])).train.seed for r, _, _ in entries]
         row, w = method_row(entries, run_seeds)
         rows.append(row)
         windows.append(w)
@@ -196,21 +192,17 @@ def _write_results(cfg: CompareConfig, evaluated: dict[str, list[Entry]], failur
         "preset": cfg.preset, "data": cfg.data, "seed": cfg.seed, "seeds": seeds or sorted(
             {s for row in rows for s in row["seeds"] if s is not None}), "embed_norm": cfg.embed_norm,
         "wall_seconds": seconds,
-        "versions": {"posbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "configs": {row["label"]: read_json(Path(row["run"]) / "config.json") for row in rows},
         "runs": rows, "failures": failures,
     }
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
-    atomic_write(out / "results.csv", results_csv(rows, failures).encode())
+    out = write_results(cfg.out, results, results_csv(rows, failures))
     plot_ppl_vs_length(rows, out / "ppl_vs_length.png")
     if any(row.get("context_use") for row in rows):
         plot_context_use(rows, out / "context_use.png")
     curves = {row["label"]: [loss_curve(Path(run)) for run in row.get("seed_runs", [row["run"]])]
               for row in rows if "rope_scaling" not in row}  # a rescaled row is a run already drawn
     plot_loss_curves(curves, out / "loss_curves.png")
-    return results
+    return {**results, "versions": versions()}
 
 
 CSV_COLUMNS = ["pos", "label", "run", "train_len", "length", "ppl", "bpb", "tokens", "params", "train_tokens_per_s",
@@ -220,20 +212,17 @@ CSV_COLUMNS = ["pos", "label", "run", "train_len", "length", "ppl", "bpb", "toke
 
 def results_csv(rows: Sequence[dict], failures: Sequence[dict] = ()) -> str:
     """One line per (method, length); ppl_seeds joined by ';'; a failed method one line with its error."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    lines = []
     for row in rows:
         for r in row["results"]:
             versus = r.get("vs_best") or {}
-            writer.writerow([row["pos"], row["label"], row["run"], row["train_len"], r["length"], r["ppl"], r["bpb"],
+            lines.append([row["pos"], row["label"], row["run"], row["train_len"], r["length"], r["ppl"], r["bpb"],
                              r["tokens"], row["params"], row["train_tokens_per_s"], row["verdict"],
                              *(r.get("ppl_ci") or ["", ""]), *(r.get("bpb_ci") or ["", ""]),
                              ";".join("" if x is None else f"{x:.6g}" for x in r.get("ppl_seeds", [])),
                              versus.get("best", ""), versus.get("ratio", ""), *(versus.get("ci") or ["", ""]),
                              r.get("error", "")])
-    for f in failures:
-        writer.writerow([f["pos"] or "", f["label"], f["run"], *[""] * (len(CSV_COLUMNS) - 4), f["error"]])
-    return buffer.getvalue()
+    lines += [[f["pos"] or "", f["label"], f["run"], *[""] * (len(CSV_COLUMNS) - 4), f["error"]] for f in failures]
+    return csv_text(CSV_COLUMNS, lines)
 
 

@@ -13,16 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PosbenchError
-from ..runs.folder import identity, method_label, read_json, resolve_run, train_settings, upgrade_config
+from ..runs.config import RunConfig
+from ..runs.folder import read_config, resolve_run
 
-# what decides the evaluated text and its token units: (what a refusal names, where it is in config.json)
-TEXT_FIELDS = (("corpus", ("train", "data")), ("corpus text", ("data", "sha256")),
-               ("tokenizer", ("train", "tokenizer")), ("tokenizer vocabulary", ("train", "vocab_size")))
+# what decides the evaluated text and its token units: what a refusal names, and how to read it
+TEXT_FIELDS = (("corpus", lambda c: c.train.data), ("corpus text", lambda c: c.data.get("sha256")),
+               ("tokenizer", lambda c: c.train.tokenizer), ("tokenizer vocabulary", lambda c: c.train.vocab_size))
 NOT_A_ROW = {"seed", "tokenizer_seed"}  # seeds of one row differ here (the tokenizer itself is compared)
-
-
-def _get(config: dict, path: tuple[str, str]):
-    return (config.get(path[0]) or {}).get(path[1])
 
 
 def _tokenizer_digest(run_dir: Path) -> str | None:
@@ -30,27 +27,27 @@ def _tokenizer_digest(run_dir: Path) -> str | None:
     return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest() if files else None
 
 
-def check_comparable(configs: dict[Path, dict]) -> None:
+def check_comparable(configs: dict[Path, RunConfig]) -> None:
     """Raise PosbenchError (one line, naming the field) unless every run was evaluated on the same text
     in the same token units: same corpus, same corpus text, same tokenizer."""
     (first, a), *rest = configs.items()
     for run, b in rest:
-        for name, path in TEXT_FIELDS:
-            if _get(a, path) != _get(b, path):
+        for name, read in TEXT_FIELDS:
+            if read(a) != read(b):
                 raise PosbenchError(f"cannot compare {first} with {run}: their {name} differs "
-                                    f"({_get(a, path)} vs {_get(b, path)}), so they are not scored on the same text "
+                                    f"({read(a)} vs {read(b)}), so they are not scored on the same text "
                                     "in the same units")
         if _tokenizer_digest(first) != _tokenizer_digest(run):
-            seeds = (train_settings(a).tokenizer_seed_or_seed, train_settings(b).tokenizer_seed_or_seed)
+            seeds = (a.train.tokenizer_seed_or_seed, b.train.tokenizer_seed_or_seed)
             raise PosbenchError(f"cannot compare {first} with {run}: their tokenizer differs (trained with seeds "
                                 f"{seeds[0]} vs {seeds[1]}), so they are not scored in the same units; train seeds "
                                 "with `posbench compare --seeds N`, which shares one tokenizer")
 
 
-def _flat(config: dict) -> dict[str, object]:
-    """identity() as one level, train fields unprefixed (they are what users set), model as model.<k>
-    only where a train field has the same name."""
-    ident = identity(config)
+def _flat(config: RunConfig) -> dict[str, object]:
+    """RunConfig.identity() as one level, train fields unprefixed (they are what users set), model as
+    model.<k> only where a train field has the same name."""
+    ident = config.identity()
     out = {k: v for k, v in ident["train"].items() if k not in NOT_A_ROW}
     out |= {(f"model.{k}" if k in out else k): v for k, v in ident["model"].items()}
     return out
@@ -64,24 +61,24 @@ def group_runs(runs: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
     dirs = [resolve_run(r) for r in runs]
     if len(set(dirs)) != len(dirs):
         raise PosbenchError("a run is named twice")
-    configs = {d: upgrade_config(read_json(d / "config.json")) for d in dirs}
+    configs = {d: read_config(d) for d in dirs}
     check_comparable(configs)
     groups: dict[str, list[Path]] = {}
     for d, config in configs.items():
         key = repr(sorted(_flat(config).items()))
-        seeds = [train_settings(configs[o]).seed for o in groups.get(key, [])]
-        if train_settings(config).seed in seeds:  # the same config and seed twice: its own row
+        seeds = [configs[o].train.seed for o in groups.get(key, [])]
+        if config.train.seed in seeds:  # the same config and seed twice: its own row
             key += str(d)
         groups.setdefault(key, []).append(d)
     rows = list(groups.values())
     return [(_label(rows, k, configs), folders) for k, folders in enumerate(rows)]
 
 
-def _label(rows: list[list[Path]], k: int, configs: dict[Path, dict]) -> str:
+def _label(rows: list[list[Path]], k: int, configs: dict[Path, RunConfig]) -> str:
     """The method's label, with `(field value, ...)` for the fields in which this row differs from
     another row of the same method, or its folder name when nothing but the run differs."""
-    base = method_label(configs[rows[k][0]]["model"])
-    same = [r for r in rows if method_label(configs[r[0]]["model"]) == base]
+    base = configs[rows[k][0]].label
+    same = [r for r in rows if configs[r[0]].label == base]
     if len(same) == 1:
         return base
     mine = _flat(configs[rows[k][0]])

@@ -1,14 +1,16 @@
-"""What a run is: ModelConfig (the model, config.json's "model") and TrainConfig (the training run,
-config.json's "train").
+"""What a run is: RunConfig, a run folder's config.json read once — ModelConfig (the model, its
+"model"), TrainConfig (the training run, its "train"), the corpus and the tokenizer it was trained on.
 
 A config.json written by an older posbench lacks fields added since, or names them differently:
-from_dict reads it as the run that was actually trained."""
+RunConfig.from_json reads it as the run that was actually trained (renames in RENAMES, a missing
+setting as its LEGACY value or its default), here and nowhere else."""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass, fields
 
+from .. import __version__
 from ..common import DEVICE, PRECISIONS
 from ..errors import PosbenchError
 from ..positions import METHODS, TEMPERATURES
@@ -17,6 +19,11 @@ from ..positions import METHODS, TEMPERATURES
 # fields it lacks: the variant those runs were trained with, so they keep loading and evaluating
 # exactly as they were trained.
 # New runs get the dataclass defaults below, the reference implementations (docs/methods.md).
+FORMAT = 1  # config.json's "format": bump when the run folder layout changes incompatibly
+# what runs written before the training length had one name called it, per section
+RENAMES = {"model": {"max_len": "train_len"}, "train": {"seq_len": "train_len"}}
+# settings that do not change what a run computes: a run may be resumed with others
+NOT_IDENTITY = {"device", "compile", "save_every", "log_every"}
 LEGACY = {"embed_norm": False, "sinusoid_ratio": 1.0, "t5_max_distance": 128, "fire_init_L": None,
           "softplus_params": True}
 
@@ -80,9 +87,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """A config.json's "model"; a field it lacks that its method reads gets its LEGACY value, and
-        a config written before the training length was named train_len calls it max_len."""
-        values = {("train_len" if k == "max_len" else k): v for k, v in values.items()}
+        """A config.json's "model" (as RunConfig.from_json renamed it); a field it lacks that its
+        method reads gets its LEGACY value, a field this version does not know is left out."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         method = METHODS.get(values.get("pos", cls.pos))
@@ -148,9 +154,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """From config.json's "train"; a config written before the training length was named
-        train_len calls it seq_len."""
-        values = {("train_len" if k == "seq_len" else k): v for k, v in values.items()}
+        """From config.json's "train" (as RunConfig.from_json renamed it); a field it lacks reads as
+        its default, a field this version does not know is left out."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -169,3 +174,53 @@ class TrainConfig:
             raise PosbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.tokenizer not in ("bpe", "bytes"):
             raise PosbenchError(f"--tokenizer must be 'bpe' or 'bytes', got '{self.tokenizer}'")
+
+
+@dataclass
+class RunConfig:
+    """A run folder's config.json as this version reads it: everything needed to rebuild and
+    describe a run. Built once per folder (runs.folder.read_config), then passed around whole."""
+
+    model: ModelConfig
+    train: TrainConfig
+    data: dict  # what the run trained on: the corpus (name, sha256, sizes) or a task's batch source
+    tokenizer: dict  # the tokenizer's description; {"kind": "task"} for a task run (no tokenizer)
+    format: int = FORMAT
+    posbench_version: str = __version__  # the posbench that wrote it
+
+    @classmethod
+    def from_json(cls, raw: dict) -> RunConfig:
+        """config.json's dict, written by this posbench or an older one."""
+        sections = {name: {RENAMES.get(name, {}).get(k, k): v for k, v in (raw.get(name) or {}).items()}
+                    for name in ("model", "train")}
+        return cls(ModelConfig.from_dict(sections["model"]), TrainConfig.from_dict(sections["train"]),
+                   raw.get("data") or {}, raw.get("tokenizer") or {}, raw.get("format", 0),
+                   raw.get("posbench_version", "?"))
+
+    def to_json(self) -> dict:
+        return {"format": self.format, "posbench_version": self.posbench_version, "model": self.model.to_dict(),
+                "train": asdict(self.train), "data": self.data, "tokenizer": self.tokenizer}
+
+    @property
+    def label(self) -> str:
+        """The method as tables show it (ModelConfig.label): "alibi", "alibi+ln", "rotary+ssmax"."""
+        return self.model.label()
+
+    @property
+    def is_task_run(self) -> bool:
+        """A `posbench tasks` run: its ids are the task's vocabulary, it has no tokenizer."""
+        return self.tokenizer.get("kind") == "task"
+
+    def identity(self) -> dict:
+        """What makes two runs the same run: model, data and every training setting that changes what
+        is computed (not the device, compile, or how often it saves and logs). Settings at the value
+        every run had before they existed (tokenizer_seed unset or equal to the seed, random_positions
+        off, precision fp32) are left out, so older runs keep their identity."""
+        train = {k: v for k, v in asdict(self.train).items() if k not in NOT_IDENTITY}
+        if train["tokenizer_seed"] in (None, train["seed"]):
+            del train["tokenizer_seed"]
+        if train["random_positions"] is None:
+            del train["random_positions"]
+        if train["precision"] == "fp32":
+            del train["precision"]
+        return {"model": self.model.to_dict(), "train": train, "data": self.data}

@@ -19,7 +19,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
 from ..common import RUNS_ROOT, check_split
-from .config import ModelConfig, TrainConfig
+from .config import FORMAT, RunConfig
 from ..data.corpora import load_corpus
 from ..errors import PosbenchError
 from ..fileio import atomic_write
@@ -28,24 +28,10 @@ from ..model.gpt import GPT
 from ..data.tokenizer import Tokenizer
 from ..data.tokens import prepare_data
 
-FORMAT = 1  # bump when the run folder layout changes incompatibly
-# settings that do not change what a run computes: a run may be resumed with others
-NOT_IDENTITY = {"device", "compile", "save_every", "log_every"}
 
 
 def write_json(path: Path, value: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def upgrade_config(config: dict) -> dict:
-    """config.json as this version names things: runs written before the training length had one
-    name call it "max_len" in "model" and "seq_len" in "train"."""
-    renames = {"model": ("max_len", "train_len"), "train": ("seq_len", "train_len")}
-    for section, (old, new) in renames.items():
-        values = config.get(section)
-        if isinstance(values, dict) and old in values:
-            config[section] = {(new if k == old else k): v for k, v in values.items()}
-    return config
 
 
 def read_json(path: Path) -> dict:
@@ -55,47 +41,39 @@ def read_json(path: Path) -> dict:
         raise PosbenchError(f"cannot read {path}: {e}") from None
 
 
-def run_config(model: ModelConfig, train: dict, data: dict, tokenizer: dict) -> dict:
-    """Everything needed to rebuild and describe a run, as written to config.json."""
-    return {"format": FORMAT, "posbench_version": __version__, "model": model.to_dict(), "train": train,
-            "data": data, "tokenizer": tokenizer}
+def read_config(run_dir: Path) -> RunConfig:
+    """The run's config.json, read as this version names things (RunConfig.from_json)."""
+    return RunConfig.from_json(read_json(run_dir / "config.json"))
 
 
-def method_label(model: dict) -> str:
-    """The method as tables show it, from config.json's "model": "alibi", "alibi+ln" for a run with
-    --embed-norm, and a +tag per other setting off its default (ModelConfig.label); a config written
-    before a setting existed is read with that setting's legacy value, so old runs say what they are."""
-    return ModelConfig.from_dict(model).label()
-
-
-def save_weights(run_dir: Path, model: GPT, config: dict) -> None:
+def save_weights(run_dir: Path, model: GPT, config: RunConfig) -> None:
     """model.safetensors, loadable with plain safetensors.torch.load_file; the config rides along
     in its metadata so the weights file alone says what it is."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"posbench_config": json.dumps(config)}
+    metadata = {"posbench_config": json.dumps(config.to_json())}
     # serialised in memory, written by Python: a full disk is then an OSError atomic_write can name
     # (safetensors' own file writer reports it opaquely, or not at all)
     atomic_write(run_dir / "model.safetensors", safetensors_bytes(state, metadata=metadata))
 
 
-def check_run_dir(path: Path) -> dict:
+def check_run_dir(path: Path) -> RunConfig:
     """The config of the run at `path`, or a clear error saying why it is not a usable run."""
     if not path.exists():
         raise PosbenchError(f"run folder {path} does not exist")
     if not (path / "config.json").is_file():
         raise PosbenchError(f"{path} is not a posbench run (no config.json)")
-    config = upgrade_config(read_json(path / "config.json"))
-    if config.get("format", 0) > FORMAT:
+    config = read_config(path)
+    if config.format > FORMAT:
         raise PosbenchError(
-            f"{path} was written by posbench {config.get('posbench_version', '?')}, newer than this "
+            f"{path} was written by posbench {config.posbench_version}, newer than this "
             f"posbench {__version__}; upgrade posbench to read it"
         )
     return config
 
 
-def load_run(path: str | Path | None = None, device: str = "cpu") -> tuple[GPT, Tokenizer | None, dict]:
+def load_run(path: str | Path | None = None, device: str = "cpu") -> tuple[GPT, Tokenizer | None, RunConfig]:
     """(model in eval mode, tokenizer, config) of a run folder; None means the newest under runs/.
-    A task run (`posbench tasks`) has no tokenizer (None): its ids are task_data's vocabulary."""
+    A task run (`posbench tasks`) has no tokenizer (None): its ids are the task's vocabulary."""
     path = resolve_run(path)
     config = check_run_dir(path)
     weights = path / "model.safetensors"
@@ -105,11 +83,11 @@ def load_run(path: str | Path | None = None, device: str = "cpu") -> tuple[GPT, 
         state = load_file(str(weights), device=device)
     except (SafetensorError, OSError, ValueError) as e:
         raise PosbenchError(f"{weights} is truncated or corrupt ({e}); retrain or restore it") from None
-    model = GPT(ModelConfig.from_dict(config["model"]))
+    model = GPT(config.model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise PosbenchError(f"{weights} does not match its config (missing {missing}, unexpected {unexpected})")
-    tokenizer = None if (config.get("tokenizer") or {}).get("kind") == "task" else Tokenizer.load(path)
+    tokenizer = None if config.is_task_run else Tokenizer.load(path)
     return model.to(device).eval(), tokenizer, config
 
 
@@ -131,33 +109,12 @@ def default_run_dir(pos: str) -> Path:
 # ----------------------------------------------------------------------------- training's side
 
 
-def train_settings(config: dict) -> TrainConfig:
-    """config.json's "train" as a TrainConfig: a setting an older config lacks reads as its default."""
-    return TrainConfig.from_dict(config.get("train") or {})
-
-
-def identity(config: dict) -> dict:
-    """What makes two configs the same run: model, data and every training setting that changes what
-    is computed (not the device, compile, or how often it saves and logs). A tokenizer_seed that is
-    unset or equal to the seed changes nothing, so runs written before it existed keep their identity
-    (and so do random_positions unset and precision fp32)."""
-    train = {k: v for k, v in config["train"].items() if k not in NOT_IDENTITY}
-    if train.get("tokenizer_seed") in (None, train.get("seed", 0)):
-        train.pop("tokenizer_seed", None)
-    if train.get("random_positions") is None:  # off, as in every run written before the option
-        train.pop("random_positions", None)
-    if train.get("precision", "fp32") == "fp32":  # as every run written before the option
-        train.pop("precision", None)
-    # through from_dict: a config.json written before a setting existed reads as its legacy variant
-    return {"model": ModelConfig.from_dict(config["model"]).to_dict(), "train": train, "data": config["data"]}
-
-
 def run_files(run_dir: Path) -> list[Path]:
     """What is in the folder, less the lock file (which is not part of a run)."""
     return [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
 
 
-def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
+def claim_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> Path | None:
     """Check `run_dir` may take this run (call it holding the folder's lock). Returns the checkpoint
     to resume from, if any."""
     for tmp in run_dir.glob(".*.tmp"):  # a killed writer's half-written file; the lock says it is gone
@@ -166,8 +123,8 @@ def claim_run_dir(run_dir: Path, config: dict, overwrite: bool) -> Path | None:
         if run_files(run_dir) and not overwrite:
             raise PosbenchError(f"{run_dir} exists and is not a posbench run; pick another --out or pass --overwrite")
         return None
-    old = upgrade_config(read_json(run_dir / "config.json"))
-    same = "model" in old and identity(old) == identity(config)
+    old = read_json(run_dir / "config.json")
+    same = "model" in old and RunConfig.from_json(old).identity() == config.identity()
     if not same or overwrite:
         if not overwrite:
             raise PosbenchError(
@@ -217,8 +174,8 @@ def load_checkpoint(path: Path, model: GPT, optimizer, sampler, device) -> tuple
 def loss_curve(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """(tokens seen, loss) points from metrics.jsonl: "train" (the logged training loss) and "val".
     A line that does not parse (a run still writing it) is skipped; no file, no points."""
-    train = upgrade_config(read_json(run_dir / "config.json")).get("train") or {}
-    per_step = train.get("batch_size", 0) * train.get("train_len", 0)
+    train = read_config(run_dir).train
+    per_step = train.batch_size * train.train_len
     curve: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
     path = run_dir / "metrics.jsonl"
     for line in path.read_text().splitlines() if path.is_file() else []:
@@ -243,7 +200,7 @@ def truncate_metrics(path: Path, step: int) -> None:
 # ----------------------------------------------------------------------------- held-out text
 
 
-def held_out_tokens(run_dir: Path, config: dict, tokenizer: Tokenizer, split: str,
+def held_out_tokens(run_dir: Path, config: RunConfig, tokenizer: Tokenizer, split: str,
                     data: str | None = None) -> tuple[np.ndarray, list[str]]:
     """(token ids, notes) of the held-out split a run is evaluated and probed on: its own corpus (the
     cached tokenisation, checked against the run's corpus hash and tokenizer), or `data`, another
@@ -251,16 +208,13 @@ def held_out_tokens(run_dir: Path, config: dict, tokenizer: Tokenizer, split: st
     check_split(split)
     if data is not None:
         return tokenizer.encode(load_corpus(data).splits[split]), []
-    train = config.get("train") or {}
-    if "data" not in train:
-        raise PosbenchError(f"{run_dir}/config.json does not say which corpus the run was trained on")
-    prepared = prepare_data(train["data"], train.get("tokenizer", "bpe"), train.get("vocab_size", 4096),
-                            train_settings(config).tokenizer_seed_or_seed)
+    train = config.train
+    prepared = prepare_data(train.data, train.tokenizer, train.vocab_size, train.tokenizer_seed_or_seed)
     notes = []
-    if prepared.corpus.get("sha256") != (config.get("data") or {}).get("sha256"):
-        notes.append(f"the corpus '{train['data']}' is not the text this run was trained on (another Python "
+    if prepared.corpus.get("sha256") != config.data.get("sha256"):
+        notes.append(f"the corpus '{train.data}' is not the text this run was trained on (another Python "
                      "version, or the file changed): its held-out split differs from the run's")
     if prepared.tokenizer.model_proto != tokenizer.model_proto or prepared.tokenizer.vocab_size != tokenizer.vocab_size:
         # the cache's tokenizer is not the run's (e.g. another sentencepiece): tokenise with the run's own
-        return tokenizer.encode(load_corpus(train["data"]).splits[split]), notes
+        return tokenizer.encode(load_corpus(train.data).splits[split]), notes
     return prepared.splits[split], notes

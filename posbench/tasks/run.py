@@ -5,58 +5,27 @@ of L up to 4L (Kazemnejad et al. 2023; Ruoss et al. 2023), and passkey retrieval
 
 from __future__ import annotations
 
-import csv
-import io
-import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from .. import __version__
 from ..common import DEVICE, resolve_device
 from ..errors import LengthError, PosbenchError
 from ..evaluation.scoring import forward, position_draw
 from ..evaluation.stats import rank, t_interval, wilson_interval
-from ..fileio import atomic_write
-from ..model.gpt import GPT, ModelConfig
+from ..experiments.presets import TaskPreset, get_preset
+from ..experiments.results import csv_text, versions, write_results
+from ..model.gpt import GPT
 from ..positions import SEED_METHODS
 from ..progress import make_progress
-from ..runs.folder import load_run, write_json
+from ..runs.folder import load_run
 from ..train import TrainConfig, train
 from .data import RETRIEVAL, TASKS, VOCAB_SIZE, TaskSampler, answer_hits, eval_batch, get_task
 from .plots import plot_accuracy_vs_length, plot_passkey_heatmap
-
-
-@dataclass(frozen=True)
-class TaskPreset:
-    description: str
-    model: dict = field(default_factory=dict)  # ModelConfig fields (vocab and L come from the task)
-    train: dict = field(default_factory=dict)  # TrainConfig fields
-    train_max_len: int = 32  # L: the longest training instance, in tokens (answer included)
-    factors: tuple[float, ...] = (1, 2, 3, 4)  # evaluated at these multiples of L
-    instances: int = 200  # fresh instances scored per length
-    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # passkey: where the key is, per heatmap cell
-    depth_instances: int = 50  # per (length, depth) cell
-
-    def lengths(self) -> list[int]:
-        return [int(round(self.train_max_len * f)) for f in self.factors]
-
-
-TASK_PRESETS: dict[str, TaskPreset] = {
-    # sized for a laptop (benchmarks/tasks_speed.py): one (task, method) run is 2,000 steps, about
-    # 50-90 s on one busy CPU thread; instances of <= 24 tokens (copy: strings of <= 11) reach >= 0.95
-    # exact match for most methods, shorter training (1,500 steps at L = 32) left copy and recall short
-    "quick": TaskPreset(
-        "2 layers, d=64, 4 heads, instances of <= 24 tokens, 2000 steps of 32; scored at 1-4x",
-        model=dict(n_layer=2, n_head=4, d_model=64),
-        train=dict(batch_size=32, steps=2000, warmup=100, lr=3e-3, min_lr_ratio=0.1, weight_decay=0.1),
-        train_max_len=24,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -86,12 +55,6 @@ def parse_tasks(text: str) -> list[str]:
     for name in names:
         get_task(name)
     return names
-
-
-def get_task_preset(name: str) -> TaskPreset:
-    if name not in TASK_PRESETS:
-        raise PosbenchError(f"unknown preset '{name}' for tasks; choose from {', '.join(TASK_PRESETS)}")
-    return TASK_PRESETS[name]
 
 
 @torch.no_grad()
@@ -142,11 +105,10 @@ def train_task(task: str, method: str, seed: int, preset: TaskPreset, run_dir: P
                random_positions: int | None = None, precision: str = TrainConfig.precision) -> dict:
     """Train (or reuse / resume) one (task, method, seed) run into run_dir; its summary."""
     L, steps = preset.train_max_len, preset.train["steps"]
-    model_config = ModelConfig(**preset.model, vocab_size=VOCAB_SIZE, train_len=L, pos=method)
-    train_config = TrainConfig(**{**preset.train, "data": f"task:{task}", "train_len": L, "seed": seed, "steps": steps,
-                                  "device": device, "vocab_size": VOCAB_SIZE, "eval_every": steps,
-                                  "save_every": max(1, steps // 4), "random_positions": random_positions,
-                                  "precision": precision})
+    model_config, train_config = preset.configs(
+        method, dict(vocab_size=VOCAB_SIZE, train_len=L), data=f"task:{task}", train_len=L, seed=seed, device=device,
+        vocab_size=VOCAB_SIZE, eval_every=steps, save_every=max(1, steps // 4), random_positions=random_positions,
+        precision=precision)
     batches = TaskSampler(task, L, train_config.batch_size, seed, max_position=random_positions)
     return train(model_config, train_config, out=run_dir, console=console, show_progress=show_progress,
                  progress=progress, batches=batches).summary
@@ -155,7 +117,7 @@ def train_task(task: str, method: str, seed: int, preset: TaskPreset, run_dir: P
 def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, show_progress: bool = True) -> dict:
     """Train and score every (task, method, seed); write results.json, results.csv,
     accuracy_vs_length.png and (with passkey) passkey_heatmap.png under cfg.out."""
-    preset = get_task_preset(cfg.preset)
+    preset = get_preset("tasks", cfg.preset)
     for task in cfg.tasks:
         get_task(task, max(preset.lengths()))
     if cfg.seeds < 1:
@@ -188,32 +150,24 @@ def _write_results(cfg: TasksConfig, preset: TaskPreset, rows: list[dict], secon
         "preset": cfg.preset, "preset_description": preset.description, "seeds": cfg.seeds,
         "wall_seconds": seconds,
         "chance": {t: TASKS[t].chance for t in cfg.tasks},
-        "versions": {"posbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "runs": rows,
         "ranking": mean_reciprocal_rank(rows) if len({row["label"] for row in rows}) > 1 else {},
     }
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
-    atomic_write(out / "results.csv", results_csv(rows).encode())
+    out = write_results(cfg.out, results, results_csv(rows))
     plot_accuracy_vs_length(rows, out / "accuracy_vs_length.png")
     if any("depths" in row for row in rows):
         plot_passkey_heatmap([row for row in rows if "depths" in row], out / "passkey_heatmap.png")
-    return results
+    return {**results, "versions": versions()}
 
 
 def results_csv(rows: Sequence[dict]) -> str:
     """One line per (run, length), then one per (passkey run, length, depth); depth empty otherwise."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["task", "pos", "label", "seed", "train_max_len", "length", "depth", "accuracy",
-                     "accuracy_lo", "accuracy_hi", "token_accuracy", "instances"])
-    for row in rows:
-        for r in row["results"] + row.get("depths", []):
-            lo, hi = r["accuracy_ci"] or (None, None)
-            writer.writerow([row["task"], row["pos"], row["label"], row["seed"], row["train_max_len"], r["length"],
-                             r.get("depth", ""), r["accuracy"], lo, hi, r["token_accuracy"], r["instances"]])
-    return buffer.getvalue()
+    columns = ["task", "pos", "label", "seed", "train_max_len", "length", "depth", "accuracy", "accuracy_lo",
+               "accuracy_hi", "token_accuracy", "instances"]
+    return csv_text(columns, ([row["task"], row["pos"], row["label"], row["seed"], row["train_max_len"], r["length"],
+                               r.get("depth", ""), r["accuracy"], *(r["accuracy_ci"] or (None, None)),
+                               r["token_accuracy"], r["instances"]]
+                              for row in rows for r in row["results"] + row.get("depths", [])))
 
 
 def mean_reciprocal_rank(rows: Sequence[dict]) -> dict[str, dict]:
