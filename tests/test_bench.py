@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from posbench import cli
+from posbench.errors import PosbenchError
 from posbench.experiments import bench as bench_module
 from posbench.experiments.bench import bench, peak_memory, training_flops_per_token
 from posbench.model.gpt import GPT
@@ -70,6 +71,32 @@ def test_ratios_are_each_method_over_none_from_the_best_round(monkeypatch):
     # train: 800 / 1000 and 500 / 1000; eval: 2500 / 2000 and 1000 / 2000; memory: 15 / 10 and 40 / 10
     assert (alibi["train_vs_none"], alibi["eval_vs_none"], alibi["memory_vs_none"]) == pytest.approx((0.8, 1.25, 1.5))
     assert (t5["train_vs_none"], t5["eval_vs_none"], t5["memory_vs_none"]) == pytest.approx((0.5, 0.5, 4.0))
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_bench_times_the_steps_in_the_precision_asked(precision, dtype, monkeypatch):
+    """--precision bf16 times the steps under CPU autocast, as training in bf16 runs them; fp32 without."""
+    seen = []
+    forward = GPT.forward
+
+    def spy(self, idx, *args, **kwargs):
+        logits = forward(self, idx, *args, **kwargs)
+        seen.append(logits.dtype)
+        return logits
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    monkeypatch.setattr(bench_module, "peak_memory", lambda pos, *a: 1.0)
+    monkeypatch.setattr(bench_module.multiprocessing, "get_context",
+                        lambda method: types.SimpleNamespace(Pool=InProcessPool))
+    rows = bench(["alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=8, batch=1, steps=1,
+                 device="cpu", threads=1, rounds=1, precision=precision)
+    assert rows[0]["precision"] == precision and seen and set(seen) == {dtype}
+
+
+def test_bench_refuses_an_unknown_precision():
+    with pytest.raises(PosbenchError, match="--precision must be one of"):
+        bench(["alibi"], {"n_layer": 1, "n_head": 2, "d_model": 16}, train_len=8, batch=1, steps=1, device="cpu",
+              threads=1, precision="fp8")
 
 
 def test_memory_ratio_is_nan_when_none_adds_no_memory(monkeypatch):

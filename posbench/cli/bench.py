@@ -11,7 +11,7 @@ from ..common import DEVICE, resolve_device
 from ..experiments.bench import bench
 from ..experiments.compare import parse_methods
 from ..positions import SEED_METHODS
-from ..runs.config import ModelConfig
+from ..runs.config import ModelConfig, TrainConfig
 from ..runs.folder import write_json
 from . import app, console
 
@@ -31,6 +31,9 @@ def bench_command(
     threads: int = typer.Option(None, help="CPU threads (default: torch's)."),
     device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="Time the models compiled (compiling not timed)."),
+    precision: str = typer.Option(TrainConfig.precision, help="CPU precision, as `posbench train --precision`: "
+                                  "fp32, bf16 (autocast) or auto (bf16 where the CPU has bf16 instructions). "
+                                  "CUDA measures bf16 autocast, as it trains."),
     json_path: Path = typer.Option(None, "--json", help="Write the rows to this JSON file."),
 ) -> None:
     """Table 1 of the ALiBi paper for this machine: training and evaluation tokens/s and peak memory
@@ -43,11 +46,12 @@ def bench_command(
     ModelConfig(pos="none", **model)  # a bad shape fails here, with its message, before any process starts
     dev = str(resolve_device(device))
     with console.status(f"measuring {len(methods)} methods at L = {train_len} on {dev}"):
-        rows = bench(methods, model, train_len, batch_size, steps, dev, threads, rounds, compile)
+        rows = bench(methods, model, train_len, batch_size, steps, dev, threads, rounds, compile, precision)
     memory = "peak GPU memory" if dev.startswith("cuda") else "step RSS"  # see bench.peak_memory
     mfu = rows[0]["mfu"] is not None  # a GPU whose bf16 peak bench knows
     table = Table(title=f"speed and memory at L = {train_len}, batch {batch_size}, {layers} layers, d = {dim}, "
-                  f"{heads} heads, {dev}{', compiled' if compile else ''}", title_justify="left")
+                  f"{heads} heads, {dev}{', compiled' if compile else ''}, {rows[0]['precision']}",
+                  title_justify="left")
     for name in ("method", "params", "train tok/s (× none)", "eval tok/s (× none)", f"{memory} MB (× none)",
                  "train TFLOP/s", *(["MFU"] if mfu else [])):
         table.add_column(name, justify="left" if name == "method" else "right")

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..common import fused_optimizer, keep_freed_memory
+from ..common import PRECISIONS, autocast, fused_optimizer, keep_freed_memory, resolve_precision
+from ..errors import PosbenchError
 from ..model.gpt import GPT
 from ..runs.config import ModelConfig
 
@@ -39,8 +40,10 @@ def bf16_peak_tflops(device: torch.device) -> float | None:
     return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
 
 
-def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
-    """Training tokens/s: forward + cross-entropy + backward + AdamW, after `warmup` steps."""
+def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2,
+               precision: str = "fp32") -> float:
+    """Training tokens/s: forward + cross-entropy + backward + AdamW, after `warmup` steps, under the
+    precision training uses (common.autocast: bf16 on CUDA, `precision` on the CPU)."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused_optimizer(model))
     x = torch.randint(0, vocab, (batch, train_len + 1), device=device)
@@ -48,7 +51,7 @@ def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, s
         if i == warmup:
             _sync(device)
             start = time.perf_counter()
-        with _autocast(device):
+        with autocast(device, precision):
             logits = model(x[:, :-1])
         F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten()).backward()
         optimizer.step()
@@ -58,22 +61,23 @@ def train_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, s
 
 
 @torch.inference_mode()
-def eval_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2) -> float:
-    """Evaluation tokens/s: forward passes only."""
+def eval_rate(model: torch.nn.Module, batch: int, train_len: int, vocab: int, steps: int, warmup: int = 2,
+              precision: str = "fp32") -> float:
+    """Evaluation tokens/s: forward passes only (under the same precision as train_rate)."""
     device = next(model.parameters()).device
     x = torch.randint(0, vocab, (batch, train_len), device=device)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             start = time.perf_counter()
-        with _autocast(device):
+        with autocast(device, precision):
             model(x)
     _sync(device)
     return batch * train_len * steps / (time.perf_counter() - start)
 
 
 def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, threads: int,
-                compile: bool = False) -> float:
+                compile: bool = False, precision: str = "fp32") -> float:
     """Peak memory (MB) of one training step and one evaluation step. On CUDA: the allocator's peak
     for this method. On the CPU, which keeps no such count: how far the steps raise the process's
     peak resident size above where it stood once the model was built (torch's own ~300 MB would
@@ -85,15 +89,15 @@ def peak_memory(pos: str, model: dict, train_len: int, batch: int, device: str, 
     # a warm-up step first: its set-up is not the method's (CPU: thread pools, kernel caches, ~80 MB,
     # one window is enough; CUDA: compiling, if asked to, at the measured shape)
     warmup_batch = batch if dev.type == "cuda" else 1
-    train_rate(net, warmup_batch, train_len, config.vocab_size, steps=1, warmup=0)
-    eval_rate(net.eval(), warmup_batch, train_len, config.vocab_size, steps=1, warmup=0)
+    train_rate(net, warmup_batch, train_len, config.vocab_size, steps=1, warmup=0, precision=precision)
+    eval_rate(net.eval(), warmup_batch, train_len, config.vocab_size, steps=1, warmup=0, precision=precision)
     net.train()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     else:
         before = _reset_peak_rss_mb()
-    train_rate(net, batch, train_len, config.vocab_size, steps=1, warmup=0)
-    eval_rate(net.eval(), batch, train_len, config.vocab_size, steps=1, warmup=0)
+    train_rate(net, batch, train_len, config.vocab_size, steps=1, warmup=0, precision=precision)
+    eval_rate(net.eval(), batch, train_len, config.vocab_size, steps=1, warmup=0, precision=precision)
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20
     return _peak_rss_mb() - before
@@ -128,12 +132,13 @@ def _proc_status_mb(field: str) -> float:
 
 def bench(
     methods: Sequence[str], model: dict, train_len: int, batch: int, steps: int, device: str = "cpu",
-    threads: int | None = None, rounds: int = 2, compile: bool = False,
+    threads: int | None = None, rounds: int = 2, compile: bool = False, precision: str = "fp32",
 ) -> list[dict]:
     """Rows per method with ratios to `none` (measured too, whether asked for or not). Speeds are
     measured in one process, methods interleaved for `rounds` rounds, best round kept, so drift in
     the machine's speed hits every method alike. `train_tflops`: model FLOPs (training_flops_per_token)
-    per second of training; `mfu`: that over the GPU's bf16 peak, where bf16_peak_tflops knows it."""
+    per second of training; `mfu`: that over the GPU's bf16 peak, where bf16_peak_tflops knows it.
+    `precision`: the CPU's, as TrainConfig.precision ("auto" resolved; CUDA measures bf16 autocast)."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     names = ["none", *[m for m in methods if m != "none"]]
@@ -141,14 +146,17 @@ def bench(
     if dev.type == "cpu":
         keep_freed_memory()  # as training does
     nets = {pos: _build(ModelConfig(pos=pos, train_len=train_len, **model), dev, compile) for pos in names}
-    rows = _interleaved_speeds(nets, batch, train_len, steps, rounds)
+    if precision not in PRECISIONS:
+        raise PosbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    precision = resolve_precision(precision, dev)
+    rows = _interleaved_speeds(nets, batch, train_len, steps, rounds, precision)
     flops = training_flops_per_token(nets["none"])
     del nets  # every model freed (loops live in the helper): on CUDA a live one would count in each peak below
     peak = bf16_peak_tflops(dev)
     for row in rows.values():  # the same model FLOPs for every method: its own extra work is its cost
         row["train_tflops"] = flops * row["train_tokens_per_s"] / 1e12
         row["mfu"] = row["train_tflops"] / peak if peak else None
-    args = [(pos, model, train_len, batch, device, threads, compile) for pos in names]
+    args = [(pos, model, train_len, batch, device, threads, compile, precision) for pos in names]
     if dev.type == "cpu":
         with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
             memory = pool.starmap(peak_memory, args, chunksize=1)
@@ -164,22 +172,21 @@ def bench(
 
 
 def _interleaved_speeds(nets: dict[str, torch.nn.Module], batch: int, train_len: int, steps: int,
-                        rounds: int) -> dict[str, dict]:
+                        rounds: int, precision: str) -> dict[str, dict]:
     """A row per method: parameters and its best training and evaluation tokens/s over `rounds`
     rounds, each round timing every method in turn after one throwaway pass for all."""
     vocab = nets["none"].config.vocab_size
-    rows = {pos: {"pos": pos, "params": net.num_params(), "train_tokens_per_s": 0.0, "eval_tokens_per_s": 0.0}
-            for pos, net in nets.items()}
+    rows = {pos: {"pos": pos, "params": net.num_params(), "precision": precision, "train_tokens_per_s": 0.0,
+                  "eval_tokens_per_s": 0.0} for pos, net in nets.items()}
+    shape = dict(batch=batch, train_len=train_len, vocab=vocab, precision=precision)
     for net in nets.values():  # a throwaway pass: first-touch allocations would count against `none`
-        train_rate(net.train(), batch, train_len, vocab, steps=1, warmup=0)
-        eval_rate(net.eval(), batch, train_len, vocab, steps=1, warmup=0)
+        train_rate(net.train(), steps=1, warmup=0, **shape)
+        eval_rate(net.eval(), steps=1, warmup=0, **shape)
     for _ in range(rounds):
         for pos, net in nets.items():
             row = rows[pos]
-            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), batch, train_len,
-                                                                                  vocab, steps))
-            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), batch, train_len,
-                                                                               vocab, steps))
+            row["train_tokens_per_s"] = max(row["train_tokens_per_s"], train_rate(net.train(), steps=steps, **shape))
+            row["eval_tokens_per_s"] = max(row["eval_tokens_per_s"], eval_rate(net.eval(), steps=steps, **shape))
     return rows
 
 
@@ -192,6 +199,3 @@ def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
