@@ -20,3 +20,6 @@ class Interrupted(Exception):
     def __init__(self, run_dir: Path, step: int) -> None:
         super().__init__(f"interrupted at step {step}")
         self.run_dir, self.step = run_dir, step
+
+    def __reduce__(self):  # pickled whole, from a worker process of `--jobs` to the main one
+        return Interrupted, (self.run_dir, self.step)

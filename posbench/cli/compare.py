@@ -147,6 +147,8 @@ def compare_command(
                                            "(cramming), off for the others."),
     precision: str = typer.Option(None, help="CPU training precision: fp32 (default), bf16 or auto (bf16 where "
                                   "the CPU has bf16 instructions); runs of another precision are other runs."),
+    jobs: int = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on its "
+                             "share of the CPU threads (1: one at a time, with each run's progress bar)."),
     rope_scaling: str = typer.Option(None, help="Also evaluate runs with rotary layers with rescaled frequencies, no "
                                      "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk, yarn or dynamic "
                                      "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),
@@ -156,7 +158,8 @@ def compare_command(
     ppl_vs_length.png and loss_curves.png. A method that fails is reported as failed, the others go on,
     and the exit code is 1; the same command again retries only what failed."""
     cfg = CompareConfig(parse_methods(pos), preset, data, train_len, max_len, seed, out, device, embed_norm,
-                        parse_rope_scaling(rope_scaling), seeds=seeds, eval_tokens=eval_tokens, precision=precision)
+                        parse_rope_scaling(rope_scaling), seeds=seeds, eval_tokens=eval_tokens, precision=precision,
+                        jobs=jobs)
     results = compare(cfg, runs or [], console, show_progress=not quiet)
     failures = results["failures"]
     console.print(comparison_table(results["runs"], failures))

@@ -77,11 +77,14 @@ def tasks_command(
                                          "drawn from [0, M) instead of 0..n-1; runs labelled <method>+rpM."),
     precision: str = typer.Option(DEFAULT.precision, help="CPU training precision: fp32, bf16 or auto (bf16 "
                                   "where the CPU has bf16 instructions)."),
+    jobs: int = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on its "
+                             "share of the CPU threads (1: one at a time, with each run's progress bar)."),
 ) -> None:
     """Train a fresh model per (task, method) on instances no longer than L (reusing finished runs
     in --out), score exact match on fresh instances of L up to 4L, print one table and write
     results.json, results.csv, accuracy_vs_length.png and passkey_heatmap.png."""
-    cfg = TasksConfig(parse_tasks(task), parse_methods(pos), preset, seeds, out, device, random_positions, precision)
+    cfg = TasksConfig(parse_tasks(task), parse_methods(pos), preset, seeds, out, device, random_positions, precision,
+                      jobs)
     results = run_tasks(cfg, console, show_progress=not quiet)
     console.print(tasks_table(results))
     chance = ", ".join(f"{t} {c:.2f}" for t, c in results["chance"].items())

@@ -4,22 +4,25 @@ numbers with their intervals, a verdict per method (verdicts.py reads the number
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 
 from ..common import DEVICE, resolve_device
 from ..data.tokens import prepare_data
-from ..errors import Interrupted, PosbenchError
+from ..errors import PosbenchError
 from ..evaluation.extrapolate import EvalSettings, evaluate_run
 from ..positions import METHODS, SEED_METHODS
 from ..progress import make_progress
 from ..runs.config import ModelConfig, TrainConfig
 from ..runs.folder import loss_curve, read_config, read_json
 from ..train import train
+from .jobs import run_jobs
 from .plots import plot_context_use, plot_loss_curves, plot_ppl_vs_length
 from .presets import CorpusPreset, get_preset
 from .results import csv_text, versions, write_results
@@ -71,10 +74,13 @@ class CompareConfig:
     seeds: int = 1
     eval_tokens: int | None = None  # predictions scored at every length (None: the preset's); more, narrower intervals
     precision: str | None = None  # CPU training precision (TrainConfig.precision; None: its default, fp32)
+    jobs: int = 1  # methods trained and evaluated side by side, each on its share of the threads (jobs.py)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise PosbenchError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.jobs < 1:
+            raise PosbenchError(f"--jobs must be at least 1, got {self.jobs}")
 
     def run_dir(self, label: str, seed: int) -> Path:
         """out/<label> with one seed (as before seeds existed); out/<label>/seed<k> with several."""
@@ -105,21 +111,26 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     progress = make_progress(console, disable=not show_progress)
     evaluated: dict[str, list[Entry]] = {}
     failures = []
+
+    def starting(k: int) -> None:
+        progress.update(overall, description=f"[bold]compare[/] {jobs[k][0]} ({k + 1}/{len(jobs)})")
+
+    def finished(k: int, outcome: dict[str, list[Entry]] | Exception) -> None:
+        label, method, seed_dirs = jobs[k]
+        if isinstance(outcome, Exception):
+            failures.append({"label": label, "pos": method, "run": str(seed_dirs[0][1].parent if
+                             len(seed_dirs) > 1 else seed_dirs[0][1]), "error": failure_reason(outcome)})
+        else:
+            for name, entries in outcome.items():
+                evaluated.setdefault(name, []).extend(entries)
+        progress.advance(overall)
+
     with progress:
-        overall = progress.add_task("[bold]compare[/]", total=len(jobs))
-        for k, (label, method, seed_dirs) in enumerate(jobs):
-            progress.update(overall, description=f"[bold]compare[/] {label} ({k + 1}/{len(jobs)})")
-            try:
-                done = _run_method(cfg, configs.get(method), seed_dirs, settings, console, progress, label)
-            except Interrupted:
-                raise
-            except Exception as e:  # one failing method (NaN, out of memory, a bug) must not cost the others
-                failures.append({"label": label, "pos": method, "run": str(seed_dirs[0][1].parent if
-                                 len(seed_dirs) > 1 else seed_dirs[0][1]), "error": failure_reason(e)})
-            else:
-                for name, entries in done.items():
-                    evaluated.setdefault(name, []).extend(entries)
-            progress.advance(overall)
+        overall = progress.add_task(f"[bold]compare[/] ({cfg.jobs} at a time)" if cfg.jobs > 1 else "[bold]compare[/]",
+                                    total=len(jobs))
+        work = functools.partial(_run_method, cfg, settings)
+        run_jobs(work, [(configs.get(method), seed_dirs, label) for label, method, seed_dirs in jobs], cfg.jobs,
+                 finished, progress, starting)
     return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
 
 
@@ -147,17 +158,18 @@ def failure_reason(e: BaseException) -> str:
     return text if isinstance(e, PosbenchError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _run_method(cfg: CompareConfig, configs: tuple[ModelConfig, TrainConfig] | None,
-                seed_dirs: list[tuple[int | None, Path]], settings: EvalSettings, console: Console | None, progress,
-                row: str) -> dict[str, list[Entry]]:
-    """Train (`configs`: the method's, _method_configs) and evaluate every seed of one method -> label ->
-    one entry per seed. Given runs (configs None) take their row's label (run_groups: `alibi (steps 60)`)."""
+def _run_method(cfg: CompareConfig, settings: EvalSettings, job: tuple, progress: Progress | None
+                ) -> dict[str, list[Entry]]:
+    """Train and evaluate every seed of one method -> label -> one entry per seed. job = (configs: the
+    method's, _method_configs, or None for given runs, which take their row's label (run_groups:
+    `alibi (steps 60)`); [(seed, run folder)]; the row's label). progress None: quietly (a --jobs worker)."""
+    configs, seed_dirs, row = job
     out: dict[str, list[Entry]] = {}
     for seed, run_dir in seed_dirs:
         if configs is not None:
             model_config, train_config = configs
-            summary = train(model_config, replace(train_config, seed=seed), out=run_dir, console=console,
-                            progress=progress).summary
+            summary = train(model_config, replace(train_config, seed=seed), out=run_dir, progress=progress,
+                            show_progress=progress is not None).summary
         else:
             summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
         for report, windows in _evaluate_run(run_dir, settings, cfg.rope_scaling, progress):

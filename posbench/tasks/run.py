@@ -5,6 +5,7 @@ of L up to 4L (Kazemnejad et al. 2023; Ruoss et al. 2023), and passkey retrieval
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.progress import Progress
 
 from ..common import DEVICE, resolve_device
 from ..errors import LengthError, PosbenchError
 from ..evaluation.scoring import forward, position_draw
 from ..evaluation.stats import rank, t_interval, wilson_interval
+from ..experiments.jobs import run_jobs
 from ..experiments.presets import TaskPreset, get_preset
 from ..experiments.results import csv_text, versions, write_results
 from ..model.gpt import GPT
@@ -44,6 +47,7 @@ class TasksConfig:
     # randomized positions (Ruoss et al. 2023): train and score at sorted draws from [0, M); None: 0..n-1
     random_positions: int | None = None
     precision: str = TrainConfig.precision  # CPU training precision (TrainConfig.precision)
+    jobs: int = 1  # runs trained and scored side by side, each on its share of the threads (experiments/jobs.py)
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -120,29 +124,44 @@ def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, 
     preset = get_preset("tasks", cfg.preset)
     for task in cfg.tasks:
         get_task(task, max(preset.lengths()))
-    if cfg.seeds < 1:
-        raise PosbenchError(f"--seeds must be positive, got {cfg.seeds}")
-    device = str(resolve_device(cfg.device))
-    started, out = time.perf_counter(), Path(cfg.out)
+    if cfg.seeds < 1 or cfg.jobs < 1:
+        raise PosbenchError(f"--seeds and --jobs must be positive, got {cfg.seeds} and {cfg.jobs}")
+    started = time.perf_counter()
     jobs = [(t, m, s) for t in cfg.tasks for m in cfg.methods for s in range(cfg.seeds)]
-    rows = []
+    rows: dict[int, dict] = {}
     progress = make_progress(console, disable=not show_progress)
+
+    def starting(k: int) -> None:
+        task, method, _ = jobs[k]
+        progress.update(overall, description=f"[bold]tasks[/] {task} {method} ({k + 1}/{len(jobs)})")
+
+    def finished(k: int, outcome: dict | Exception) -> None:
+        if isinstance(outcome, Exception):
+            raise outcome  # a task run has no failure row: the error is the command's
+        rows[k] = outcome
+        progress.advance(overall)
+
     with progress:
-        overall = progress.add_task("[bold]tasks[/]", total=len(jobs))
-        for k, (task, method, seed) in enumerate(jobs):
-            progress.update(overall, description=f"[bold]tasks[/] {task} {method} ({k + 1}/{len(jobs)})")
-            label = task_run_label(method, cfg.random_positions)
-            run_dir = run_dir_for(out, task, label, seed)
-            summary = train_task(task, method, seed, preset, run_dir, cfg.device, console, progress,
-                                 random_positions=cfg.random_positions, precision=cfg.precision)
-            model, _, _ = load_run(run_dir, device)
-            results, depths = evaluate_task(model, task, preset, random_positions=cfg.random_positions)
-            rows.append({"task": task, "pos": method, "label": label, "seed": seed, "run": str(run_dir),
-                         "train_max_len": preset.train_max_len, "params": summary.get("params"),
-                         "train_seconds": summary.get("train_seconds"), "train_loss": summary.get("train_loss"),
-                         "results": results, **({"depths": depths} if depths else {})})
-            progress.advance(overall)
-    return _write_results(cfg, preset, rows, time.perf_counter() - started)
+        overall = progress.add_task(f"[bold]tasks[/] ({cfg.jobs} at a time)" if cfg.jobs > 1 else "[bold]tasks[/]",
+                                    total=len(jobs))
+        run_jobs(functools.partial(_task_job, cfg, preset), jobs, cfg.jobs, finished, progress, starting)
+    return _write_results(cfg, preset, [rows[k] for k in sorted(rows)], time.perf_counter() - started)
+
+
+def _task_job(cfg: TasksConfig, preset: TaskPreset, job: tuple[str, str, int], progress: Progress | None) -> dict:
+    """Train (or reuse) and score one (task, method, seed) run: its row. progress None: quietly."""
+    task, method, seed = job
+    label = task_run_label(method, cfg.random_positions)
+    run_dir = run_dir_for(Path(cfg.out), task, label, seed)
+    summary = train_task(task, method, seed, preset, run_dir, cfg.device, progress=progress,
+                         show_progress=progress is not None, random_positions=cfg.random_positions,
+                         precision=cfg.precision)
+    model, _, _ = load_run(run_dir, str(resolve_device(cfg.device)))
+    results, depths = evaluate_task(model, task, preset, random_positions=cfg.random_positions)
+    return {"task": task, "pos": method, "label": label, "seed": seed, "run": str(run_dir),
+            "train_max_len": preset.train_max_len, "params": summary.get("params"),
+            "train_seconds": summary.get("train_seconds"), "train_loss": summary.get("train_loss"),
+            "results": results, **({"depths": depths} if depths else {})}
 
 
 def _write_results(cfg: TasksConfig, preset: TaskPreset, rows: list[dict], seconds: float) -> dict:

@@ -1,0 +1,95 @@
+"""--jobs: independent runs side by side in worker processes give the same results as one at a time;
+a failing job is its own outcome, the others go on; an interrupted one stops the command with its run."""
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from posbench.errors import Interrupted, PosbenchError
+from posbench.experiments.jobs import run_jobs
+
+from .helpers import run_cli
+from .test_compare import tiny_preset  # noqa: F401  (fixtures)
+from .test_tasks import tiny_tasks  # noqa: F401
+
+
+def square_or_fail(item, progress):
+    """A job for the workers (module level: it pickles by reference)."""
+    assert progress is None, "a worker runs quietly"
+    if item == 3:
+        raise PosbenchError("three is refused")
+    if item == "stop":
+        raise Interrupted(Path("runs/x"), 7)
+    return item * item
+
+
+def test_every_job_finishes_and_a_failing_one_is_its_own_outcome():
+    outcomes = {}
+    run_jobs(square_or_fail, [1, 2, 3, 4], 2, outcomes.__setitem__)
+    assert sorted(outcomes) == [0, 1, 2, 3]
+    assert [outcomes[k] for k in (0, 1, 3)] == [1, 4, 16]
+    assert isinstance(outcomes[2], PosbenchError) and str(outcomes[2]) == "three is refused"
+
+
+def test_an_interrupted_job_stops_the_whole_with_its_run_and_step():
+    with pytest.raises(Interrupted) as stopped:
+        run_jobs(square_or_fail, [1, "stop"], 2, lambda k, outcome: None)
+    assert (stopped.value.run_dir, stopped.value.step) == (Path("runs/x"), 7)
+    again = pickle.loads(pickle.dumps(Interrupted(Path("a"), 3)))
+    assert (again.run_dir, again.step) == (Path("a"), 3)
+
+
+def test_one_job_runs_here_in_order_with_the_progress_given():
+    seen = []
+    run_jobs(lambda item, progress: seen.append((item, progress)), ["a", "b"], 1, lambda k, o: None, progress="bar")
+    assert seen == [("a", "bar"), ("b", "bar")]
+
+
+def test_compare_with_two_jobs_gives_one_jobs_numbers(tiny_preset, corpus, tmp_path, capsys, monkeypatch):  # noqa: F811
+    tables = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        args = ["compare", "--pos", "alibi,rotary", "--preset", "tiny", "--data", corpus, "--out", str(out),
+                "--device", "cpu", "--quiet", "--jobs", str(jobs)]
+        code, _, _ = run_cli(args, capsys, monkeypatch)
+        assert code in (0, None)
+        rows = json.loads((out / "results.json").read_text())["runs"]
+        tables[jobs] = {(row["label"], r["length"]): r["ppl"] for row in rows for r in row["results"]}
+    assert list(tables[1]) == list(tables[2]), "the same rows, in the order asked"
+    # the workers train on one thread, here two: sums may differ in their last bits, no more
+    assert tables[2] == pytest.approx(tables[1], rel=1e-3)
+
+
+def test_compare_with_two_jobs_records_a_failing_method_and_finishes_the_other(tiny_preset, corpus, tmp_path,  # noqa: F811
+                                                                               capsys, monkeypatch):
+    out = tmp_path / "cmp"
+    (out / "rotary").mkdir(parents=True)
+    (out / "rotary" / "notes.txt").write_text("not a run")  # a folder that is not a run: rotary fails
+    args = ["compare", "--pos", "alibi,rotary", "--preset", "tiny", "--data", corpus, "--out", str(out),
+            "--device", "cpu", "--quiet", "--jobs", "2"]
+    code, _, _ = run_cli(args, capsys, monkeypatch)
+    assert code == 1
+    results = json.loads((out / "results.json").read_text())
+    assert [r["label"] for r in results["runs"]] == ["alibi"]
+    assert [f["label"] for f in results["failures"]] == ["rotary"] and "is not a posbench run" in \
+        results["failures"][0]["error"]
+
+
+def test_tasks_with_two_jobs_score_what_one_job_scores_in_the_same_order(tiny_tasks, tmp_path, monkeypatch,  # noqa: F811
+                                                                          capsys):
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        args = ["tasks", "--task", "copy", "--pos", "none,alibi,rotary", "--preset", "tiny", "--out", str(out),
+                "--device", "cpu", "--quiet", "--jobs", str(jobs)]
+        code, _, _ = run_cli(args, capsys, monkeypatch)
+        assert code in (0, None)
+        runs[jobs] = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["pos"] for r in runs[2]] == [r["pos"] for r in runs[1]] == ["none", "alibi", "rotary"]
+    # exact match counts whole instances: a last-bit difference in training rarely flips one; token accuracy
+    # is compared loosely for the same reason
+    for one, two in zip(runs[1], runs[2], strict=True):
+        assert [r["token_accuracy"] for r in two["results"]] == pytest.approx(
+            [r["token_accuracy"] for r in one["results"]], abs=0.05)
