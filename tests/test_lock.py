@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 import posbench.cli  # noqa: F401  (imported now: the refusal is timed, not the imports)
 from posbench.errors import PosbenchError
 from posbench.runs import lock
+from posbench.runs.config import RunConfig
 from posbench.runs.folder import claim_run_dir
 from posbench.runs.lock import LOCK_NAME, lock_run_dir
 from posbench.train import train
@@ -136,7 +137,7 @@ def test_the_lock_file_is_not_part_of_the_run(corpus, tmp_path):
     other = json.loads((run / "config.json").read_text())
     other["train"]["lr"] = 0.5
     with lock_run_dir(run):  # --overwrite empties the folder but keeps the held lock file
-        assert claim_run_dir(run, other, overwrite=True) is None
+        assert claim_run_dir(run, RunConfig.from_json(other), overwrite=True) is None
         assert [p.name for p in run.iterdir()] == [LOCK_NAME]
         with pytest.raises(PosbenchError, match="is being written"), lock_run_dir(run):
             pass
