@@ -8,6 +8,7 @@ import pytest
 from posbench.tasks.data import RETRIEVAL, TASKS, TaskSampler, eval_batch
 from posbench.tasks.generators.common import KEY, QUERY, SEP
 from posbench.tasks.generators.counting import MAX_COUNT
+from posbench.tasks.generators.selective_copy import BLANK, COPIED
 from posbench.tasks.run import mean_reciprocal_rank, parse_tasks
 
 
@@ -95,3 +96,28 @@ def test_mean_reciprocal_rank_ranks_per_task_and_seed_then_averages():
 
 def test_retrieval_names_the_suite():
     assert parse_tasks("retrieval,copy") == [*RETRIEVAL, "copy"]
+
+
+@pytest.mark.parametrize("length", [16, 26, 96])  # prompts of 10, 20, 90 places: 10 equal bins
+def test_selective_copy_answers_the_content_in_order_and_places_it_uniformly(length):
+    """Gu & Dao 2023 (Mamba, Sec. 3.1): the non-blank symbols, in their order, after SEP; every
+    placement equally likely (chi-square, 99.9% critical value for 9 df: 27.9), the length only
+    adding blanks."""
+    rng = np.random.default_rng(2)
+    places = np.zeros(10)
+    for _ in range(1500):
+        inst = TASKS["selective-copy"].make(rng, length, None)
+        prompt = inst.tokens[1 : int(np.flatnonzero(inst.tokens == SEP)[0])]
+        content = prompt[prompt != BLANK]
+        assert len(inst.tokens) == length and len(content) == COPIED == len(set(content.tolist()))
+        assert tuple(inst.answer) == tuple(content)
+        for i in np.flatnonzero(prompt != BLANK):
+            places[i * 10 // len(prompt)] += 1
+    assert chi_square_uniform(places) < 27.9
+
+
+def test_selective_copy_evaluation_instances_never_appear_in_training():
+    evaluation = {tuple(row.tolist()) for row in eval_batch("selective-copy", 24, 200, seed=0)[0].numpy()}
+    sampler = TaskSampler("selective-copy", 24, 32, seed=0, min_len=24)
+    seen = {tuple(row.tolist()) for _ in range(100) for row in sampler.next_batch()[0].numpy()}
+    assert len(seen) > 3000 and not evaluation & seen

@@ -1,7 +1,7 @@
 """Synthetic tasks for length generalisation, generated on the fly and deterministic given a seed,
 over a small fixed vocabulary of ids (no tokenizer): the registry (TASKS), evaluation sets, batches
-and scoring. Each task's generator is a file in task_generators/: copy and reverse, passkey
-retrieval, associative recall, and a RULER-sized retrieval suite (needles with several keys, values
+and scoring. Each task's generator is a file in generators/: copy and reverse, passkey
+retrieval, associative recall, selective copy, and a RULER-sized retrieval suite (needles with several keys, values
 or queries, variable tracking, counting). Every instance is [BOS] prompt answer; the loss and the
 score read the answer only."""
 
@@ -15,8 +15,18 @@ import torch
 
 from ..errors import PosbenchError
 from ..positions import POSITION_SEED_OFFSET, PositionDraw
-from .generators import counting, needles, variables
-from .generators.common import ALPHABET, DIGITS, N_SYMBOLS, PAD, PASSKEY_LEN, RECALL_KEYS, VOCAB_SIZE, Instance
+from .generators import counting, needles, selective_copy, variables
+from .generators.common import (
+    ALPHABET,
+    DIGITS,
+    N_SYMBOLS,
+    NEEDLE_KEYS,
+    PAD,
+    PASSKEY_LEN,
+    RECALL_KEYS,
+    VOCAB_SIZE,
+    Instance,
+)
 from .generators.copy import make_copy, make_reverse
 from .generators.passkey import make_passkey
 from .generators.recall import make_recall
@@ -43,6 +53,9 @@ TASKS: dict[str, Task] = {
     "multiquery": Task(needles.make_multiquery, needles.MIN_LEN["multiquery"], 1 << 20, 1 / DIGITS),
     "variables": Task(variables.make_variables, variables.MIN_LEN, 1 << 20, 1 / ALPHABET),
     "counting": Task(counting.make_counting, counting.MIN_LEN, 1 << 20, 1 / counting.MAX_COUNT),
+    # content among blanks (Mamba's selective copy, CoPE's Sec. 5.2): more blanks past L, never more content
+    "selective-copy": Task(selective_copy.make_selective_copy, selective_copy.MIN_LEN, 1 << 20,
+                           1 / len(NEEDLE_KEYS)),
 }
 RETRIEVAL = ("passkey", "multikey", "multivalue", "multiquery", "variables", "counting")
 
