@@ -15,6 +15,9 @@ import torch
 from posbench import ModelConfig
 from posbench.evaluation.stats import Interval
 
+from .helpers import run_cli
+from .test_compare import tiny_preset  # noqa: F401  (the fixture)
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -130,3 +133,15 @@ def test_attention_chunks_prints_ratios_by_chunk_and_restores_the_defaults():
               "--batch", "2", "--steps", "1")
     assert "T=16 forward + backward, fixed bias" in out and "learned bias" in out and "no gradient" in out
     assert "256: " in out and "(now: TRAINING_CHUNK " in out
+
+
+def test_precision_parity_pairs_each_method_and_length(tiny_preset, corpus, tmp_path, capsys, monkeypatch):  # noqa: F811
+    for precision in ("fp32", "bf16"):
+        code, _, _ = run_cli(["compare", "--pos", "alibi", "--preset", "tiny", "--data", corpus, "--device", "cpu",
+                              "--out", str(tmp_path / precision), "--precision", precision, "--quiet"],
+                             capsys, monkeypatch)
+        assert code in (0, None)
+    out = run(str(BENCHMARKS / "precision_parity.py"), str(tmp_path / "fp32"), str(tmp_path / "bf16"))
+    lines = [line for line in out.splitlines() if line.startswith("alibi")]
+    assert [line.split()[1] for line in lines] == ["16", "32", "64"] and all("[" in line for line in lines)
+    assert "verdict bf16:" in out and "ratios outside" in out
