@@ -122,13 +122,13 @@ def train(
 
 
 def check_random_positions(model_config: ModelConfig, cfg: TrainConfig) -> None:
-    """Randomized positions reach M - 1: a method with a position table must hold them. A learned table
-    has train_len rows (its weights' shape), so it is refused rather than silently grown to M."""
-    limit = None if cfg.random_positions is None else METHODS[model_config.pos](model_config).max_positions
-    if limit is not None and cfg.random_positions > limit:
-        raise PosbenchError(f"--random-positions {cfg.random_positions} needs positions up to "
-                            f"{cfg.random_positions - 1}, but '{model_config.pos}' encodes only {limit} "
-                            f"(its table has --train-len rows); use a method without a table")
+    """Randomized positions and PoSE reach M - 1: a method with a position table must hold them. A
+    learned table has train_len rows (its weights' shape), so it is refused rather than silently grown."""
+    option, reach = ("--random-positions", cfg.random_positions) if cfg.pose is None else ("--pose", cfg.pose)
+    limit = None if reach is None else METHODS[model_config.pos](model_config).max_positions
+    if limit is not None and reach > limit:
+        raise PosbenchError(f"{option} {reach} needs positions up to {reach - 1}, but '{model_config.pos}' "
+                            f"encodes only {limit} (its table has --train-len rows); use a method without a table")
 
 
 def _claim(run_dir: Path, run_config: RunConfig, overwrite: bool, rank: int, world: int) -> tuple[Path | None, bool]:

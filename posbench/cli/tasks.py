@@ -75,6 +75,9 @@ def tasks_command(
     random_positions: int = typer.Option(DEFAULT.random_positions, help="Randomized positions (Ruoss et al. "
                                          "2023): train and score each instance at sorted distinct positions "
                                          "drawn from [0, M) instead of 0..n-1; runs labelled <method>+rpM."),
+    pose: int = typer.Option(DEFAULT.pose, "--pose", metavar="M", help="PoSE (Zhu et al. 2024): train at two "
+                             "chunks of ids, the second skipped so they reach up to M - 1; scored at 0..n-1; runs "
+                             "labelled <method>+poseM."),
     precision: str = typer.Option(DEFAULT.precision, help="CPU training precision: fp32, bf16 or auto (bf16 "
                                   "where the CPU has bf16 instructions)."),
     jobs: int = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on its "
@@ -84,7 +87,7 @@ def tasks_command(
     in --out), score exact match on fresh instances of L up to 4L, print one table and write
     results.json, results.csv, accuracy_vs_length.png and passkey_heatmap.png."""
     cfg = TasksConfig(parse_tasks(task), parse_methods(pos), preset, seeds, out, device, random_positions, precision,
-                      jobs)
+                      jobs, pose)
     results = run_tasks(cfg, console, show_progress=not quiet)
     console.print(tasks_table(results))
     chance = ", ".join(f"{t} {c:.2f}" for t, c in results["chance"].items())

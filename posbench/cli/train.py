@@ -47,6 +47,10 @@ def train_command(
                                          help="Randomized positions (Ruoss et al. 2023): each batch's tokens sit at "
                                          "a sorted random subset of [0, M) instead of 0..n-1, in training and when "
                                          "the run is evaluated. M >= --train-len; not for learned (its table)."),
+    pose: int = typer.Option(DEFAULT_TRAIN.pose, "--pose", metavar="M",
+                             help="PoSE, positional skip-wise training (Zhu et al. 2024): each batch's ids in two "
+                             "chunks, the second shifted by a random skip so they reach up to M - 1; evaluated at "
+                             "0..n-1. M >= --train-len; not with --random-positions, not for learned."),
     batch_size: int = typer.Option(DEFAULT_TRAIN.batch_size, help="Windows per step (global, across processes)."),
     lr: float = typer.Option(DEFAULT_TRAIN.lr, help="Peak learning rate (warmup, then cosine decay)."),
     steps: int = typer.Option(DEFAULT_TRAIN.steps, help="Optimizer steps."),
@@ -78,7 +82,7 @@ def train_command(
             data=data, tokenizer=tokenizer, vocab_size=vocab_size, train_len=train_len, batch_size=batch_size,
             lr=lr, steps=steps, minutes=minutes, seed=seed, device=device, compile=compile, precision=precision,
             save_every=save_every, eval_every=eval_every, warmup=warmup, eval_tokens=eval_tokens,
-            log_every=log_every, random_positions=random_positions,
+            log_every=log_every, random_positions=random_positions, pose=pose,
         )
     result = train(model_config, train_config, out=out, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") != "0":

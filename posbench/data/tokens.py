@@ -15,7 +15,7 @@ import torch
 from ..common import SPLITS, cache_dir, rank0_first
 from ..errors import PosbenchError
 from ..fileio import atomic_write
-from ..positions import POSITION_SEED_OFFSET, PositionDraw
+from ..positions import training_draw
 from ..runs.config import TrainConfig
 from .corpora import Corpus, load_corpus
 from .tokenizer import Tokenizer, train_tokenizer
@@ -102,7 +102,8 @@ def corpus_sampler(cfg: TrainConfig, tokenizer_seed: int, batch_size: int, rank:
     with rank0_first(rank, world_size):
         data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, tokenizer_seed)
     length = cfg.train_len
-    sampler = BatchSampler(data.splits["train"], length, batch_size, cfg.seed, rank, world_size, cfg.random_positions)
+    sampler = BatchSampler(data.splits["train"], length, batch_size, cfg.seed, rank, world_size, cfg.random_positions,
+                           cfg.pose)
     if len(data.splits["valid"]) < length + 1:
         raise PosbenchError(f"the valid split has {len(data.splits['valid'])} tokens, fewer than one window of "
                             f"--train-len {length} + 1; use a longer corpus or a shorter --train-len")
@@ -111,10 +112,11 @@ def corpus_sampler(cfg: TrainConfig, tokenizer_seed: int, batch_size: int, rank:
 
 class BatchSampler:
     """Random windows of length+1 tokens from a token array; x = window[:-1], y = window[1:]. With
-    max_position (randomized positions, TrainConfig.random_positions) also each batch's position ids."""
+    max_position (randomized positions, TrainConfig.random_positions) or pose (PoSE, TrainConfig.pose)
+    also each batch's position ids."""
 
     def __init__(self, tokens: np.ndarray, length: int, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, max_position: int | None = None):
+                 world_size: int = 1, max_position: int | None = None, pose: int | None = None):
         if length < 1 or batch_size < 1:
             raise PosbenchError(f"the window length and batch_size must be positive (got {length} and {batch_size}).")
         if not 0 <= rank < world_size:
@@ -126,11 +128,11 @@ class BatchSampler:
         self.rank, self.world_size = rank, world_size
         self.gen = torch.Generator().manual_seed(seed)
         self.offsets = np.arange(length + 1)
-        self.draw = None if max_position is None else PositionDraw(max_position, seed + POSITION_SEED_OFFSET)
+        self.draw = training_draw(max_position, pose, seed)
 
     def next_positions(self) -> torch.Tensor | None:
-        """(length,) sorted distinct ids from [0, max_position) for the next batch (one set for the
-        whole global batch: every rank draws the same), or None without randomized positions."""
+        """(length,) ids for the next batch (randomized positions or PoSE; one set for the whole global
+        batch: every rank draws the same), or None: 0..length-1."""
         return None if self.draw is None else self.draw(self.length)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,14 +10,24 @@ from .drope import DropePosition
 from .fire import FirePosition
 from .fox import FoxPosition
 from .hybrid import IropePosition, RnopeSwaPosition
-from .ids import POSITION_SEED_OFFSET, PositionDraw, Positions, random_positions
+from .ids import (
+    POSITION_SEED_OFFSET,
+    PoseDraw,
+    PositionDraw,
+    Positions,
+    pose_positions,
+    random_positions,
+    training_draw,
+)
 from .kerple import KerplePosition
 from .learned import LearnedPosition
 from .llama4_temperature import Llama4Temperature
 from .local import LocalMask
 from .none import NoPosition
 from .p_rope import PartialRotaryPosition
+from .resonance import ResonanceRotaryPosition
 from .rotary import RotaryPosition
+from .sandwich import SandwichPosition
 from .scaled_sinusoidal import ScaledSinusoidalPosition
 from .sinusoidal import SinusoidalPosition
 from .ssmax import ScalableSoftmax
@@ -41,6 +51,8 @@ METHODS: dict[str, type[PositionMethod]] = {
     "drope": DropePosition,
     "rnope-swa": RnopeSwaPosition,
     "irope": IropePosition,
+    "sandwich": SandwichPosition,
+    "resonance": ResonanceRotaryPosition,
 }
 TEMPERATURES: dict[str, type[Temperature]] = {
     "ssmax": ScalableSoftmax,
@@ -59,6 +71,9 @@ __all__ = [
     "Positions",
     "POSITION_SEED_OFFSET",
     "PositionDraw",
+    "PoseDraw",
+    "pose_positions",
+    "training_draw",
     "random_positions",
     "position_distance",
     "alibi_slopes",

@@ -111,3 +111,35 @@ class PositionDraw:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def pose_positions(length: int, max_position: int, generator: torch.Generator) -> torch.Tensor:
+    """(length,) position ids of PoSE, positional skip-wise training (Zhu et al. 2024, "PoSE: Efficient
+    Context Window Extension of LLMs via Positional Skip-wise Training", Sec. 3.2; dwzhu-pku/PoSE
+    src/train_pose.py, train_preprocess_function_pose): the window in two chunks, the first at
+    0 .. r1-1 with r1 uniform in 1 .. (length+1)//2, the second shifted by a skip uniform in
+    0 .. max_position - length, so the ids reach up to max_position - 1 while each chunk stays
+    contiguous (the reference's first chunk starts at 0: "more uniform coverage of large distances")."""
+    if length > max_position:
+        raise LengthError(f"PoSE spreads {length} tokens over [0, {max_position}): they do not fit; "
+                          f"train with a larger --pose")
+    first = int(torch.randint(1, (length + 1) // 2 + 1, (1,), generator=generator))
+    skip = int(torch.randint(0, max_position - length + 1, (1,), generator=generator))
+    ids = torch.arange(length)
+    ids[first:] += skip
+    return ids
+
+
+class PoseDraw(PositionDraw):
+    """PoSE's position ids (pose_positions), one draw per forward pass, resumable like PositionDraw."""
+
+    def __call__(self, length: int) -> torch.Tensor:
+        return pose_positions(length, self.max_position, self.generator)
+
+
+def training_draw(random_positions: int | None, pose: int | None, seed: int) -> PositionDraw | None:
+    """The position ids a training sampler draws (TrainConfig.random_positions or .pose, at most one),
+    from a stream of its own (seed + POSITION_SEED_OFFSET: the batches stay as they were), or None."""
+    if random_positions is not None:
+        return PositionDraw(random_positions, seed + POSITION_SEED_OFFSET)
+    return None if pose is None else PoseDraw(pose, seed + POSITION_SEED_OFFSET)

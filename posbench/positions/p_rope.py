@@ -22,7 +22,6 @@ class PartialRotaryPosition(RotaryPosition):
         # `_compute_proportional_rope_parameters`: rope_angles = int(partial_rotary_factor * head_dim // 2)
         self.kept = int(config.rope_fraction * self.head_dim // 2)
 
-    def default_inv_freq(self, device) -> torch.Tensor:
-        """(hd/2,) RoPE's theta_i = base^(-2i/hd) for the fastest `kept`, zero for the rest."""
-        inv_freq = super().default_inv_freq(device)
-        return torch.where(torch.arange(inv_freq.numel(), device=device) < self.kept, inv_freq, 0.0)
+    def adjust_frequencies(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        """The fastest `kept` frequencies as they are, zero for the rest (trained or rescaled alike)."""
+        return torch.where(torch.arange(inv_freq.numel(), device=inv_freq.device) < self.kept, inv_freq, 0.0)

@@ -22,7 +22,9 @@ dynamic dynamic NTK (emozilla 2023; HF transformers `_compute_dynamic_ntk_parame
         change, recomputed for each forward pass from its length n (the largest position + 1):
         base -> base * (s n / L - (s - 1))^(d / (d - 2)) when n > L, the trained frequencies below.
         Decoding through a KV cache, a key keeps the rotation of the pass that cached it, as in HF.
-A frequency the model never rotates with (p-RoPE's lowest) stays zero under every kind.
+Every kind starts from RoFormer's frequencies and ends with the method's own adjustment
+(RotaryPosition.adjust_frequencies): a frequency p-RoPE leaves out stays zero, Resonance RoPE's
+wavelengths are rounded after scaling (the reference's Resonance YaRN).
 """
 
 from __future__ import annotations
@@ -101,9 +103,9 @@ def apply_rope_scaling(model, kind: str | None, factor: float, train_len: int) -
         if kind == "dynamic":
             pos.set_dynamic(factor, train_len)
             continue
-        trained = pos.default_inv_freq(next(model.parameters()).device)  # (hd/2,)
-        inv_freq, attn_scale = scaled_frequencies(kind, trained, pos.base, factor, train_len)
-        inv_freq = torch.where(trained == 0, 0.0, inv_freq)
+        unadjusted = pos.base_inv_freq(next(model.parameters()).device)  # (hd/2,)
+        inv_freq, attn_scale = scaled_frequencies(kind, unadjusted, pos.base, factor, train_len)
+        inv_freq = pos.adjust_frequencies(inv_freq)
         pos.set_frequencies(inv_freq, attn_scale, {"kind": kind, "factor": factor, "train_len": train_len})
 
 

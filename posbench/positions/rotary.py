@@ -72,22 +72,34 @@ class RotaryPosition(PositionMethod):
         # dynamic NTK (rope_scaling.py): the base grows with the length of each forward pass
         self.dynamic: tuple[float, int] | None = None  # (factor, train_len)
 
+    def base_inv_freq(self, device, base: float | None = None) -> torch.Tensor:
+        """(hd/2,) RoFormer's theta_i = base^(-2i/hd), before adjust_frequencies."""
+        base = self.base if base is None else base
+        return base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim)
+
+    def adjust_frequencies(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        """What a member of the rotary family does to any set of frequencies, the trained ones and
+        those RoPE scaling computes alike: nothing here; p-RoPE zeroes its slowest, Resonance RoPE
+        rounds each wavelength to an integer."""
+        return inv_freq
+
     def default_inv_freq(self, device) -> torch.Tensor:
-        """(hd/2,) theta_i = base^(-2i/hd), the frequencies the model was trained with."""
-        return self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
-                             / self.head_dim)
+        """(hd/2,) the frequencies the model was trained with."""
+        return self.adjust_frequencies(self.base_inv_freq(device))
+
+    def angles(self, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+        """(T,) positions, (hd/2,) frequencies -> (T, hd/2) rotation angles."""
+        return positions.float()[:, None] * inv_freq[None, :]
 
     def inv_freq(self, device, length: int = 0) -> torch.Tensor:
         """(hd/2,) the frequencies in use for a forward pass over positions < length: the trained
         ones, those set by set_frequencies, or dynamic NTK's for that length."""
         if self.scaled_inv_freq is not None:
             return self.scaled_inv_freq.to(device)
-        trained = self.default_inv_freq(device)
         if self.dynamic is None or length <= self.dynamic[1]:
-            return trained
+            return self.default_inv_freq(device)
         base = dynamic_ntk_base(self.base, *self.dynamic, length, self.head_dim)
-        scaled = base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim)
-        return torch.where(trained == 0, 0.0, scaled)  # a frequency left out (p-RoPE) stays out
+        return self.adjust_frequencies(self.base_inv_freq(device, base))
 
     def set_dynamic(self, factor: float, train_len: int) -> None:
         """Dynamic NTK from now on (set_frequencies(None) turns it off)."""
@@ -120,7 +132,7 @@ class RotaryPosition(PositionMethod):
 
         def build():
             inv_freq = self.inv_freq(device, positions.end())
-            angles = positions.tensor(device).float()[:, None] * inv_freq[None, :]  # (T, hd/2)
+            angles = self.angles(positions.tensor(device), inv_freq)  # (T, hd/2)
             cos, sin = angles.cos(), angles.sin()
             # (T, hd) each: the same angle for both halves of the channels
             tables = torch.stack((torch.cat((cos, cos), -1), torch.cat((-sin, sin), -1)))

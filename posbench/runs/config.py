@@ -145,6 +145,10 @@ class TrainConfig:
     # (bf16 where the CPU has bf16 instructions), recorded as chosen; CUDA trains in bf16 autocast
     # whatever it says. A config written before the option reads fp32, as it trained on the CPU.
     precision: str = "fp32"
+    # PoSE, positional skip-wise training (Zhu et al. 2024): each batch's ids in two chunks, the second
+    # shifted so the ids reach up to M - 1 (positions/ids.py, pose_positions); evaluated at 0..n-1.
+    # None: off (and in older configs)
+    pose: int | None = None
 
     @property
     def tokenizer_seed_or_seed(self) -> int:
@@ -167,6 +171,11 @@ class TrainConfig:
             raise PosbenchError(f"--lr must be positive, got {self.lr}")
         if self.minutes is not None and self.minutes <= 0:
             raise PosbenchError(f"--minutes must be positive, got {self.minutes}")
+        if self.random_positions is not None and self.pose is not None:
+            raise PosbenchError("--random-positions and --pose are two ways to draw training positions; choose one")
+        if self.pose is not None and self.pose < self.train_len:
+            raise PosbenchError(f"--pose {self.pose} is below --train-len {self.train_len}: PoSE spreads a window's "
+                                "ids over [0, M), so M must be at least the window")
         if self.random_positions is not None and self.random_positions < self.train_len:
             raise PosbenchError(f"--random-positions {self.random_positions} is below --train-len {self.train_len}: "
                                 f"a window needs that many distinct positions from [0, M)")
@@ -215,12 +224,13 @@ class RunConfig:
         """What makes two runs the same run: model, data and every training setting that changes what
         is computed (not the device, compile, or how often it saves and logs). Settings at the value
         every run had before they existed (tokenizer_seed unset or equal to the seed, random_positions
-        off, precision fp32) are left out, so older runs keep their identity."""
+        and pose off, precision fp32) are left out, so older runs keep their identity."""
         train = {k: v for k, v in asdict(self.train).items() if k not in NOT_IDENTITY}
         if train["tokenizer_seed"] in (None, train["seed"]):
             del train["tokenizer_seed"]
-        if train["random_positions"] is None:
-            del train["random_positions"]
+        for option in ("random_positions", "pose"):  # off, as in every run written before the option
+            if train[option] is None:
+                del train[option]
         if train["precision"] == "fp32":
             del train["precision"]
         return {"model": self.model.to_dict(), "train": train, "data": self.data}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import PosbenchError
-from ..positions import POSITION_SEED_OFFSET, PositionDraw
+from ..positions import training_draw
 from .generators import counting, needles, selective_copy, variables
 from .generators.common import (
     ALPHABET,
@@ -111,10 +111,11 @@ class TaskSampler:
     up to the training maximum, as Kazemnejad et al. 2023 train), one per batch; loss on answers.
 
     With max_position (randomized positions, Ruoss et al. 2023) each batch also gets sorted distinct
-    position ids from [0, max_position), one set per batch as the reference draws them."""
+    position ids from [0, max_position), one set per batch as the reference draws them; with pose
+    (PoSE, Zhu et al. 2024) its two skipped chunks of ids reaching up to pose - 1."""
 
     def __init__(self, task: str, max_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 min_len: int | None = None, max_position: int | None = None) -> None:
+                 min_len: int | None = None, max_position: int | None = None, pose: int | None = None) -> None:
         self.task, self.name = get_task(task, max_len), task
         self.min_len = max(min_len or 0, self.task.min_len)
         if max_len < self.min_len or batch_size < 1:
@@ -122,7 +123,7 @@ class TaskSampler:
         self.max_len, self.batch_size, self.rank, self.world_size = max_len, batch_size, rank, world_size
         self.rng = np.random.default_rng(seed)
         # its own stream (as BatchSampler's): the instances are the same with the option on or off
-        self.draw = None if max_position is None else PositionDraw(max_position, seed + POSITION_SEED_OFFSET)
+        self.draw = training_draw(max_position, pose, seed)
         self.length = self.max_len
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

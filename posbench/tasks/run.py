@@ -48,6 +48,8 @@ class TasksConfig:
     random_positions: int | None = None
     precision: str = TrainConfig.precision  # CPU training precision (TrainConfig.precision)
     jobs: int = 1  # runs trained and scored side by side, each on its share of the threads (experiments/jobs.py)
+    # PoSE (Zhu et al. 2024): train at two skipped chunks of ids reaching up to M - 1; scored at 0..n-1
+    pose: int | None = None
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -95,9 +97,11 @@ def evaluate_task(model: torch.nn.Module, task: str, preset: TaskPreset, seed: i
     return rows, depths
 
 
-def task_run_label(method: str, random_positions: int | None) -> str:
-    """The method as the table shows it: e.g. alibi, or alibi+rp256 with randomized positions up to 256."""
-    return method if random_positions is None else f"{method}+rp{random_positions}"
+def task_run_label(method: str, random_positions: int | None, pose: int | None = None) -> str:
+    """The method as the table shows it: e.g. alibi, alibi+rp256 with randomized positions up to 256,
+    alibi+pose256 with PoSE's ids up to 256."""
+    suffix = "" if random_positions is None else f"+rp{random_positions}"
+    return method + suffix + ("" if pose is None else f"+pose{pose}")
 
 
 def run_dir_for(out: Path, task: str, label: str, seed: int) -> Path:
@@ -106,14 +110,15 @@ def run_dir_for(out: Path, task: str, label: str, seed: int) -> Path:
 
 def train_task(task: str, method: str, seed: int, preset: TaskPreset, run_dir: Path, device: str = DEVICE,
                console: Console | None = None, progress=None, show_progress: bool = True,
-               random_positions: int | None = None, precision: str = TrainConfig.precision) -> dict:
+               random_positions: int | None = None, precision: str = TrainConfig.precision,
+               pose: int | None = None) -> dict:
     """Train (or reuse / resume) one (task, method, seed) run into run_dir; its summary."""
     L, steps = preset.train_max_len, preset.train["steps"]
     model_config, train_config = preset.configs(
         method, dict(vocab_size=VOCAB_SIZE, train_len=L), data=f"task:{task}", train_len=L, seed=seed, device=device,
         vocab_size=VOCAB_SIZE, eval_every=steps, save_every=max(1, steps // 4), random_positions=random_positions,
-        precision=precision)
-    batches = TaskSampler(task, L, train_config.batch_size, seed, max_position=random_positions)
+        precision=precision, pose=pose)
+    batches = TaskSampler(task, L, train_config.batch_size, seed, max_position=random_positions, pose=pose)
     return train(model_config, train_config, out=run_dir, console=console, show_progress=show_progress,
                  progress=progress, batches=batches).summary
 
@@ -151,11 +156,11 @@ def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, 
 def _task_job(cfg: TasksConfig, preset: TaskPreset, job: tuple[str, str, int], progress: Progress | None) -> dict:
     """Train (or reuse) and score one (task, method, seed) run: its row. progress None: quietly."""
     task, method, seed = job
-    label = task_run_label(method, cfg.random_positions)
+    label = task_run_label(method, cfg.random_positions, cfg.pose)
     run_dir = run_dir_for(Path(cfg.out), task, label, seed)
     summary = train_task(task, method, seed, preset, run_dir, cfg.device, progress=progress,
                          show_progress=progress is not None, random_positions=cfg.random_positions,
-                         precision=cfg.precision)
+                         precision=cfg.precision, pose=cfg.pose)
     model, _, _ = load_run(run_dir, str(resolve_device(cfg.device)))
     results, depths = evaluate_task(model, task, preset, random_positions=cfg.random_positions)
     return {"task": task, "pos": method, "label": label, "seed": seed, "run": str(run_dir),
