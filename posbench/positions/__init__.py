@@ -6,6 +6,7 @@ a Temperature subclass and a line in TEMPERATURES."""
 
 from .alibi import AlibiPosition, alibi_slopes
 from .base import PositionMethod, position_distance, relative_distance, sinusoid_table
+from .cope import CopePosition
 from .drope import DropePosition
 from .fire import FirePosition
 from .fox import FoxPosition
@@ -21,6 +22,7 @@ from .rotary import RotaryPosition
 from .scaled_sinusoidal import ScaledSinusoidalPosition
 from .sinusoidal import SinusoidalPosition
 from .ssmax import ScalableSoftmax
+from .stick_breaking import StickBreaking
 from .t5 import T5Position, t5_relative_bucket
 from .temperature import Temperature
 from .xpos import XposPosition
@@ -41,6 +43,8 @@ METHODS: dict[str, type[PositionMethod]] = {
     "drope": DropePosition,
     "rnope-swa": RnopeSwaPosition,
     "irope": IropePosition,
+    "cope": CopePosition,
+    "stick-breaking": StickBreaking,
 }
 TEMPERATURES: dict[str, type[Temperature]] = {
     "ssmax": ScalableSoftmax,
