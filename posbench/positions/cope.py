@@ -36,12 +36,14 @@ class CopeLayer(PositionMethod):
                      ) -> torch.Tensor:
         gates = torch.sigmoid(scores.float()) * allowed  # masked keys count nothing
         positions = gates.flip(-1).cumsum(-1).flip(-1).clamp(max=self.npos - 1)  # p_ij = sum_{t >= j} g_it
-        fixed = q.float() @ self.table  # (B, H, Tq, npos): q_i . e[n] for every integer position n
+        # (B, H, Tq, npos): q_i . e[n] / sqrt(d_h) for every integer position n (divided here, on the
+        # small table, rather than on the (Tq, Tk) logits as the reference does: the same sum)
+        fixed = (q.float() @ self.table) / math.sqrt(self.head_dim)
         floor = positions.floor()
         low = fixed.gather(-1, floor.long())  # the indices take no gradient, as the reference's
         high = fixed.gather(-1, positions.ceil().long())
-        weight = positions - floor  # differentiable: the gradient reaches the gates through it
-        return ((high * weight + low * (1 - weight)) / math.sqrt(self.head_dim)).to(scores.dtype)
+        # (1 - w) low + w high, w = p - floor p: differentiable in p, so the gradient reaches the gates
+        return torch.lerp(low, high, positions - floor).to(scores.dtype)
 
 
 class CopePosition(PositionMethod):
