@@ -116,6 +116,8 @@ MUTANTS = [
            "scores + mask if bias is None else scores + bias + mask", "scores + mask", (C,)),
     Mutant("attention: the method's normaliser ignored (softmax)", "model/attention.py",
            "    return pos.attention_weights(scores", "    return PositionMethod.attention_weights(pos, scores", (C,)),
+    Mutant("attention: explicit chunks joined in the order computed (widest first)", "model/attention.py",
+           "join_query_chunks([out[s] for s in starts])", "join_query_chunks(list(out.values()))", (C,)),
     Mutant("attention: content hooks told every key is allowed", "model/attention.py",
            'allowed = mask != float("-inf")', "allowed = torch.ones_like(mask, dtype=torch.bool)", (C, M)),
     # --- positions/
