@@ -97,7 +97,7 @@ MUTANTS = [
     Mutant("cope: floor and ceil logits swapped in the interpolation", "positions/cope.py",
            "torch.lerp(low, high, positions - floor)", "torch.lerp(high, low, positions - floor)", (C,)),
     Mutant("cope: position logits not divided by sqrt(d_h)", "positions/cope.py",
-           "fixed = (q.float() @ self.table) / math.sqrt(self.head_dim)", "fixed = q.float() @ self.table", (C,)),
+           "float() / math.sqrt(self.head_dim)", "float()", (C,)),
     Mutant("cope: one table for all layers", "positions/cope.py",
            "return self.layers[layer]", "return self.layers[0]", (C,)),
     Mutant("stick-breaking: the query's own key breaks the stick too", "positions/stick_breaking.py",

@@ -205,3 +205,17 @@ def test_a_content_method_trains_resumes_and_evaluates(pos, corpus, tmp_path, mo
     assert method_label(config["model"]) == pos
     report, _ = evaluate_run(whole.run_dir, EvalSettings(lengths=[16, 64], max_tokens=256))
     assert report["label"] == pos and all(math.isfinite(r["ppl"]) for r in report["results"])
+
+
+@pytest.mark.parametrize("pos", CONTENT_METHODS)
+def test_a_bf16_autocast_step_is_finite_and_near_fp32(pos):
+    """`--precision bf16` on the CPU: under autocast the table's product comes out bf16, while CoPE's
+    positions and stick-breaking's sums stay float32."""
+    model = tiny_model(pos).train()
+    idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(0))
+    expected = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(idx).float().flatten(0, 1), idx.flatten())
+    loss.backward()
+    assert abs(loss.item() - expected.item()) < 2e-2
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())

@@ -37,8 +37,9 @@ class CopeLayer(PositionMethod):
         gates = torch.sigmoid(scores.float()) * allowed  # masked keys count nothing
         positions = gates.flip(-1).cumsum(-1).flip(-1).clamp(max=self.npos - 1)  # p_ij = sum_{t >= j} g_it
         # (B, H, Tq, npos): q_i . e[n] / sqrt(d_h) for every integer position n (divided here, on the
-        # small table, rather than on the (Tq, Tk) logits as the reference does: the same sum)
-        fixed = (q.float() @ self.table) / math.sqrt(self.head_dim)
+        # small table, rather than on the (Tq, Tk) logits as the reference does: the same sum); in
+        # float32 whatever autocast made of the product, as the positions are
+        fixed = (q @ self.table.to(q.dtype)).float() / math.sqrt(self.head_dim)
         floor = positions.floor()
         low = fixed.gather(-1, floor.long())  # the indices take no gradient, as the reference's
         high = fixed.gather(-1, positions.ceil().long())
