@@ -42,6 +42,7 @@ CV = "tests/test_coverage.py"
 FX, BN = "tests/test_flex.py", "tests/test_bench.py"
 
 N = "tests/test_methods_2025.py"
+C = "tests/test_methods_content.py"
 MUTANTS = [
     # --- the 2024-2026 methods (tests/test_methods_2025.py)
     Mutant("decay: the key channel added instead of subtracted (c_j - r)", "model/decay.py",
@@ -86,6 +87,39 @@ MUTANTS = [
            "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)",
            "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)\n"
            "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))", (N,)),
+    # --- the content-dependent methods (tests/test_methods_content.py)
+    Mutant("cope: gates of keys the query may not see counted", "positions/cope.py",
+           "gates = torch.sigmoid(scores.float()) * allowed", "gates = torch.sigmoid(scores.float())", (C, M)),
+    Mutant("cope: positions counted from the first key, not back from the query", "positions/cope.py",
+           "positions = gates.flip(-1).cumsum(-1).flip(-1).clamp(", "positions = gates.cumsum(-1).clamp(", (C,)),
+    Mutant("cope: positions clamp one short of npos - 1", "positions/cope.py",
+           "clamp(max=self.npos - 1)", "clamp(max=self.npos - 2)", (C,)),
+    Mutant("cope: floor and ceil logits swapped in the interpolation", "positions/cope.py",
+           "torch.lerp(low, high, positions - floor)", "torch.lerp(high, low, positions - floor)", (C,)),
+    Mutant("cope: position logits not divided by sqrt(d_h)", "positions/cope.py",
+           "float() / math.sqrt(self.head_dim)", "float()", (C,)),
+    Mutant("cope: one table for all layers", "positions/cope.py",
+           "return self.layers[layer]", "return self.layers[0]", (C,)),
+    Mutant("stick-breaking: the query's own key breaks the stick too", "positions/stick_breaking.py",
+           "log_rest = (-F.softplus(z)).masked_fill(own, 0.0)", "log_rest = -F.softplus(z)", (C,)),
+    Mutant("stick-breaking: the product runs from the first key, not back from the query",
+           "positions/stick_breaking.py", "through = log_rest.flip(-1).cumsum(-1).flip(-1)",
+           "through = log_rest.cumsum(-1)", (C,)),
+    Mutant("stick-breaking: key j breaks its own share (product over t >= j)", "positions/stick_breaking.py",
+           "between = F.pad(through[..., 1:], (0, 1))", "between = through", (C,)),
+    Mutant("stick-breaking: the remainder of the stick dropped", "positions/stick_breaking.py",
+           "torch.where(own, through[..., :1], F.logsigmoid(z) + between)",
+           "(F.logsigmoid(z) + between).masked_fill(own, -math.inf)", (C, H)),
+    Mutant("attention: content methods take the fused kernels", "model/attention.py",
+           "if visit is not None or pos.content_dependent:", "if visit is not None:", (C,)),
+    Mutant("attention: the content bias left out", "model/attention.py",
+           "scores + mask if bias is None else scores + bias + mask", "scores + mask", (C,)),
+    Mutant("attention: the method's normaliser ignored (softmax)", "model/attention.py",
+           "    return pos.attention_weights(scores", "    return PositionMethod.attention_weights(pos, scores", (C,)),
+    Mutant("attention: explicit chunks joined in the order computed (widest first)", "model/attention.py",
+           "join_query_chunks([out[s] for s in starts])", "join_query_chunks(list(out.values()))", (C,)),
+    Mutant("attention: content hooks told every key is allowed", "model/attention.py",
+           'allowed = mask != float("-inf")', "allowed = torch.ones_like(mask, dtype=torch.bool)", (C, M)),
     # --- positions/
     Mutant("alibi: bias sign flipped", "positions/alibi.py",
            "return -slopes * distance[None].float()", "return slopes * distance[None].float()", (P, REF)),

@@ -114,7 +114,7 @@ def test_config_validation():
     assert ModelConfig.from_dict({**ModelConfig().to_dict(), "future_field": 1}) == ModelConfig()
 
 
-LEARNED_POSITIONS = {"learned", "scaled-sinusoidal", "t5", "kerple", "fire", "fox"}
+LEARNED_POSITIONS = {"learned", "scaled-sinusoidal", "t5", "kerple", "fire", "fox", "cope"}
 
 
 def test_exactly_the_learned_methods_have_position_parameters():
@@ -220,7 +220,8 @@ def test_kv_cache_with_explicit_positions_matches_full_forward(pos):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
 
 
-READS_NO_IDS = {"none", "fox"}  # FoX's decay comes from the tokens, not from their position ids
+# FoX's decay, CoPE's positions and stick-breaking's order come from the tokens, not from position ids
+READS_NO_IDS = {"none", "fox", "cope", "stick-breaking"}
 
 
 @pytest.mark.parametrize("pos", ALL_METHODS)

@@ -1,7 +1,9 @@
 """Causal attention with a position method's score bias: the one attention function of the model.
 
 causal_attention picks the fastest path that gives the same result, in this order:
-  - a probe watches: explicit_attention writes the softmax out, one query chunk at a time;
+  - a probe watches, or the method's weights depend on content beyond q.k (a bias from q and k,
+    CoPE; a normaliser other than the softmax, stick-breaking): explicit_attention writes the weights
+    out, one query chunk at a time;
   - a local mask (sliding window, chunks): a float mask per query chunk over the keys it may see;
   - no bias, queries = keys: SDPA's causal kernel;
   - CUDA with a bias, head dim >= 16: FlexAttention adds the bias inside the kernel (flex.py),
@@ -59,7 +61,7 @@ def causal_attention(
     (B, H, Tk, hd) -> (B, H, Tq, hd). With `visit` (a probe), each chunk's probabilities go to
     visit(index of the chunk's first query among the keys, p)."""
     Tq, Tk = q.size(2), k.size(2)
-    if visit is not None:
+    if visit is not None or pos.content_dependent:
         return explicit_attention(q, k, v, pos, q_pos, k_pos, visit)
     if pos.local is not None:
         return _chunks(q, k, v, pos, q_pos, k_pos, _masked_sdpa)
@@ -146,27 +148,44 @@ def distance_vector(pos: PositionMethod, q_pos: Positions, k_pos: Positions, dty
 
 def explicit_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
-    visit: Callable[[int, torch.Tensor], None],
+    visit: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """causal_attention with scores, mask, softmax and p @ v written out, one query chunk at a time,
+    """causal_attention with scores, mask, weights and p @ v written out, one query chunk at a time,
     so a probe sees the probabilities SDPA never materialises: visit(offset + s, p), p: (B, H, c, k)
     over the chunk's keys 0..k-1 (later keys are all in its future), offset + s the index of the
-    chunk's first query among the keys. Same output as SDPA's path."""
+    chunk's first query among the keys. Same output as SDPA's path; the only path of a method whose
+    weights need more than q.k and a bias (attention_weights)."""
     B, H, Tq, hd = q.shape
     Tk = k.size(2)
     offset = Tk - Tq
     chunk = max(1, PROBE_BUDGET // (B * H * Tk))
-    out = []
-    for s in range(0, Tq, chunk):
+    starts = range(0, Tq, chunk)
+    out = {}
+    # a probe reads the chunks in order; otherwise the last (widest) first, so every later chunk's
+    # temporaries fit in the memory the earlier ones freed (growing sizes fragment malloc's heap:
+    # CoPE's 16k window peaked at 4.9 GB of RSS in order, 0.9 GB widest first; 0.7 GB live)
+    for s in starts if visit is not None else reversed(starts):
         qc = q[:, :, s : s + chunk]  # (B, H, c, hd)
         c = qc.size(2)
         k_len = min(Tk, offset + s + c)
         scores = qc @ k[:, :, :k_len].transpose(-2, -1) / math.sqrt(hd)  # (B, H, c, k)
         mask = causal_mask(pos, q_pos.slice(s, c), k_pos.slice(0, k_len), q.device, q.dtype)  # (H|1, c, k)
-        p = torch.softmax(scores + mask, dim=-1)
-        visit(offset + s, p)
-        out.append(p @ v[:, :, :k_len])  # (B, H, c, hd)
-    return join_query_chunks(out)
+        p = attention_weights(pos, qc, k[:, :, :k_len], scores, mask)
+        if visit is not None:
+            visit(offset + s, p)
+        out[s] = p @ v[:, :, :k_len]  # (B, H, c, hd)
+    return join_query_chunks([out[s] for s in starts])
+
+
+def attention_weights(pos: PositionMethod, q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+    """(B, H, c, k) weights of queries q (the last c of keys k) from their scores q.k / sqrt(hd) and
+    causal_mask's float mask: the softmax, or the method's content bias and normaliser (base.py)."""
+    if not pos.content_dependent:
+        return torch.softmax(scores + mask, dim=-1)
+    allowed = mask != float("-inf")  # (H|1, c, k): the keys each query may see
+    bias = pos.content_bias(q, k, scores, allowed)
+    return pos.attention_weights(scores + mask if bias is None else scores + bias + mask, allowed)
 
 
 def causal_mask(pos: PositionMethod, q_pos: Positions, k_pos: Positions, device, dtype) -> torch.Tensor:

@@ -6,6 +6,7 @@ a Temperature subclass and a line in TEMPERATURES."""
 
 from .alibi import AlibiPosition, alibi_slopes
 from .base import PositionMethod, position_distance, relative_distance, sinusoid_table
+from .cope import CopePosition
 from .drope import DropePosition
 from .fire import FirePosition
 from .fox import FoxPosition
@@ -31,6 +32,7 @@ from .sandwich import SandwichPosition
 from .scaled_sinusoidal import ScaledSinusoidalPosition
 from .sinusoidal import SinusoidalPosition
 from .ssmax import ScalableSoftmax
+from .stick_breaking import StickBreaking
 from .t5 import T5Position, t5_relative_bucket
 from .temperature import Temperature
 from .xpos import XposPosition
@@ -53,6 +55,8 @@ METHODS: dict[str, type[PositionMethod]] = {
     "irope": IropePosition,
     "sandwich": SandwichPosition,
     "resonance": ResonanceRotaryPosition,
+    "cope": CopePosition,
+    "stick-breaking": StickBreaking,
 }
 TEMPERATURES: dict[str, type[Temperature]] = {
     "ssmax": ScalableSoftmax,

@@ -2,8 +2,10 @@
 
 A method overrides only the hooks it needs; `Attention` calls all of them and never names a method:
 embed (absolute methods), rotate (rotary and kin), score_bias / distance_bias (a bias of positions),
-log_decay (a bias from the layer's input: data-dependent decay), `local` (a sliding-window or chunk
-mask), and for_layer (a method whose layers differ: hybrids, per-layer parameters).
+log_decay (a bias from the layer's input: data-dependent decay), content_bias (a bias from q and k:
+CoPE), attention_weights (a normaliser in place of the softmax: stick-breaking), `local` (a
+sliding-window or chunk mask), and for_layer (a method whose layers differ: hybrids, per-layer
+parameters).
 Every hook reads absolute position ids (ids.Positions): usually a range start..start+T-1 (start is 0
 in training, the cache length when decoding, a chunk offset in chunked evaluation), or explicit ids
 (randomized positions). Causality is by order in the sequence, never by position id: attention
@@ -92,6 +94,29 @@ class PositionMethod(nn.Module):
         score of key j for query i then gains sum_{l=j+1..i} log_decay_l (data-dependent decay, FoX).
         Attention adds it as a per-key term (decay.py); the KV cache carries its running sum."""
         return None
+
+    def content_bias(self, q: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, allowed: torch.Tensor
+                     ) -> torch.Tensor | None:
+        """A bias computed from q and k (CoPE's gated positions), or None. q (B, H, Tq, hd), k (B, H, Tk,
+        hd), the queries the last Tq of the keys; scores: q.k / sqrt(hd) (B, H, Tq, Tk), computed once
+        for the method to reuse; allowed: (1 or H, Tq, Tk) bool, the keys each query may see (causal,
+        local) -> (B, H, Tq, Tk) added to the scores. Attention then computes its weights explicitly,
+        one query chunk at a time (a row depends on its query and its keys only)."""
+        return None
+
+    def attention_weights(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(B, H, Tq, Tk) logits (every bias added, -inf on keys not `allowed`; the queries the last Tq
+        of the keys) -> the weights that mix the values: the softmax, unless a method normalises
+        otherwise (stick-breaking). Probes read these weights."""
+        return torch.softmax(logits, dim=-1)
+
+    @property
+    def content_dependent(self) -> bool:
+        """True when the method has a content bias or its own normaliser: attention then takes its
+        explicit path (no fused kernel computes either)."""
+        cls = type(self)
+        return (cls.content_bias is not PositionMethod.content_bias
+                or cls.attention_weights is not PositionMethod.attention_weights)
 
     def for_layer(self, layer: int) -> PositionMethod:
         """The method layer `layer` uses: itself, or one of its parts (a hybrid's RoPE or NoPE
