@@ -43,6 +43,7 @@ FX, BN = "tests/test_flex.py", "tests/test_bench.py"
 
 N = "tests/test_methods_2025.py"
 C = "tests/test_methods_content.py"
+P2 = "tests/test_methods_part2.py"
 MUTANTS = [
     # --- the 2024-2026 methods (tests/test_methods_2025.py)
     Mutant("decay: the key channel added instead of subtracted (c_j - r)", "model/decay.py",
@@ -88,6 +89,38 @@ MUTANTS = [
            "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)\n"
            "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))", (N,)),
     # --- the content-dependent methods (tests/test_methods_content.py)
+    Mutant("sandwich: every head compressed alike (no 8h/H spread)", "positions/sandwich.py",
+           "heads * 8 / self.n_head", "torch.ones_like(heads) * 8", (P2,)),
+    Mutant("sandwich: the sum starts at k = 0 (a constant 1 more)", "positions/sandwich.py",
+           "torch.arange(1, d // 2 + 1, dtype=torch.float32)", "torch.arange(0, d // 2, dtype=torch.float32)", (P2,)),
+    Mutant("resonance: wavelengths left unrounded", "positions/resonance.py",
+           "return 2 * math.pi / torch.round(2 * math.pi / inv_freq)", "return inv_freq", (P2,)),
+    Mutant("resonance: angles p * theta, not periodic", "positions/resonance.py",
+           "torch.remainder(positions[:, None].double(), wavelength[None, :].double()).float()",
+           "positions[:, None].float()", (P2,)),
+    Mutant("rope scaling: the method's adjustment skipped for rescaled frequencies", "positions/rope_scaling.py",
+           "inv_freq = pos.adjust_frequencies(inv_freq)", "inv_freq = inv_freq", (P2, N)),
+    Mutant("pose: the skip never reaches M - L", "positions/ids.py",
+           "torch.randint(0, max_position - length + 1, (1,), generator=generator)",
+           "torch.randint(0, max_position - length, (1,), generator=generator)", (P2,)),
+    Mutant("pose: the first chunk up to half the window plus one", "positions/ids.py",
+           "torch.randint(1, (length + 1) // 2 + 1, (1,), generator=generator)",
+           "torch.randint(1, (length + 1) // 2 + 2, (1,), generator=generator)", (P2,)),
+    Mutant("pose: both options accepted at once", "runs/config.py",
+           "if self.random_positions is not None and self.pose is not None:", "if False:", (P2,)),
+    Mutant("selective copy: the answer in reverse", "tasks/generators/selective_copy.py",
+           "[SEP], content]", "[SEP], content[::-1]]", ("tests/test_retrieval_tasks.py",)),
+    Mutant("run config: an old folder's seq_len not renamed", "runs/config.py",
+           'RENAMES = {"model": {"max_len": "train_len"}, "train": {"seq_len": "train_len"}}',
+           'RENAMES = {"model": {"max_len": "train_len"}}', (T, "tests/test_legacy_config.py")),
+    Mutant("jobs: a failing job stops the others", "experiments/jobs.py",
+           "    except Exception as e:  # one failing job", "    except ZeroDivisionError as e:  # one failing job",
+           ("tests/test_jobs.py",)),
+    Mutant("jobs: workers show progress bars of their own", "experiments/jobs.py",
+           "return _attempt(work, item, None)", "return _attempt(work, item, True)", ("tests/test_jobs.py",)),
+    Mutant("bench: the precision asked is not the one timed", "experiments/bench.py",
+           "        with autocast(device, precision):\n            logits = model(x[:, :-1])",
+           "        with autocast(device, \"fp32\"):\n            logits = model(x[:, :-1])", (BN,)),
     Mutant("cope: gates of keys the query may not see counted", "positions/cope.py",
            "gates = torch.sigmoid(scores.float()) * allowed", "gates = torch.sigmoid(scores.float())", (C, M)),
     Mutant("cope: positions counted from the first key, not back from the query", "positions/cope.py",

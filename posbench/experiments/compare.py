@@ -109,20 +109,13 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     jobs: list[Job] = ([(label, None, [(None, d) for d in folders]) for label, folders in group_runs(runs)]
                        or [(labels[m], m, [(s, cfg.run_dir(labels[m], s)) for s in seeds]) for m in cfg.methods])
     progress = make_progress(console, disable=not show_progress)
-    evaluated: dict[str, list[Entry]] = {}
-    failures = []
+    outcomes: dict[int, dict[str, list[Entry]] | Exception] = {}
 
     def starting(k: int) -> None:
         progress.update(overall, description=f"[bold]compare[/] {jobs[k][0]} ({k + 1}/{len(jobs)})")
 
     def finished(k: int, outcome: dict[str, list[Entry]] | Exception) -> None:
-        label, method, seed_dirs = jobs[k]
-        if isinstance(outcome, Exception):
-            failures.append({"label": label, "pos": method, "run": str(seed_dirs[0][1].parent if
-                             len(seed_dirs) > 1 else seed_dirs[0][1]), "error": failure_reason(outcome)})
-        else:
-            for name, entries in outcome.items():
-                evaluated.setdefault(name, []).extend(entries)
+        outcomes[k] = outcome
         progress.advance(overall)
 
     with progress:
@@ -131,7 +124,24 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
         work = functools.partial(_run_method, cfg, settings)
         run_jobs(work, [(configs.get(method), seed_dirs, label) for label, method, seed_dirs in jobs], cfg.jobs,
                  finished, progress, starting)
+    evaluated, failures = _in_job_order(jobs, outcomes)
     return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
+
+
+def _in_job_order(jobs: list[Job], outcomes: dict[int, dict[str, list[Entry]] | Exception]
+                  ) -> tuple[dict[str, list[Entry]], list[dict]]:
+    """The rows and failures in the order the methods were asked for, however the jobs finished."""
+    evaluated: dict[str, list[Entry]] = {}
+    failures = []
+    for k, (label, method, seed_dirs) in enumerate(jobs):
+        outcome = outcomes[k]
+        if isinstance(outcome, Exception):
+            failures.append({"label": label, "pos": method, "run": str(seed_dirs[0][1].parent if
+                             len(seed_dirs) > 1 else seed_dirs[0][1]), "error": failure_reason(outcome)})
+        else:
+            for name, entries in outcome.items():
+                evaluated.setdefault(name, []).extend(entries)
+    return evaluated, failures
 
 
 def _method_configs(cfg: CompareConfig, preset: CorpusPreset, method: str) -> tuple[ModelConfig, TrainConfig]:
