@@ -88,7 +88,7 @@ MUTANTS = [
            "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)",
            "        if sums is not None:\n            q, k, v = fold_decay(q, k, v, sums)\n"
            "        if self.temperature is not None:\n            q = self.temperature(q, pos, k.size(2))", (N,)),
-    # --- the content-dependent methods (tests/test_methods_content.py)
+    # --- sandwich, resonance, PoSE (tests/test_methods_part2.py)
     Mutant("sandwich: every head compressed alike (no 8h/H spread)", "positions/sandwich.py",
            "heads * 8 / self.n_head", "torch.ones_like(heads) * 8", (P2,)),
     Mutant("sandwich: the sum starts at k = 0 (a constant 1 more)", "positions/sandwich.py",
@@ -108,6 +108,18 @@ MUTANTS = [
            "torch.randint(1, (length + 1) // 2 + 2, (1,), generator=generator)", (P2,)),
     Mutant("pose: both options accepted at once", "runs/config.py",
            "if self.random_positions is not None and self.pose is not None:", "if False:", (P2,)),
+    Mutant("sandwich: d_h/2 not subtracted", "positions/sandwich.py",
+           "(total - self.head_dim / 2)[None]", "total[None]", (P2,)),
+    Mutant("resonance: wavelengths floored, not rounded", "positions/resonance.py",
+           "return 2 * math.pi / torch.round(2 * math.pi / inv_freq)",
+           "return 2 * math.pi / torch.floor(2 * math.pi / inv_freq)", (P2,)),
+    Mutant("pose: the first chunk shifted too", "positions/ids.py", "ids[first:] += skip", "ids += skip", (P2,)),
+    Mutant("pose: the same ids at every step", "positions/ids.py",
+           "return pose_positions(length, self.max_position, self.generator)",
+           "return pose_positions(length, self.max_position, torch.Generator().manual_seed(0))", (P2,)),
+    Mutant("pose: the training samplers draw nothing", "positions/ids.py",
+           "return None if pose is None else PoseDraw(", "return None if True else PoseDraw(", (P2,)),
+    # --- selective copy, run config, jobs, bench
     Mutant("selective copy: the answer in reverse", "tasks/generators/selective_copy.py",
            "[SEP], content]", "[SEP], content[::-1]]", ("tests/test_retrieval_tasks.py",)),
     Mutant("run config: an old folder's seq_len not renamed", "runs/config.py",
@@ -121,6 +133,7 @@ MUTANTS = [
     Mutant("bench: the precision asked is not the one timed", "experiments/bench.py",
            "        with autocast(device, precision):\n            logits = model(x[:, :-1])",
            "        with autocast(device, \"fp32\"):\n            logits = model(x[:, :-1])", (BN,)),
+    # --- the content-dependent methods (tests/test_methods_content.py)
     Mutant("cope: gates of keys the query may not see counted", "positions/cope.py",
            "gates = torch.sigmoid(scores.float()) * allowed", "gates = torch.sigmoid(scores.float())", (C, M)),
     Mutant("cope: positions counted from the first key, not back from the query", "positions/cope.py",

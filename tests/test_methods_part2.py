@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from posbench.errors import PosbenchError
 from posbench.evaluation.extrapolate import EvalSettings, evaluate_run
 from posbench.model.gpt import GPT
-from posbench.positions import Positions, pose_positions
+from posbench.positions import PoseDraw, Positions, pose_positions
 from posbench.positions.rope_scaling import apply_rope_scaling, yarn_inv_freq
 from posbench.runs.config import RunConfig, TrainConfig
 from posbench.tasks.data import TaskSampler
@@ -139,6 +139,28 @@ def test_pose_ids_are_the_references_two_chunks_with_its_distribution():
 def chi_square_uniform(counts: np.ndarray) -> float:
     expected = counts.sum() / len(counts)
     return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_pose_draws_are_seeded_resumable_and_fill_a_window_of_m_exactly():
+    """Same seed, same ids; a restored state continues the stream; the reference's bounds at the edges
+    (len_chunk = M leaves a skip of 0 only; a window longer than M cannot be placed)."""
+    a, b, other = PoseDraw(64, 7), PoseDraw(64, 7), PoseDraw(64, 8)
+    draws = [a(16) for _ in range(6)]
+    assert all(torch.equal(x, b(16)) for x in draws)
+    assert any(not torch.equal(x, other(16)) for x in draws)
+    for ids in draws:  # increasing, from 0, below M, one jump at most (two contiguous chunks)
+        steps = ids.diff()
+        assert ids[0] == 0 and ids.max() < 64 and (steps >= 1).all() and int((steps > 1).sum()) <= 1
+    saved = a.state_dict()
+    expected = [a(16) for _ in range(3)]
+    restored = PoseDraw(64, 0)
+    restored.load_state_dict(saved)
+    assert all(torch.equal(x, restored(16)) for x in expected)
+    assert torch.equal(pose_positions(16, 16, torch.Generator().manual_seed(0)), torch.arange(16))
+    with pytest.raises(PosbenchError, match="larger --pose"):
+        pose_positions(17, 16, torch.Generator())
+    with pytest.raises(PosbenchError, match="--pose must be positive"):
+        PoseDraw(0, 0)
 
 
 def test_pose_and_randomized_positions_are_one_choice_and_pose_needs_room(corpus, tmp_path):

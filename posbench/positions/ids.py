@@ -96,9 +96,11 @@ class PositionDraw:
     forward pass, shared by the batch, as the reference draws once per apply). Its state is part of
     the training sampler's, so a resumed run draws what the original would have."""
 
+    option = "--random-positions"  # the training option that asks for this draw (its errors name it)
+
     def __init__(self, max_position: int, seed: int) -> None:
         if max_position < 1:
-            raise PosbenchError(f"--random-positions must be positive, got {max_position}")
+            raise PosbenchError(f"{self.option} must be positive, got {max_position}")
         self.max_position = max_position
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -132,6 +134,8 @@ def pose_positions(length: int, max_position: int, generator: torch.Generator) -
 
 class PoseDraw(PositionDraw):
     """PoSE's position ids (pose_positions), one draw per forward pass, resumable like PositionDraw."""
+
+    option = "--pose"
 
     def __call__(self, length: int) -> torch.Tensor:
         return pose_positions(length, self.max_position, self.generator)
