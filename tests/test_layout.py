@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "posbench"
 LAYERS = {  # lowest first; a module's layer is that of the longest prefix naming it (dotted: a package's part)
     "common": ["common", "errors", "fileio", "progress"],
-    "core": ["model", "positions", "pretrained", "data", "runs", "evaluation.scoring", "evaluation.stats",
+    "core": ["model", "positions", "data", "runs", "evaluation.scoring", "evaluation.stats",
              "evaluation.context_use", "evaluation", "experiments.presets", "tasks.data", "tasks.generators"],
     "workflows": ["train", "sample", "evaluation.extrapolate", "evaluation.heads", "experiments", "tasks"],
     "interface": ["cli", "__init__", "__main__"],  # the command line and the package's own exports

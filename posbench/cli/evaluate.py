@@ -153,9 +153,7 @@ def _csv(runs: list[dict]) -> str:
 
 @app.command("eval-extrapolate")
 def eval_extrapolate_command(
-    runs: list[Path] = typer.Argument(None, help="Run folders, or hf:NAME for a pretrained Hugging Face model (a hub "
-                                      "name or a folder; pip install 'posbench[hf]') [default: the newest run "
-                                      "under runs/]."),
+    runs: list[Path] = typer.Argument(None, help="Run folders [default: the newest under runs/]."),
     max_len: int = typer.Option(DEFAULT.max_len, help="Longest evaluation length (default lengths: L, 2L, 4L, ... "
                                 "up to it)."),
     lengths: str = typer.Option(None, help="Comma-separated lengths instead, e.g. 128,256,1024."),

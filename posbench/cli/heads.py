@@ -19,8 +19,7 @@ def _spread(s: dict) -> str:
 
 @app.command("inspect-heads")
 def inspect_heads_command(
-    run: Path = typer.Argument(None, help="Run folder, or hf:NAME for a pretrained Hugging Face model "
-                               "[default: the newest run under runs/]."),
+    run: Path = typer.Argument(None, help="Run folder [default: the newest under runs/]."),
     length: int = typer.Option(None, help="Window length N [default: the training length]."),
     samples: int = typer.Option(SAMPLES, help="Windows K, spread evenly over the split."),
     split: str = typer.Option("valid", help="Held-out split: valid or test."),

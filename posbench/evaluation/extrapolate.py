@@ -7,19 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import Progress
 
 from ..common import check_split
-from ..data.corpora import load_corpus
 from ..errors import PosbenchError
 from ..experiments.verdicts import add_context_comparisons
 from ..positions.rope_scaling import apply_rope_scaling
-from ..pretrained import is_pretrained, load_pretrained
 from ..progress import make_progress
-from ..runs.config import TrainConfig
 from ..runs.folder import held_out_tokens, load_run, resolve_run
 from .context_use import context_use
 from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
@@ -70,27 +65,10 @@ def run_report(run: str | Path | None, settings: EvalSettings = EvalSettings(),
     return evaluate_run(run, settings, progress)[0]
 
 
-@dataclass
-class Subject:
-    """What one evaluation scores: a posbench run or a pretrained model, its held-out tokens, and how
-    it is labelled."""
-
-    run: str
-    model: torch.nn.Module
-    token_bytes: np.ndarray
-    tokens: np.ndarray
-    notes: list[str]
-    label: str
-    lengths: list[int]
-    data: str
-    random_positions: int | None = None  # a run trained with randomized positions is scored with them
-    scaling: dict | None = None
-
-
-def load_subject(run: str | Path | None, settings: EvalSettings) -> Subject:
-    """A run folder (None: the newest under runs/) or hf:NAME, ready to score."""
-    if is_pretrained(str(run)):
-        return _pretrained_subject(str(run), settings)
+def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings(),
+                 progress: Progress | None = None) -> tuple[dict, dict[tuple[str, int], Windows]]:
+    """run_report's entry, and the per-window losses behind it by (mode, length) (for paired
+    comparisons between runs evaluated on the same windows)."""
     run_dir = resolve_run(run)
     model, tokenizer, run_config = load_run(run_dir, device=settings.device)
     if tokenizer.vocab_size != model.config.vocab_size:
@@ -98,7 +76,8 @@ def load_subject(run: str | Path | None, settings: EvalSettings) -> Subject:
                             f"{model.config.vocab_size}; the run folder is inconsistent")
     train_len = model.config.train_len
     lengths = settings.lengths or default_lengths(train_len, settings.max_len)
-    label, scaling = run_config.label, None
+    label = run_config.label
+    scaling = None
     if settings.rope_scaling is not None:
         kind, factor = settings.rope_scaling
         factor = max(lengths) / train_len if factor is None else factor  # default: reach the longest length
@@ -106,47 +85,23 @@ def load_subject(run: str | Path | None, settings: EvalSettings) -> Subject:
         scaling = {"kind": kind, "factor": factor}
         label = f"{label}+{kind}×{factor:g}"
     tokens, notes = held_out_tokens(run_dir, run_config, tokenizer, settings.split, settings.data)
-    return Subject(str(run_dir), model, tokenizer.token_bytes, tokens, notes, label, lengths,
-                   settings.data or run_config.train.data, run_config.train.random_positions, scaling)
-
-
-def _pretrained_subject(run: str, settings: EvalSettings) -> Subject:
-    """hf:NAME on settings.data (default: the builtin corpus), tokenised with the model's own tokenizer;
-    lengths default to the trained context C times 1/2, 1, 2, 4, 8."""
-    if settings.rope_scaling is not None:
-        raise PosbenchError("--rope-scaling applies to posbench's rotary runs; for hf: models it is not "
-                            "supported yet (set rope scaling in the model's own config.json)")
-    model, tokenizer = load_pretrained(run, settings.device)
-    data = settings.data or TrainConfig.data  # the builtin corpus, as posbench's own runs default to
-    tokens = tokenizer.encode(load_corpus(data).splits[settings.split])
-    C = model.config.train_len
-    lengths = list(settings.lengths or [C // 2, C, 2 * C, 4 * C, 8 * C])
-    return Subject(run, model, tokenizer.token_bytes, tokens, [], run, lengths, data)
-
-
-def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings(),
-                 progress: Progress | None = None) -> tuple[dict, dict[tuple[str, int], Windows]]:
-    """run_report's entry, and the per-window losses behind it by (mode, length) (for paired
-    comparisons between runs evaluated on the same windows)."""
-    subject = load_subject(run, settings)
-    model, tokens, lengths, label = subject.model, subject.tokens, subject.lengths, subject.label
-    train_len, random_positions = model.config.train_len, subject.random_positions
-    results = evaluate_lengths(model, tokens, subject.token_bytes, lengths, settings.mode, settings.stride,
+    random_positions = run_config.train.random_positions  # scored as trained (scoring.py)
+    results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
                                settings.max_tokens, progress=progress, label=label, random_positions=random_positions)
     contexts = [n for n in lengths if n >= train_len]
     context = []
     if settings.context_use and len(contexts) > 1:
-        context = context_use(model, tokens, subject.token_bytes, contexts, train_len, settings.max_tokens,
+        context = context_use(model, tokens, tokenizer.token_bytes, contexts, train_len, settings.max_tokens,
                               progress, label, random_positions)
     curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
     report = {
-        "run": subject.run, "pos": model.config.pos, "label": label, "train_len": train_len,
-        "split": settings.split, "data": subject.data,
+        "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
+        "split": settings.split, "data": settings.data or run_config.train.data,
         "results": [result_row(r) for r in results],
         "context_use": [result_row(r) for r in context],
         "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
-        **({"notes": subject.notes} if subject.notes else {}),
-        **({"rope_scaling": subject.scaling} if subject.scaling else {}),
+        **({"notes": notes} if notes else {}),
+        **({"rope_scaling": scaling} if scaling else {}),
         **({"random_positions": random_positions} if random_positions is not None else {}),
     }
     windows = {(r.mode, r.length): r.windows for r in [*results, *context] if r.windows is not None}

@@ -19,13 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.corpora import load_corpus
 from ..errors import PosbenchError
 from ..model.attention import Visit
 from ..model.gpt import GPT
 from ..positions import relative_distance
-from ..pretrained import is_pretrained, load_pretrained
-from ..runs.config import TrainConfig
 from ..runs.folder import held_out_tokens, load_run, resolve_run
 from .stats import percentile_interval, resample_indices, spearman
 
@@ -186,20 +183,15 @@ def build_report(run: str, model: GPT, stats: dict[str, torch.Tensor], layers: S
 
 def inspect_heads(run: str | Path | None = None, length: int | None = None, samples: int = SAMPLES,
                   split: str = "valid", layer: int | None = None, batch_size: int = 8) -> dict:
-    """Load a run (None: the newest under runs/; hf:NAME a pretrained model, read on the builtin
-    corpus with its own tokenizer), probe it on `samples` windows of `length` tokens (default: the
-    training length) from its held-out split, and return the report."""
-    if is_pretrained(str(run)):
-        path, (model, tokenizer) = str(run), load_pretrained(str(run))
-        tokens = tokenizer.encode(load_corpus(TrainConfig.data).splits[split])
-    else:
-        path = resolve_run(run)
-        model, tokenizer, run_config = load_run(path)
-        tokens, _ = held_out_tokens(path, run_config, tokenizer, split)
+    """Load a run (None: the newest under runs/), probe it on `samples` windows of `length` tokens
+    (default: the training length) from its held-out split, and return the report."""
+    path = resolve_run(run)
+    model, tokenizer, run_config = load_run(path)
     length = length or model.config.train_len
     n_layer = model.config.n_layer
     if layer is not None and not 0 <= layer < n_layer:
         raise PosbenchError(f"--layer {layer} is out of range: the model has layers 0..{n_layer - 1}")
+    tokens, _ = held_out_tokens(path, run_config, tokenizer, split)
     windows = spread_windows(tokens, split, length, samples)
     if int(windows.max()) >= model.config.vocab_size:
         raise PosbenchError(f"the {split} split has token ids beyond the model's vocabulary; "

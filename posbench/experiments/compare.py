@@ -18,7 +18,6 @@ from ..data.tokens import prepare_data
 from ..errors import PosbenchError
 from ..evaluation.extrapolate import EvalSettings, evaluate_run
 from ..positions import METHODS, SEED_METHODS
-from ..pretrained import is_pretrained
 from ..progress import make_progress
 from ..runs.config import ModelConfig, TrainConfig
 from ..runs.folder import loss_curve, read_config, read_json
@@ -97,9 +96,6 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     `runs`; evaluate all at the same lengths on the same windows; write results.json, results.csv,
     ppl_vs_length.png and loss_curves.png. Rope scaling adds rows like rotary+yarn×4. A method that
     fails is recorded in results["failures"] with its reason, and the others go on."""
-    if any(is_pretrained(str(r)) for r in runs):
-        raise PosbenchError("compare trains or takes posbench runs; score hf: models side by side with "
-                            "`posbench eval-extrapolate hf:A hf:B`, which reads them on the same text")
     preset = get_preset("compare", cfg.preset)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
     settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=cfg.eval_tokens or preset.eval_tokens,
