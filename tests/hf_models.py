@@ -50,7 +50,7 @@ def configs() -> dict:
     return {
         "gpt2": transformers.GPT2Config(n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4, **small),
         "gpt_neox": transformers.GPTNeoXConfig(max_position_embeddings=CONTEXT, hidden_size=32, num_hidden_layers=2,
-                                               num_attention_heads=4, intermediate_size=64, **small),
+                                               num_attention_heads=4, intermediate_size=64, rotary_pct=0.5, **small),
         # BLOOM's own config names no context (architectures.TRAINED_CONTEXT); this one records it
         "bloom": transformers.BloomConfig(hidden_size=32, n_layer=2, n_head=4, seq_length=CONTEXT, **small),
         "llama": transformers.LlamaConfig(max_position_embeddings=CONTEXT, hidden_size=32, num_hidden_layers=2,

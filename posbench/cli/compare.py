@@ -62,7 +62,8 @@ def comparison_table(rows: list[dict], failures: list[dict] = ()) -> Table:
         colour = "green" if ratio is not None and ratio <= 1.1 else "red" if ratio is None or ratio > 2 else "yellow"
         params = None if row["params"] is None else row["params"] / 1e6
         speed = None if row["train_tokens_per_s"] is None else row["train_tokens_per_s"] / 1e3
-        table.add_row(row["label"], *cells, f"{_fmt(params, '.1f')}M", f"{_fmt(speed, '.1f')}k",
+        table.add_row(row["label"], *cells, _fmt(params, ".1f") + "M" * (params is not None),
+                      _fmt(speed, ".1f") + "k" * (speed is not None),  # a pretrained model has no training speed
                       _fmt(row["val_ppl"], ".0f"), f"[{colour}]{_fmt(ratio)}[/]")
     for failure in failures:
         table.add_row(failure["label"], "[bold red]failed[/]", *[""] * (len(lengths) + 3))

@@ -71,8 +71,8 @@ def evaluate_model(spec: str, settings: EvalSettings = EvalSettings(), progress:
     """The report entry of `hf:MODEL` and its per-window losses by (mode, length), as
     extrapolate.evaluate_run gives a run's. Lengths: settings.lengths, else default_lengths(context,
     max_len). settings.data: the corpus (default pydocs)."""
-    name, tokenizer = display_name(spec), load_tokenizer(spec)
     context = trained_context(load_config(spec))
+    name, tokenizer = display_name(spec), load_tokenizer(spec)
     lengths = list(settings.lengths or default_lengths(context, max_len))
     scaling = _scaling(settings, lengths, context)
     label = name if scaling is None else f"{name}+{scaling[0]}×{scaling[1]:g}"

@@ -21,8 +21,8 @@ def inspect_model_heads(spec: str, length: int | None = None, samples: int = SAM
     """The inspect-heads report of `hf:MODEL` on `samples` windows of `length` tokens (default: its
     trained context) spread over `data`'s held-out split (default pydocs) in the model's tokens."""
     name = display_name(spec)
-    tokenizer = load_tokenizer(spec)
     model = load_model(spec, device, precision, attention="eager")
+    tokenizer = load_tokenizer(spec)
     length = length or model.config.train_len
     model.check_length(length)
     n_layer = model.config.n_layer

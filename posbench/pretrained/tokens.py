@@ -38,7 +38,8 @@ def decoder_kind(tokenizer) -> str:
     types = {part.get("type") for part in parts}
     if "ByteLevel" in types:
         return "bytelevel"
-    if "Metaspace" in types or any(p.get("type") == "Replace" and SPACE in json.dumps(p, ensure_ascii=False) for p in parts):
+    replaces_space = any(p.get("type") == "Replace" and SPACE in json.dumps(p, ensure_ascii=False) for p in parts)
+    if "Metaspace" in types or replaces_space:
         return "sentencepiece"
     return "text"
 
