@@ -109,6 +109,31 @@ def test_bloom_slopes_are_read_from_the_model(n_head, tmp_path, corpus_path):
     assert load_model(spec).pos.describe(64)["slope"] == pytest.approx(bloom_slopes(n_head), rel=1e-6)
 
 
+def mpt_slopes(n_head: int, alibi_bias_max: int = 8) -> list[float]:
+    """transformers' modeling_mpt.py build_mpt_alibi_tensor (MosaicML's attention.py), transcribed:
+    2^(-k * max / H') for k = 1..H' (H' the next power of 2), odd ones first when H' > H."""
+    padded = 2 ** math.ceil(math.log2(n_head))
+    slopes = [2 ** (-k * alibi_bias_max / padded) for k in range(1, padded + 1)]
+    return slopes if padded == n_head else (slopes[1::2] + slopes[::2])[:n_head]
+
+
+@pytest.mark.parametrize("n_head", [4, 6])
+def test_falcon_and_mpt_slopes(n_head):
+    import transformers
+
+    from posbench.pretrained.architectures import alibi_slopes
+
+    def build(config):
+        return transformers.AutoModelForCausalLM.from_config(config)
+
+    small = dict(vocab_size=320, hidden_size=48, num_attention_heads=n_head, num_hidden_layers=1)
+    falcon = build(transformers.FalconConfig(alibi=True, **small))  # modeling_falcon.py: BLOOM's formula
+    assert alibi_slopes(falcon) == pytest.approx(bloom_slopes(n_head), rel=1e-2)  # (rounded to bf16 there)
+    assert alibi_slopes(build(transformers.FalconConfig(alibi=False, **small))) is None  # rotary Falcon
+    mpt = build(transformers.MptConfig(vocab_size=320, d_model=48, n_heads=n_head, n_layers=1, max_seq_len=64))
+    assert alibi_slopes(mpt) == pytest.approx(mpt_slopes(n_head), rel=1e-6)
+
+
 def test_inspect_heads_of_an_alibi_model(tiny, corpus_path):
     """The report's sink is the mean attention on key 0 of the model's own weights; slopes and their
     correlation with the span come as for posbench's alibi runs."""

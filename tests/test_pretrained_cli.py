@@ -138,6 +138,12 @@ def test_user_errors_are_one_line(tiny, tmp_path, capsys, monkeypatch):
     assert code == 2 and "no folder" in err
     code, _, err = run_cli(["eval-extrapolate", "hf:posbench-tests/no-such-model"], capsys, monkeypatch)
     assert code == 2 and "cannot load the config of hf:posbench-tests/no-such-model" in err, err
+    import transformers
+
+    t5 = transformers.T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
+    transformers.T5ForConditionalGeneration(t5).save_pretrained(tmp_path / "t5")
+    code, _, err = run_cli(["eval-extrapolate", f"hf:{tmp_path}/t5"], capsys, monkeypatch)
+    assert code == 2 and "is a t5 model, which transformers has no causal language model" in err
     code, _, err = run_cli(["inspect-heads", tiny["gpt2"], "--length", "65"], capsys, monkeypatch)
     assert code == 2 and "past its table" in err
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError

@@ -58,7 +58,16 @@ def _loading(spec: str, what: str, load, *args, **kwargs):
 
 
 def load_config(spec: str):
-    return _loading(spec, "config", transformers_module().AutoConfig.from_pretrained, _source(spec))
+    """The model's config, refused unless transformers has a causal LM class for it (or the folder
+    names its own code, which posbench does not run: trust_remote_code stays off)."""
+    transformers = transformers_module()
+    config = _loading(spec, "config", transformers.AutoConfig.from_pretrained, _source(spec))
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CAUSAL
+
+    if config.model_type not in CAUSAL:
+        raise PosbenchError(f"{spec} is a {config.model_type} model, which transformers has no causal "
+                            "language model (AutoModelForCausalLM) for; posbench scores next-token prediction")
+    return config
 
 
 def load_tokenizer(spec: str):
