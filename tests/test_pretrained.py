@@ -39,31 +39,45 @@ def tiny(tmp_path_factory, corpus_path):
 
 def windows_of(w, mode: str, length: int):
     """(input start, end, first scored) of each scored window: a non-overlapping one starts at its
-    first prediction, a sliding one `length` before its end (a block's first, at the block's start)."""
+    first prediction, a sliding one `length` before its end (a block's first, at the block's start),
+    a context-use one `length` before its end."""
     block_first = {b: w.first[w.block == b].min() for b in np.unique(w.block)}
     ends = w.first + w.tokens
-    return [(int(f if mode == "nonoverlapping" else max(block_first[b], e - length)), int(e), int(f))
-            for b, e, f in zip(w.block, ends, w.first, strict=True)]
+    starts = {"nonoverlapping": lambda b, e, f: f, "context": lambda b, e, f: e - length,
+              "sliding": lambda b, e, f: max(block_first[b], e - length)}[mode]
+    return [(int(starts(b, e, f)), int(e), int(f)) for b, e, f in zip(w.block, ends, w.first, strict=True)]
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_losses_are_the_models_own_loss(arch, tiny, corpus_path):
-    """Every window's summed loss, non-overlapping and sliding, is transformers' own loss (labels=,
-    the scored targets only) on the same tokens times the targets it scored."""
-    spec = tiny[arch]
-    settings = EvalSettings(lengths=[16, 32], mode="both", stride=8, data=corpus_path, max_tokens=128,
-                            context_use=False)
-    _, windows = evaluate_model(spec, settings)
+def assert_own_losses(spec: str, windows: dict, corpus_path: str) -> None:
+    """Each window's summed loss is transformers' own loss (labels=, the scored targets only) on the
+    same tokens times the number of targets it scored."""
     model = own_model(spec)
     ids = torch.from_numpy(encode(load_tokenizer(spec), load_corpus(corpus_path).splits["valid"]))
-    assert {mode for mode, _ in windows} == {"nonoverlapping", "sliding"}
     for (mode, length), w in windows.items():
         for (start, end, first), loss in zip(windows_of(w, mode, length), w.loss, strict=True):
             x = ids[start : end + 1][None]  # inputs start..end-1 and the last target
             labels = x.clone()
             labels[0, : first - start + 1] = -100  # transformers shifts: label j is the target of input j - 1
             own = model(input_ids=x, labels=labels).loss.item() * (end - first)
-            assert math.isclose(loss, own, rel_tol=1e-5, abs_tol=1e-4), (arch, mode, length, start)
+            assert math.isclose(loss, own, rel_tol=1e-5, abs_tol=1e-4), (spec, mode, length, start)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_losses_are_the_models_own_loss(arch, tiny, corpus_path):
+    """Every window's summed loss, non-overlapping and sliding, is the model's own loss on it."""
+    settings = EvalSettings(lengths=[16, 32], mode="both", stride=8, data=corpus_path, max_tokens=128,
+                            context_use=False)
+    _, windows = evaluate_model(tiny[arch], settings)
+    assert {mode for mode, _ in windows} == {"nonoverlapping", "sliding"}
+    assert_own_losses(tiny[arch], windows, corpus_path)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "bloom", "llama"])  # (GPT-2's table ends at the context)
+def test_context_use_losses_are_the_models_own(arch, tiny, corpus_path):
+    settings = EvalSettings(lengths=[64, 96], data=corpus_path, max_tokens=64)
+    report, windows = evaluate_model(tiny[arch], settings)
+    assert [r["length"] for r in report["context_use"]] == [64, 96]
+    assert_own_losses(tiny[arch], {k: w for k, w in windows.items() if k[0] == "context"}, corpus_path)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -48,7 +48,7 @@ def _units(spec: str, data: str, split: str) -> tuple[str, str, str]:
     else:
         run_dir = resolve_run(spec)
         config = check_run_dir(run_dir)
-        tokens, _ = held_out_tokens(run_dir, config, Tokenizer.load(run_dir), split)
+        tokens, _ = held_out_tokens(run_dir, config, Tokenizer.load(run_dir), split, data)  # as compare scores it
         name, tokenizer_name = str(run_dir), run_tokenizer_id(run_dir)
     return name, tokenizer_name, hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()
 
@@ -88,7 +88,7 @@ def _jobs(specs: Sequence[str], rope_scaling: Sequence[tuple[str, float | None]]
 
 def compare_models(cfg: CompareConfig, specs: Sequence[str | Path], console: Console | None = None,
                    show_progress: bool = True) -> dict:
-    """Evaluate every hf: model (on cfg.data) and run (on its own corpus) at shared lengths, refuse
+    """Evaluate every hf: model and run on cfg.data (each in its own tokens) at shared lengths, refuse
     what cannot be paired, write results.json, results.csv, ppl_vs_length.png (and context_use.png).
     cfg.precision is the models' weights' precision; a row that fails is a failure, the others go on."""
     started = time.perf_counter()
