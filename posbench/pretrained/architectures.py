@@ -13,9 +13,9 @@ import torch
 
 from ..errors import PosbenchError
 
-# A config that records no context length: what the model was trained on. BLOOM: "a sequence length
-# of 2048 tokens" (BigScience 2022, "BLOOM: A 176B-Parameter Open-Access Multilingual Language
-# Model", Sec. 3.4.1); its config.json has no such field (ALiBi needs none).
+# A config that records no context length: what the model was trained on. BLOOM: sequences of 2048
+# tokens (BigScience 2022, "BLOOM: A 176B-Parameter Open-Access Multilingual Language Model", its
+# training hyperparameters); its config.json has no such field (ALiBi needs none).
 TRAINED_CONTEXT = {"bloom": 2048}
 # the config fields other architectures name it by, first found wins (GPT-2's n_positions is also
 # its max_position_embeddings through the config's attribute_map; MPT: max_seq_len)
