@@ -197,6 +197,17 @@ def test_learned_table_and_out_of_memory_are_that_lengths_na(tiny, corpus_path, 
     assert all(r["ppl"] is None for r in report["context_use"] if r["length"] > 32)
 
 
+def test_weights_that_do_not_fit_are_one_line(tiny, monkeypatch):
+    import transformers
+
+    def no_room(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_room)
+    with pytest.raises(PosbenchError, match="does not fit in memory on cpu"):
+        load_model(tiny["llama"])
+
+
 def test_default_lengths_and_trained_context(tiny):
     assert default_lengths(1024) == [512, 1024, 2048, 4096, 8192]  # the trained context × 1/2 ... 8
     assert default_lengths(1024, 3000) == [512, 1024, 2048, 3000]

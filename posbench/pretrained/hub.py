@@ -12,7 +12,7 @@ import torch
 from ..common import cpu_has_fast_bf16
 from ..errors import PosbenchError
 from . import PREFIX, model_name
-from .adapter import CausalLM
+from .adapter import CausalLM, out_of_memory
 from .architectures import alibi_slopes, position_table, rope_scaled, trained_context
 
 INSTALL = "pip install 'posbench[hf]'"
@@ -106,7 +106,13 @@ def load_model(spec: str, device: str | torch.device = "cpu", precision: str | N
         rope_scaled(config, *rope_scaling, context, spec)
     auto = transformers.AutoModelForCausalLM
     options = {"attn_implementation": attention} if attention else {}
-    model = _loading(spec, "weights", auto.from_pretrained, _source(spec), config=config,
-                     dtype=resolve_dtype(precision, device), **options)
-    model = model.to(device).eval()
+    dtype = resolve_dtype(precision, device)
+    try:
+        model = _loading(spec, "weights", auto.from_pretrained, _source(spec), config=config, dtype=dtype,
+                         **options)
+        model = model.to(device).eval()
+    except RuntimeError as e:
+        if not out_of_memory(e):
+            raise
+        raise PosbenchError(f"{spec} does not fit in memory on {device} in {dtype} (its weights alone)") from None
     return CausalLM(model, display_name(spec), context, alibi_slopes(model), position_table(model))
