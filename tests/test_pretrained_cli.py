@@ -99,6 +99,16 @@ def test_inspect_heads_cli_on_an_alibi_model(tiny, corpus_path, tmp_path, capsys
     assert "layer 1" in stdout and "Spearman" not in stdout
 
 
+def test_inspect_heads_data_for_runs_and_device_only_for_models(corpus_path, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    train(*tiny_train(corpus_path, "alibi"), out=run, show_progress=False)
+    other = write_corpus(tmp_path, n_lines=120)  # another corpus, tokenised with the run's own tokenizer
+    code, stdout, err = run_cli(["inspect-heads", str(run), "--data", other, "--samples", "2"], capsys, monkeypatch)
+    assert code == 0 and "2 windows of 16 tokens" in stdout, err
+    code, _, err = run_cli(["inspect-heads", str(run), "--device", "cuda"], capsys, monkeypatch)
+    assert code == 2 and "--device and --precision are for hf: models" in err
+
+
 def rope_kwargs(spec: str, rope: dict) -> dict:
     """Rope scaling as transformers documents it for this version: rope_parameters (5.x, with the
     model's rope_theta kept), rope_scaling before."""
