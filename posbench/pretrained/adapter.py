@@ -15,7 +15,7 @@ What they read of a model, and what CausalLM gives:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +106,7 @@ class CausalLM(torch.nn.Module):
             self._visit(layer, 0, attentions[layer].float().cpu())  # where the probe's sums are
 
     @contextlib.contextmanager
-    def watch_attention(self, visit: Visit, layers: Sequence[int] | None = None):
+    def watch_attention(self, visit: Visit, layers: Sequence[int] | None = None) -> Iterator[None]:
         """Inside the block, each forward pass hands the watched layers' (default all) attention
         probabilities to visit(layer, 0, p), p: (B, H, T, T)."""
         self._visit, self._layers = visit, list(range(self.config.n_layer)) if layers is None else list(layers)

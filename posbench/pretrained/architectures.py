@@ -8,10 +8,14 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import PosbenchError
+
+if TYPE_CHECKING:  # transformers is optional: named in annotations only
+    from transformers import PretrainedConfig
 
 # A config that records no context length: what the model was trained on. BLOOM: sequences of 2048
 # tokens (BigScience 2022, "BLOOM: A 176B-Parameter Open-Access Multilingual Language Model", its
@@ -30,7 +34,7 @@ POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
 ROPE_TYPES = {"linear": "linear", "dynamic": "dynamic", "yarn": "yarn"}
 
 
-def trained_context(config) -> int:
+def trained_context(config: PretrainedConfig) -> int:
     """The length the model was trained on: what the default lengths and the ratios "× at L" start from.
     A field of the config first, else what the architecture is known to be trained at."""
     for field in CONTEXT_FIELDS:
@@ -99,7 +103,7 @@ def alibi_slopes(model: torch.nn.Module) -> list[float] | None:
     return slopes
 
 
-def has_rope(config) -> bool:
+def has_rope(config: PretrainedConfig) -> bool:
     """True where the config carries rotary parameters transformers rescales (rope_parameters from
     transformers 5, rope_scaling before)."""
     if isinstance(getattr(config, "rope_parameters", None), dict):
@@ -107,7 +111,7 @@ def has_rope(config) -> bool:
     return hasattr(config, "rope_scaling") and hasattr(config, "max_position_embeddings")
 
 
-def rope_scaled(config, kind: str, factor: float, context: int, name: str):
+def rope_scaled(config: PretrainedConfig, kind: str, factor: float, context: int, name: str) -> PretrainedConfig:
     """`config` with its rope scaling set as transformers names it: --rope-scaling linear / dynamic /
     yarn at `factor`, from the trained `context` (yarn's original_max_position_embeddings). In place;
     returns it. An architecture without rotary positions, or with RoPE per layer type, is refused."""

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import Progress
@@ -26,6 +27,9 @@ from . import is_pretrained
 from .architectures import trained_context
 from .hub import display_name, load_config, load_model, load_tokenizer
 from .tokens import held_out
+
+if TYPE_CHECKING:  # transformers is optional: named in annotations only
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_DATA = "pydocs"  # a pretrained model has no corpus of its own
 LOGITS_BUDGET = 1 << 30  # bytes of fp32 logits per forward pass: short windows batch up to it (V = 250k: 1k tokens)
@@ -45,7 +49,7 @@ def default_lengths(context: int, max_len: int | None = None) -> list[int]:
     return check_lengths([n for n in lengths if n <= max_len] + [max_len])
 
 
-def tokenizer_id(tokenizer) -> str:
+def tokenizer_id(tokenizer: PreTrainedTokenizerBase) -> str:
     """Its class, size and a digest of its vocabulary: equal ids, the same token units."""
     vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
     return f"{type(tokenizer).__name__} {len(tokenizer)} {hashlib.sha256(vocab).hexdigest()[:12]}"

@@ -6,6 +6,8 @@ fails on the user's side (transformers missing, no such model, not a causal LM) 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,11 +17,14 @@ from . import PREFIX, model_name
 from .adapter import CausalLM, out_of_memory
 from .architectures import alibi_slopes, position_table, rope_scaled, trained_context
 
+if TYPE_CHECKING:  # transformers is optional: named in annotations only
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
 INSTALL = "pip install 'posbench[hf]'"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def transformers_module():
+def transformers_module() -> ModuleType:
     """The transformers package, quiet (no progress bars, errors only), or a one-line error saying
     how to install it."""
     try:
@@ -57,7 +62,7 @@ def _loading(spec: str, what: str, load, *args, **kwargs):
         raise PosbenchError(f"cannot load the {what} of {spec}: {first}") from None
 
 
-def load_config(spec: str):
+def load_config(spec: str) -> PretrainedConfig:
     """The model's config, refused unless transformers has a causal LM class for it (or the folder
     names its own code, which posbench does not run: trust_remote_code stays off)."""
     transformers = transformers_module()
@@ -70,7 +75,7 @@ def load_config(spec: str):
     return config
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     return _loading(spec, "tokenizer", transformers_module().AutoTokenizer.from_pretrained, _source(spec))
 
 

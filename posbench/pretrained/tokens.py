@@ -10,11 +10,15 @@ added tokens are their own text; special tokens hold no text.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.corpora import load_corpus
 from ..errors import PosbenchError
+
+if TYPE_CHECKING:  # transformers is optional: named in annotations only
+    from transformers import PreTrainedTokenizerBase
 
 SPACE = "\u2581"  # sentencepiece's word-start mark
 BYTE_MISMATCH = 0.001  # a note when the pieces' bytes and the text's differ by more than this fraction
@@ -28,7 +32,7 @@ def byte_alphabet() -> dict[str, int]:
     return {chr(b): b for b in own} | {chr(256 + k): b for k, b in enumerate(others)}
 
 
-def decoder_kind(tokenizer) -> str:
+def decoder_kind(tokenizer: PreTrainedTokenizerBase) -> str:
     """'bytelevel', 'sentencepiece' or 'text' (anything else: each piece decoded alone) from the
     decoder of a fast tokenizer's JSON (tokenizers' decoders: ByteLevel; Metaspace, or a Sequence of
     Replace("▁", " "), ByteFallback, ...)."""
@@ -44,7 +48,7 @@ def decoder_kind(tokenizer) -> str:
     return "text"
 
 
-def _piece_bytes(piece: str, kind: str, alphabet: dict[str, int], tokenizer) -> int:
+def _piece_bytes(piece: str, kind: str, alphabet: dict[str, int], tokenizer: PreTrainedTokenizerBase) -> int:
     if kind == "bytelevel":
         return sum(1 if c in alphabet else len(c.encode()) for c in piece)
     if kind == "sentencepiece":
@@ -54,7 +58,7 @@ def _piece_bytes(piece: str, kind: str, alphabet: dict[str, int], tokenizer) -> 
     return len(tokenizer.convert_tokens_to_string([piece]).encode())
 
 
-def token_bytes(tokenizer, size: int) -> np.ndarray:
+def token_bytes(tokenizer: PreTrainedTokenizerBase, size: int) -> np.ndarray:
     """(size,) UTF-8 bytes of every token id (0 for special tokens and for ids past the tokenizer,
     e.g. an embedding table padded to a multiple of 128)."""
     kind, alphabet = decoder_kind(tokenizer), byte_alphabet()
@@ -70,13 +74,14 @@ def token_bytes(tokenizer, size: int) -> np.ndarray:
     return out
 
 
-def encode(tokenizer, text: str) -> np.ndarray:
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> np.ndarray:
     """The model's token ids of `text` (int64), no BOS or EOS added: windows start mid-text, as posbench's own."""
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     return np.asarray(ids, dtype=np.int64)
 
 
-def held_out(tokenizer, data: str, split: str, vocab_size: int, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def held_out(tokenizer: PreTrainedTokenizerBase, data: str, split: str, vocab_size: int, name: str
+             ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(token ids, bytes per token id, notes) of a corpus's held-out split in the model's tokens. A
     note says when the pieces' bytes do not add up to the text's (a tokenizer that normalises the
     text: bits per byte are then per byte of what it kept)."""
