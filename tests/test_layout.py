@@ -12,8 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent / "posbench"
 LAYERS = {  # lowest first; a module's layer is that of the longest prefix naming it (dotted: a package's part)
     "common": ["common", "errors", "fileio", "progress"],
     "core": ["model", "positions", "data", "runs", "evaluation.scoring", "evaluation.stats",
-             "evaluation.context_use", "evaluation", "experiments.presets", "tasks.data", "tasks.generators"],
-    "workflows": ["train", "sample", "evaluation.extrapolate", "evaluation.heads", "experiments", "tasks"],
+             "evaluation.context_use", "evaluation", "experiments.presets", "tasks.data", "tasks.generators",
+             "pretrained"],
+    "workflows": ["train", "sample", "evaluation.extrapolate", "evaluation.heads", "experiments", "tasks",
+                  "pretrained.evaluate", "pretrained.heads", "pretrained.compare"],
     "interface": ["cli", "__init__", "__main__"],  # the command line and the package's own exports
 }
 RANK = {layer: k for k, layer in enumerate(LAYERS)}

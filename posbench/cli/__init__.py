@@ -27,7 +27,8 @@ LOG_WIDTH = 160
 
 def _console(stream) -> Console:
     to_log = not stream.isatty() and not os.environ.get("COLUMNS")
-    return Console(stderr=stream is sys.stderr, width=LOG_WIDTH if to_log else None)
+    # no emoji codes: a label such as hf:llama followed by ": " would print as one
+    return Console(stderr=stream is sys.stderr, width=LOG_WIDTH if to_log else None, emoji=False)
 
 
 console = _console(sys.stdout)

@@ -13,6 +13,8 @@ from ..experiments.compare import CompareConfig, compare, parse_methods, parse_r
 from ..experiments.presets import CORPUS_PRESETS
 from ..experiments.verdicts import within_noise
 from ..positions import METHODS, TEMPERATURES
+from ..pretrained import is_pretrained
+from ..pretrained.compare import compare_models
 from . import app, console
 
 DEFAULT = CompareConfig()
@@ -60,7 +62,8 @@ def comparison_table(rows: list[dict], failures: list[dict] = ()) -> Table:
         colour = "green" if ratio is not None and ratio <= 1.1 else "red" if ratio is None or ratio > 2 else "yellow"
         params = None if row["params"] is None else row["params"] / 1e6
         speed = None if row["train_tokens_per_s"] is None else row["train_tokens_per_s"] / 1e3
-        table.add_row(row["label"], *cells, f"{_fmt(params, '.1f')}M", f"{_fmt(speed, '.1f')}k",
+        table.add_row(row["label"], *cells, _fmt(params, ".1f") + "M" * (params is not None),
+                      _fmt(speed, ".1f") + "k" * (speed is not None),  # a pretrained model has no training speed
                       _fmt(row["val_ppl"], ".0f"), f"[{colour}]{_fmt(ratio)}[/]")
     for failure in failures:
         table.add_row(failure["label"], "[bold red]failed[/]", *[""] * (len(lengths) + 3))
@@ -118,7 +121,9 @@ def noise_note(rows: list[dict]) -> str:
 
 @app.command("compare")
 def compare_command(
-    runs: list[Path] = typer.Argument(None, help="Existing run folders to compare (no training)."),
+    runs: list[Path] = typer.Argument(None, help="Existing run folders to compare (no training), and/or hf:MODEL: "
+                                      "Hugging Face causal LMs (hub name or local folder; needs pip install "
+                                      "'posbench[hf]'), evaluated on --data with their own tokenizers."),
     pos: str = typer.Option(",".join(DEFAULT.methods), help="Methods to train and compare, comma-separated; any of "
                             + ", ".join(METHODS) + ", each with an optional +TEMPERATURE ("
                             + ", ".join(TEMPERATURES) + "), e.g. rotary+ssmax."),
@@ -146,7 +151,8 @@ def compare_command(
                                            "Default: as each method's reference: on for scaled-sinusoidal "
                                            "(cramming), off for the others."),
     precision: str = typer.Option(None, help="CPU training precision: fp32 (default), bf16 or auto (bf16 where "
-                                  "the CPU has bf16 instructions); runs of another precision are other runs."),
+                                  "the CPU has bf16 instructions); runs of another precision are other runs. hf: "
+                                  "models: their weights' precision [default: fp32 on the CPU, bf16 on CUDA]."),
     jobs: int = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on its "
                              "share of the CPU threads (1: one at a time, with each run's progress bar)."),
     rope_scaling: str = typer.Option(None, help="Also evaluate runs with rotary layers with rescaled frequencies, no "
@@ -160,7 +166,10 @@ def compare_command(
     cfg = CompareConfig(parse_methods(pos), preset, data, train_len, max_len, seed, out, device, embed_norm,
                         parse_rope_scaling(rope_scaling), seeds=seeds, eval_tokens=eval_tokens, precision=precision,
                         jobs=jobs)
-    results = compare(cfg, runs or [], console, show_progress=not quiet)
+    if any(is_pretrained(run) for run in runs or []):  # pretrained models, paired only on the same tokens
+        results = compare_models(cfg, runs, console, show_progress=not quiet)
+    else:
+        results = compare(cfg, runs or [], console, show_progress=not quiet)
     failures = results["failures"]
     console.print(comparison_table(results["runs"], failures))
     tokens = {r["tokens"] for row in results["runs"] for r in row["results"]}
@@ -169,9 +178,9 @@ def compare_command(
                   highlight=False)
     for line in verdict_lines(results["runs"], failures):
         console.print(line, highlight=False, soft_wrap=True)  # a log keeps each verdict on one line
-    plots = "ppl_vs_length.png, context_use.png" if any(r.get("context_use") for r in results["runs"]) else \
-        "ppl_vs_length.png"
-    console.print(f"wrote {out}/results.json, results.csv, {plots}, loss_curves.png", highlight=False)
+    plots = ["ppl_vs_length.png", *(["context_use.png"] if any(r.get("context_use") for r in results["runs"]) else []),
+             "loss_curves.png"]
+    console.print(f"wrote {out}/results.json, results.csv, {', '.join(results.get('plots', plots))}", highlight=False)
     if failures:
         console.print(f"[bold red]{len(failures)} failed[/]; run the same command again to retry only "
                       f"{'it' if len(failures) == 1 else 'them'}", highlight=False)

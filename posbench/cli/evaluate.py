@@ -14,6 +14,8 @@ from ..common import DEVICE, resolve_device
 from ..evaluation.extrapolate import EvalSettings, extrapolation_report
 from ..evaluation.scoring import parse_lengths
 from ..fileio import atomic_write
+from ..pretrained import is_pretrained
+from ..pretrained.evaluate import pretrained_report
 from ..runs.folder import write_json
 from . import app, console
 
@@ -48,10 +50,15 @@ def _plus_minus(value: float, ci: list[float] | None, spec: str = ".2f") -> str:
 
 def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
     labels = _labels(runs)
-    table = Table(title=f"perplexity by length ({mode})", title_justify="left", caption_justify="left")
+    # rows in other token units (a pretrained model's tokenizer beside another's, or a run's): only
+    # bits per byte compare across them, so they lead
+    by_bytes = len({run.get("tokenizer") for run in runs}) > 1
+    table = Table(title=f"{'bits per byte' if by_bytes else 'perplexity'} by length ({mode})", title_justify="left",
+                  caption_justify="left")
     table.add_column("length", justify="right")
+    names = ("bpb", "ppl", "tokens", "× at L") if by_bytes else ("ppl", "bpb", "tokens", "× at L")
     for label in labels:
-        for i, name in enumerate(("ppl", "bpb", "tokens", "× at L")):
+        for i, name in enumerate(names):
             table.add_column(f"{label if i == 0 else ''}\n{name}", justify="right")
     na: dict[str, list] = {}  # label -> [lengths, first reason]
     for length in sorted({r["length"] for run in runs for r in run["results"]}):
@@ -66,8 +73,10 @@ def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
                 na.setdefault(label, [[], r["error"]])[0].append(str(length))
             else:
                 style = _style(ratio)
-                row += [f"[{style}]{_plus_minus(r['ppl'], r.get('ppl_ci'))}[/]", f"{r['bpb']:.3f}", f"{r['tokens']:,}",
-                        f"[{style}]{ratio:.2f}[/]" if ratio is not None else ""]
+                ppl, bpb = f"[{style}]{_plus_minus(r['ppl'], r.get('ppl_ci'))}[/]", f"{r['bpb']:.3f}"
+                if by_bytes:
+                    ppl, bpb = _plus_minus(r["bpb"], r.get("bpb_ci"), ".3f"), f"[{style}]{r['ppl']:.2f}[/]"
+                row += [ppl, bpb, f"{r['tokens']:,}", f"[{style}]{ratio:.2f}[/]" if ratio is not None else ""]
         table.add_row(*row)
     counts = sorted({r["tokens"] for run in runs for r in run["results"]})
     blocks = sorted({r["blocks"] for run in runs for r in run["results"] if r.get("blocks")})
@@ -75,8 +84,10 @@ def _length_table(runs: list[dict], mode: str, stride: int | None) -> Table:
     lines = [f"{' / '.join(f'{c:,}' for c in counts)} predictions of the {split} split scored at every length, "
              f"in {' / '.join(map(str, blocks)) or 'no'} blocks, one in each stretch of the split"
              + ("" if mode == "nonoverlapping" else f"; stride {stride if stride else 'half the window'}"),
-             "ppl ±: half the width of a 95% t interval over the blocks (docs/statistics.md); "
-             "more --max-tokens, more blocks, narrower"]
+             f"{'bpb' if by_bytes else 'ppl'} ±: half the width of a 95% t interval over the blocks "
+             "(docs/statistics.md); more --max-tokens, more blocks, narrower"
+             + ("; the rows' tokens differ, so bits per byte lead (perplexities compare only within a row)"
+                if by_bytes else "")]
     notes = [f"n/a ({label} at {', '.join(ns)}): {reason}" for label, (ns, reason) in na.items()]
     table.caption = "\n".join(lines + notes)
     return table
@@ -153,9 +164,11 @@ def _csv(runs: list[dict]) -> str:
 
 @app.command("eval-extrapolate")
 def eval_extrapolate_command(
-    runs: list[Path] = typer.Argument(None, help="Run folders [default: the newest under runs/]."),
-    max_len: int = typer.Option(DEFAULT.max_len, help="Longest evaluation length (default lengths: L, 2L, 4L, ... "
-                                "up to it)."),
+    runs: list[Path] = typer.Argument(None, help="Run folders, or hf:MODEL: a Hugging Face causal LM, a hub name "
+                                      "(hf:gpt2) or a local folder (needs pip install 'posbench[hf]') "
+                                      "[default: the newest run under runs/]."),
+    max_len: int = typer.Option(None, help=f"Longest evaluation length (default lengths: L, 2L, 4L, ... up to it) "
+                                f"[default: {DEFAULT.max_len}; hf: models: their trained context × 1/2, 1, 2, 4, 8]."),
     lengths: str = typer.Option(None, help="Comma-separated lengths instead, e.g. 128,256,1024."),
     split: str = typer.Option(DEFAULT.split, help="Held-out split: valid or test."),
     mode: str = typer.Option(DEFAULT.mode, help="nonoverlapping, sliding or both."),
@@ -165,26 +178,33 @@ def eval_extrapolate_command(
                                    "the split; at least one). More blocks buy a narrower 95% interval: 4x the "
                                    "tokens, about half the width; with fewer than 2 blocks there is none."),
     data: str = typer.Option(None, help="Evaluate on this corpus instead of the run's own "
-                             "(tokenised with the run's tokenizer)."),
+                             "(tokenised with the run's tokenizer; hf: models, with their own, default pydocs)."),
     device: str = typer.Option(DEVICE, help="auto, cpu or cuda."),
     json_path: Path = typer.Option(None, "--json", help="Write the results to this JSON file."),
     csv_path: Path = typer.Option(None, "--csv", help="Write one row per (run, mode, length) to this CSV file."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     rope_scaling: str = typer.Option(None, help="Rescale a rotary model's frequencies for evaluation, no "
-                                     "retraining: linear (position interpolation), ntk, yarn or dynamic."),
+                                     "retraining: linear (position interpolation), ntk, yarn or dynamic (hf: models: "
+                                     "linear, dynamic or yarn, set in the model's own rope-scaling config)."),
     rope_factor: float = typer.Option(None, help="The RoPE scaling factor, e.g. 4 to reach 4x the training length "
                                       "(default: max-len / L)."),
     context_use: bool = typer.Option(DEFAULT.context_use, "--context-use/--no-context-use",
                                      help="Also score the same targets given each context length >= L: does the "
                                      "model use the longer context (docs/statistics.md)?"),
+    precision: str = typer.Option(None, help="hf: models' weights: fp32, bf16 or auto [default: fp32 on the CPU, "
+                                  "bf16 on CUDA]; posbench's runs are scored in fp32."),
 ) -> None:
     """Perplexity by length: how a model trained at length L does at L, 2L, 4L, ... (train short, test long)."""
     settings = EvalSettings(
-        lengths=parse_lengths(lengths) if lengths is not None else None, max_len=max_len, split=split, mode=mode,
+        lengths=parse_lengths(lengths) if lengths is not None else None, max_len=max_len or DEFAULT.max_len,
+        split=split, mode=mode,
         stride=stride, max_tokens=max_tokens, data=data, device=str(resolve_device(device)),
         rope_scaling=None if rope_scaling is None else (rope_scaling, rope_factor), context_use=context_use,
     )
-    report = extrapolation_report(runs or [None], settings, console=console, show_progress=not quiet)
+    if any(is_pretrained(run) for run in runs or []):
+        report = pretrained_report(runs, settings, console, not quiet, precision, max_len)
+    else:
+        report = extrapolation_report(runs or [None], settings, console=console, show_progress=not quiet)
     results = report["runs"]
     for run in results:
         console.print(f"[bold]{run['run']}[/]: {run['label']}, trained at L = {run['train_len']}", highlight=False)

@@ -7,8 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..common import DEVICE, resolve_device
+from ..errors import PosbenchError
 from ..evaluation.heads import SAMPLES, inspect_heads
 from ..experiments.plots import plot_heads
+from ..pretrained import is_pretrained
+from ..pretrained.heads import inspect_model_heads
 from ..runs.folder import write_json
 from . import app, console
 
@@ -19,16 +23,29 @@ def _spread(s: dict) -> str:
 
 @app.command("inspect-heads")
 def inspect_heads_command(
-    run: Path = typer.Argument(None, help="Run folder [default: the newest under runs/]."),
-    length: int = typer.Option(None, help="Window length N [default: the training length]."),
+    run: Path = typer.Argument(None, help="Run folder, or hf:MODEL: a Hugging Face causal LM (hub name or local "
+                               "folder; needs pip install 'posbench[hf]') [default: the newest run under runs/]."),
+    length: int = typer.Option(None, help="Window length N [default: the training length; hf: models: their "
+                               "trained context]."),
     samples: int = typer.Option(SAMPLES, help="Windows K, spread evenly over the split."),
     split: str = typer.Option("valid", help="Held-out split: valid or test."),
     layer: int = typer.Option(None, help="Only this layer (0-based) [default: all]."),
     json_path: Path = typer.Option(None, "--json", help="Write every number to this JSON file."),
     plot: Path = typer.Option(None, help="Write a PNG: span90 heatmap (and span vs slope for ALiBi)."),
+    data: str = typer.Option(None, help="Probe windows of this corpus (tokenised with the model's tokenizer) "
+                             "[default: the run's own; hf: models: pydocs]."),
+    device: str = typer.Option(DEVICE, help="hf: models: auto, cpu or cuda (runs are probed on the CPU)."),
+    precision: str = typer.Option(None, help="hf: models' weights: fp32, bf16 or auto [default: fp32 on the CPU, "
+                                  "bf16 on CUDA]."),
 ) -> None:
     """Per-head attention span, distance, entropy and sink, from the model's attention probabilities."""
-    report = inspect_heads(run, length=length, samples=samples, split=split, layer=layer)
+    if is_pretrained(run):
+        report = inspect_model_heads(str(run), length, samples, split, layer, data, str(resolve_device(device)),
+                                     precision)
+    elif device not in (DEVICE, "cpu") or precision is not None:
+        raise PosbenchError("--device and --precision are for hf: models; posbench's runs are probed on the CPU")
+    else:
+        report = inspect_heads(run, length=length, samples=samples, split=split, layer=layer, data=data)
     summary = report["summary"]
     console.print(f"[bold]{report['run']}[/] ({report['pos']}): {summary['samples']} windows of "
                   f"{report['length']} tokens from the {summary['split']} split", highlight=False)

@@ -182,16 +182,17 @@ def build_report(run: str, model: GPT, stats: dict[str, torch.Tensor], layers: S
 
 
 def inspect_heads(run: str | Path | None = None, length: int | None = None, samples: int = SAMPLES,
-                  split: str = "valid", layer: int | None = None, batch_size: int = 8) -> dict:
+                  split: str = "valid", layer: int | None = None, batch_size: int = 8, data: str | None = None) -> dict:
     """Load a run (None: the newest under runs/), probe it on `samples` windows of `length` tokens
-    (default: the training length) from its held-out split, and return the report."""
+    (default: the training length) from its held-out split (of `data`, another corpus, when given),
+    and return the report."""
     path = resolve_run(run)
     model, tokenizer, run_config = load_run(path)
     length = length or model.config.train_len
     n_layer = model.config.n_layer
     if layer is not None and not 0 <= layer < n_layer:
         raise PosbenchError(f"--layer {layer} is out of range: the model has layers 0..{n_layer - 1}")
-    tokens, _ = held_out_tokens(path, run_config, tokenizer, split)
+    tokens, _ = held_out_tokens(path, run_config, tokenizer, split, data)
     windows = spread_windows(tokens, split, length, samples)
     if int(windows.max()) >= model.config.vocab_size:
         raise PosbenchError(f"the {split} split has token ids beyond the model's vocabulary; "
