@@ -82,9 +82,9 @@ TASK_PRESETS: dict[str, TaskPreset] = {
         train=dict(batch_size=32, steps=2000, warmup=100, lr=3e-3, min_lr_ratio=0.1, weight_decay=0.1),
         train_max_len=24,
     ),
-    # the retrieval suite's needles (several keys, values or queries) at a size where they can be
-    # learned, scored out to 8L as RULER's sweeps go far past the training context: about 4x the quick
-    # preset's compute per run (2 CPU cores: a few minutes per run)
+    # the retrieval suite's needles (several keys, values or queries) at a size where they may be
+    # learned, scored out to 8L as RULER's sweeps go far past the training context: by parameters and
+    # steps some 20x the quick preset's compute per run (docs/tasks.md: not yet timed or measured)
     "small": TaskPreset(
         "4 layers, d=128, 4 heads, instances of <= 32 tokens, 4000 steps of 32; scored at 1, 2, 4, 8x",
         model=dict(n_layer=4, n_head=4, d_model=128),
