@@ -54,7 +54,7 @@ from torch import nn
 
 from posbench import GPT, ModelConfig
 from posbench.experiments.bench import training_flops_per_token
-from posbench.positions import METHODS
+from posbench.positions import METHODS, pose_positions
 
 
 class PlainBlock(nn.Module):
@@ -102,6 +102,18 @@ def matmul_step(rows: int, d: int, repeats: int = 10):
         return time.perf_counter() - start
 
     return step, 2 * rows * d * 4 * d * repeats
+
+
+class Posed(nn.Module):
+    """A model trained with PoSE (`--pose 4L`): each step at a fresh draw of its two skipped chunks of ids."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.generator = model, torch.Generator().manual_seed(0)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        return self.model(idx, positions=pose_positions(T, 4 * T, self.generator))
 
 
 class Bf16(nn.Module):
@@ -154,13 +166,17 @@ TARGETS = {"t5": 0.9, "fox": 0.9, "cope": 0.5, "stick-breaking": 0.5}
 COMPOSITIONS = (("rotary", "ssmax"), ("none", "llama4"), ("irope", "llama4"))
 DROPPED_TAG = " (dropped)"
 DROPPED = "drope" + DROPPED_TAG
+POSE_TAG = " (pose)"  # the method trained with PoSE's position ids up to 4L
 AGAIN = "none, 2nd build"  # the yardstick built twice: how far apart two identical models measure
 YARDSTICK = "none (both builds)"  # per round, the mean of the two: what every ratio is against
 
 
 def report(args) -> None:
     names = list(dict.fromkeys(["none", *args.methods]))  # `none` is the yardstick, always measured
-    builders = {pos: functools.partial(GPT, shape_config(args, pos)) for pos in names if pos != DROPPED}
+    builders = {pos: functools.partial(GPT, shape_config(args, pos)) for pos in names
+                if pos != DROPPED and not pos.endswith(POSE_TAG)}
+    for pos in (name for name in names if name.endswith(POSE_TAG)):  # e.g. "rotary (pose)"
+        builders[pos] = functools.partial(lambda cfg: Posed(GPT(cfg)), shape_config(args, pos.removesuffix(POSE_TAG)))
     if DROPPED in names:
         builders[DROPPED] = functools.partial(build, shape_config(args, "drope"), True)
     builders[AGAIN] = builders["none"]

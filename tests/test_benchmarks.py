@@ -37,8 +37,9 @@ def run(*args: str) -> str:
 
 def test_train_speed_runs_and_prints_ratios():
     out = run(str(BENCHMARKS / "train_speed.py"), "--train-len", "16", "--dim", "32", "--layers", "1",
-              "--heads", "2", "--batch", "2", "--steps", "1", "--methods", "t5,learned")
+              "--heads", "2", "--batch", "2", "--steps", "1", "--methods", "t5,learned,alibi (pose)")
     assert "t5" in out and "vs none" in out and "learned / plain" in out and "model FLOP rate" in out
+    assert "alibi (pose)" in out  # trained at PoSE's ids
     assert "2nd build / 1st" in out  # the yardstick built twice: an A/A control
     assert "95% interval" in out and any(word in out for word in (" ok", " MISS", " unresolved"))
 
