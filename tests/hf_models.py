@@ -86,3 +86,4 @@ def build_models(root, text: str) -> dict[str, str]:
 def own_model(spec: str, **kwargs):
     """The model as transformers itself loads the folder: what expectations are computed with."""
     return transformers.AutoModelForCausalLM.from_pretrained(spec.removeprefix("hf:"), **kwargs).eval()
+

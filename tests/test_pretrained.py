@@ -23,18 +23,7 @@ from posbench.pretrained.heads import inspect_model_heads  # noqa: E402
 from posbench.pretrained.hub import load_model, load_tokenizer  # noqa: E402
 from posbench.pretrained.tokens import encode, token_bytes  # noqa: E402
 
-from .helpers import write_corpus  # noqa: E402
-from .hf_models import ARCHITECTURES, build_models, own_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def corpus_path(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("text"), n_lines=300)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, corpus_path):
-    return build_models(tmp_path_factory.mktemp("models"), open(corpus_path).read())
+from .hf_models import ARCHITECTURES, own_model  # noqa: E402
 
 
 def windows_of(w, mode: str, length: int):

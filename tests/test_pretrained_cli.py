@@ -18,19 +18,10 @@ from posbench.pretrained.hub import load_config, load_model  # noqa: E402
 from posbench.train import train  # noqa: E402
 
 from .helpers import run_cli, tiny_train, write_corpus  # noqa: E402
-from .hf_models import ARCHITECTURES, CONTEXT, build_models, own_model  # noqa: E402
+from .hf_models import ARCHITECTURES, CONTEXT, own_model  # noqa: E402
 
 FAST = ["--max-tokens", "256", "--quiet"]
 
-
-@pytest.fixture(scope="module")
-def corpus_path(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("text"), n_lines=300)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, corpus_path):
-    return build_models(tmp_path_factory.mktemp("models"), open(corpus_path).read())
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

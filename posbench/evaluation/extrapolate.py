@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import Progress
 
@@ -17,7 +19,16 @@ from ..positions.rope_scaling import apply_rope_scaling
 from ..progress import make_progress
 from ..runs.folder import held_out_tokens, load_run, resolve_run
 from .context_use import context_use
-from .scoring import MAX_TOKENS, MODES, LengthResult, check_lengths, default_lengths, evaluate_lengths, position_loss
+from .scoring import (
+    BATCH_TOKENS,
+    MAX_TOKENS,
+    MODES,
+    LengthResult,
+    check_lengths,
+    default_lengths,
+    evaluate_lengths,
+    position_loss,
+)
 from .stats import Windows, bpb_interval, ppl_interval
 
 
@@ -86,27 +97,38 @@ def evaluate_run(run: str | Path | None, settings: EvalSettings = EvalSettings()
         label = f"{label}+{kind}×{factor:g}"
     tokens, notes = held_out_tokens(run_dir, run_config, tokenizer, settings.split, settings.data)
     random_positions = run_config.train.random_positions  # scored as trained (scoring.py)
-    results = evaluate_lengths(model, tokens, tokenizer.token_bytes, lengths, settings.mode, settings.stride,
-                               settings.max_tokens, progress=progress, label=label, random_positions=random_positions)
-    contexts = [n for n in lengths if n >= train_len]
-    context = []
-    if settings.context_use and len(contexts) > 1:
-        context = context_use(model, tokens, tokenizer.token_bytes, contexts, train_len, settings.max_tokens,
-                              progress, label, random_positions)
-    curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
+    scores, windows = score_model(model, tokens, tokenizer.token_bytes, lengths, train_len, settings, progress, label,
+                                  random_positions=random_positions)
     report = {
         "run": str(run_dir), "pos": model.config.pos, "label": label, "train_len": train_len,
-        "split": settings.split, "data": settings.data or run_config.train.data,
-        "results": [result_row(r) for r in results],
-        "context_use": [result_row(r) for r in context],
-        "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else [],
+        "split": settings.split, "data": settings.data or run_config.train.data, **scores,
         **({"notes": notes} if notes else {}),
         **({"rope_scaling": scaling} if scaling else {}),
         **({"random_positions": random_positions} if random_positions is not None else {}),
     }
-    windows = {(r.mode, r.length): r.windows for r in [*results, *context] if r.windows is not None}
     add_context_comparisons(report, {key: [w] for key, w in windows.items()})
     return report, windows
+
+
+def score_model(model: torch.nn.Module, tokens: np.ndarray, token_bytes: np.ndarray, lengths: Sequence[int],
+                train_len: int, settings: EvalSettings, progress: Progress | None, label: str,
+                random_positions: int | None = None, batch_tokens: int = BATCH_TOKENS
+                ) -> tuple[dict, dict[tuple[str, int], Windows]]:
+    """A report entry's scores — "results" by length, "context_use" (settings.context_use, every length
+    >= train_len) and "position_loss" — and the windows behind them by (mode, length), for a posbench
+    run and a pretrained model alike."""
+    results = evaluate_lengths(model, tokens, token_bytes, lengths, settings.mode, settings.stride,
+                               settings.max_tokens, batch_tokens, progress=progress, label=label,
+                               random_positions=random_positions)
+    contexts = [n for n in lengths if n >= train_len]
+    context = []
+    if settings.context_use and len(contexts) > 1:
+        context = context_use(model, tokens, token_bytes, contexts, train_len, settings.max_tokens, progress, label,
+                              random_positions)
+    curves = [r for r in results if r.position_losses is not None]  # the longest length that ran
+    scores = {"results": [result_row(r) for r in results], "context_use": [result_row(r) for r in context],
+              "position_loss": position_loss(curves[-1].position_losses, train_len) if curves else []}
+    return scores, {(r.mode, r.length): r.windows for r in [*results, *context] if r.windows is not None}
 
 
 def extrapolation_report(runs: Sequence[str | Path | None] = (None,), settings: EvalSettings = EvalSettings(),

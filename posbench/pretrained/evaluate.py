@@ -16,9 +16,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from ..errors import PosbenchError
-from ..evaluation.context_use import context_use
-from ..evaluation.extrapolate import EvalSettings, evaluate_run, result_row
-from ..evaluation.scoring import check_lengths, evaluate_lengths, position_loss
+from ..evaluation.extrapolate import EvalSettings, evaluate_run, score_model
+from ..evaluation.scoring import check_lengths
 from ..evaluation.stats import Windows
 from ..experiments.verdicts import add_context_comparisons
 from ..progress import make_progress
@@ -84,26 +83,18 @@ def evaluate_model(spec: str, settings: EvalSettings = EvalSettings(), progress:
     data = settings.data or DEFAULT_DATA
     tokens, sizes, notes = held_out(tokenizer, data, settings.split, model.config.vocab_size, name)
     batch_tokens = max(1, LOGITS_BUDGET // (4 * model.config.vocab_size))
-    results = evaluate_lengths(model, tokens, sizes, lengths, settings.mode, settings.stride, settings.max_tokens,
-                               batch_tokens, progress=progress, label=label)
-    contexts = [n for n in lengths if n >= context]
-    context_rows = []
-    if settings.context_use and len(contexts) > 1:
-        context_rows = context_use(model, tokens, sizes, contexts, context, settings.max_tokens, progress, label)
-    curves = [r for r in results if r.position_losses is not None]
+    scores, windows = score_model(model, tokens, sizes, lengths, context, settings, progress, label,
+                                  batch_tokens=batch_tokens)
     weights = next(model.parameters())
     report = {
         "run": spec, "pos": model.config.pos, "label": label, "train_len": context, "split": settings.split,
         "data": data, "tokenizer": tokenizer_id(tokenizer),
         "model": {"name": name, "params": sum(p.numel() for p in model.parameters()),
                   "dtype": str(weights.dtype).removeprefix("torch."), "device": str(weights.device)},
-        "results": [result_row(r) for r in results],
-        "context_use": [result_row(r) for r in context_rows],
-        "position_loss": position_loss(curves[-1].position_losses, context) if curves else [],
+        **scores,
         **({"notes": notes} if notes else {}),
         **({"rope_scaling": {"kind": scaling[0], "factor": scaling[1]}} if scaling else {}),
     }
-    windows = {(r.mode, r.length): r.windows for r in [*results, *context_rows] if r.windows is not None}
     add_context_comparisons(report, {key: [w] for key, w in windows.items()})
     return report, windows
 
