@@ -25,7 +25,7 @@ from ..train import train
 from .jobs import run_jobs
 from .plots import plot_context_use, plot_loss_curves, plot_ppl_vs_length
 from .presets import CorpusPreset, get_preset
-from .results import csv_text, versions, write_results
+from .results import csv_text, write_results
 from .run_groups import group_runs
 from .verdicts import Entry, add_comparisons, method_row
 from .verdicts import verdict as verdict  # compare.verdict, as before verdicts.py
@@ -224,7 +224,7 @@ def _write_results(cfg: CompareConfig, evaluated: dict[str, list[Entry]], failur
     curves = {row["label"]: [loss_curve(Path(run)) for run in row.get("seed_runs", [row["run"]])]
               for row in rows if "rope_scaling" not in row}  # a rescaled row is a run already drawn
     plot_loss_curves(curves, out / "loss_curves.png")
-    return {**results, "versions": versions()}
+    return results
 
 
 CSV_COLUMNS = ["pos", "label", "run", "train_len", "length", "ppl", "bpb", "tokens", "params", "train_tokens_per_s",

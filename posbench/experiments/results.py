@@ -30,9 +30,11 @@ def csv_text(columns: Sequence[str], lines: Iterable[Sequence]) -> str:
 
 
 def write_results(out: Path, results: dict, csv: str) -> Path:
-    """out/results.json (results, with "versions" added) and out/results.csv (`csv`), each atomically."""
+    """out/results.json and out/results.csv (`csv`), each atomically; `results` gains its "versions" stamp,
+    so what the caller returns is what the file holds."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", {**results, "versions": versions()})
+    results["versions"] = versions()
+    write_json(out / "results.json", results)
     atomic_write(out / "results.csv", csv.encode())
     return out

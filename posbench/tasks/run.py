@@ -21,7 +21,7 @@ from ..evaluation.scoring import forward, position_draw
 from ..evaluation.stats import rank, t_interval, wilson_interval
 from ..experiments.jobs import run_jobs
 from ..experiments.presets import TaskPreset, get_preset
-from ..experiments.results import csv_text, versions, write_results
+from ..experiments.results import csv_text, write_results
 from ..model.gpt import GPT
 from ..positions import SEED_METHODS
 from ..progress import make_progress
@@ -181,7 +181,7 @@ def _write_results(cfg: TasksConfig, preset: TaskPreset, rows: list[dict], secon
     plot_accuracy_vs_length(rows, out / "accuracy_vs_length.png")
     if any("depths" in row for row in rows):
         plot_passkey_heatmap([row for row in rows if "depths" in row], out / "passkey_heatmap.png")
-    return {**results, "versions": versions()}
+    return results
 
 
 def results_csv(rows: Sequence[dict]) -> str:
