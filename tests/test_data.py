@@ -8,6 +8,7 @@ import torch
 
 from posbench import common
 from posbench.common import SPLITS
+from posbench.data import corpora
 from posbench.data import tokenizer as tokenizer_module
 from posbench.data.corpora import load_corpus
 from posbench.data.tokenizer import Tokenizer, train_tokenizer
@@ -117,9 +118,28 @@ def test_pydocs(pydocs):
 
 
 def test_pydocs_is_deterministic(pydocs):
-    again = load_corpus("pydocs")
+    again = corpora._builtin.__wrapped__("pydocs")  # built afresh, past the per-process memo
+    assert again is not pydocs
     assert again.description["sha256"] == pydocs.description["sha256"]
     assert again.splits == pydocs.splits
+
+
+def test_builtin_corpus_is_built_once_per_process(monkeypatch):
+    builds = []
+    real = corpora._pydocs
+
+    def counted():
+        builds.append(1)
+        return real()
+
+    monkeypatch.setattr(corpora, "_pydocs", counted)
+    corpora._builtin.cache_clear()
+    try:
+        first, second = load_corpus("pydocs"), load_corpus("pydocs")
+        assert first is second and len(builds) == 1
+        assert load_corpus("stdlib").name == "stdlib" and len(builds) == 1  # one entry per corpus
+    finally:
+        corpora._builtin.cache_clear()  # the counting wrapper must not outlive the test
 
 
 def test_stdlib_is_python_source():

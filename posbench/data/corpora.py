@@ -10,6 +10,7 @@ to a text file or a folder (see data/README.md).
 from __future__ import annotations
 
 import ast
+import functools
 import gc
 import hashlib
 import inspect
@@ -32,7 +33,7 @@ SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 HF_VALID = ("validation", "valid", "dev")  # names Hugging Face datasets give their validation split
 
 
-@dataclass
+@dataclass(frozen=True)
 class Corpus:
     name: str  # "pydocs", "stdlib", or the resolved path
     splits: dict[str, str]  # "train"/"valid"/"test" -> text
@@ -220,13 +221,21 @@ def _load_hf(spec: str) -> Corpus:
                                           files=files, **extra))
 
 
+@functools.cache
+def _builtin(spec: str) -> Corpus:
+    """A built-in corpus, built once per process: pydocs parses ~700 standard-library files (about 2 s),
+    and compare reads it for every run's training and again for its evaluation. The standard library
+    does not change under a running interpreter, so the text (and its sha256) cannot go stale."""
+    text, source = _pydocs() if spec == "pydocs" else _stdlib()
+    splits = _split_text(text, spec)
+    return Corpus(spec, splits, _describe("builtin", source, splits, split="90/5/5"))
+
+
 def load_corpus(spec: str = "pydocs") -> Corpus:
     """Load a built-in corpus (`pydocs`, `stdlib`), a fetched named one (`wikitext-103`, `wikitext-2`,
     `enwik8`), a Hugging Face dataset (`hf:DATASET[:CONFIG]`), a text file, or a folder of .txt files."""
     if spec in BUILTINS:
-        text, source = _pydocs() if spec == "pydocs" else _stdlib()
-        splits = _split_text(text, spec)
-        return Corpus(spec, splits, _describe("builtin", source, splits, split="90/5/5"))
+        return _builtin(spec)
     if spec in SOURCES:
         return _load_named(spec)
     if spec.startswith("hf:"):
