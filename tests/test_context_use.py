@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from posbench.evaluation.context_use import context_use, target_spans
-from posbench.experiments.verdicts import add_context_comparisons
+from posbench.evaluation.scoring import block_starts
+from posbench.experiments.verdicts import add_context_comparisons, context_verdict
 
 VOCAB = 32
 
@@ -83,3 +84,33 @@ def test_a_model_blind_past_its_window_shows_no_use_past_it(window):
     else:
         assert claimed.startswith("uses no context past L"), claimed
 
+
+
+def test_far_context_shuffled_across_the_text_shows_no_use_of_it():
+    """The perturbation of Sun et al. 2021 (*Do Long-Range Language Models Actually Use Long-Range
+    Context?*): every block's far context replaced by tokens shuffled across the whole text says
+    nothing about its targets, so a model that reads all its context (which uses it on intact text,
+    above) gains nothing from it: no verdict claims context past the intact near part."""
+    tokens, longest, near = topic_text(40_000), 256, 32
+    # the blocks context_use places: tail = L / 4 = 4 targets each, max_tokens // 4 of them wanted
+    starts = block_starts(len(tokens) - 1, longest, (4096 // 4) * longest)
+    shuffled = np.random.default_rng(1).permutation(tokens)
+    perturbed = tokens.copy()
+    for b in starts.tolist():  # blocks sit in separate strata: no two overlap
+        perturbed[b : b + longest - near] = shuffled[b : b + longest - near]
+    report = run(CacheLM(), perturbed)
+    far = [r for r in report["context_use"][1:] if r["vs_previous"]["previous"] >= near]
+    assert far and all(r["vs_previous"]["ci"][1] >= 1 for r in far), [r["vs_previous"] for r in far]  # no gain
+    claimed = report["context_verdict"]
+    assert claimed.startswith("uses context up to 32") or claimed.startswith("uses no context past L"), claimed
+
+
+def test_a_model_that_cannot_run_past_l_is_not_said_to_ignore_context_there():
+    """A learned table scores no context past L: its verdict says so, not "uses no context"."""
+    at_l = {"length": 64, "mode": "context", "ppl": 50.0}
+    past = [{"length": n, "mode": "context", "ppl": None, "error": "past the table"} for n in (128, 256)]
+    assert context_verdict([at_l, *past], 64) == "cannot run past L: no context use measured"
+    assert context_verdict([at_l], 64) == "not measured past L"
+    step = {"length": 256, "mode": "context", "ppl": 50.0,
+            "vs_previous": {"previous": 128, "ratio": 1.0, "ci": [0.99, 1.01]}}
+    assert context_verdict([at_l, step], 64) == "uses no context past L beyond noise (1.000x [0.990–1.010] at 256)"

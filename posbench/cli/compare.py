@@ -98,7 +98,8 @@ def verdict_lines(rows: list[dict], failures: list[dict] = ()) -> list[str]:
     if context:
         lines.append("context use (the same targets given more context; non-overlapping ppl at the longest length / "
                      "at L beside it):")
-        lines += [f"  {row['label']:18s} {row['context_verdict']}; non-overlapping {_fmt(row['max_len_ratio'])}x"
+        lines += [f"  {row['label']:18s} {row['context_verdict']}; non-overlapping "
+                  f"{_fmt(row['max_len_ratio'])}{'x' if row['max_len_ratio'] is not None else ''}"
                   for row in context]
     return lines
 
@@ -153,8 +154,9 @@ def compare_command(
     precision: str = typer.Option(None, help="CPU training precision: fp32 (default), bf16 or auto (bf16 where "
                                   "the CPU has bf16 instructions); runs of another precision are other runs. hf: "
                                   "models: their weights' precision [default: fp32 on the CPU, bf16 on CUDA]."),
-    jobs: int = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on its "
-                             "share of the CPU threads (1: one at a time, with each run's progress bar)."),
+    jobs: int | None = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on "
+                                    "its share of the CPU threads (1: one at a time). Default: 2 on a CPU with two "
+                                    "threads or more, else 1 (POSBENCH_JOBS sets it)."),
     rope_scaling: str = typer.Option(None, help="Also evaluate runs with rotary layers with rescaled frequencies, no "
                                      "retraining: comma-separated KIND[:FACTOR], KIND linear, ntk, yarn or dynamic "
                                      "(FACTOR default: max-len / L). Each adds a row, e.g. rotary+yarn×16."),

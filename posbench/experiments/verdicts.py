@@ -134,6 +134,9 @@ def context_verdict(results: Sequence[dict], train_len: int) -> str:
     """The longest context that still lowers the loss of the same targets beyond noise (each context
     against the previous, shorter one), and where more context starts to hurt, if it does."""
     steps = [r for r in results if r.get("vs_previous")]
+    if not steps:  # e.g. a learned table: no context past L could be scored at all
+        return "cannot run past L: no context use measured" if any(r.get("error") for r in results) else \
+            "not measured past L"
     gains = [r for r in steps if r["vs_previous"]["ci"] and r["vs_previous"]["ci"][1] < 1]
     hurts = [r for r in steps if r["vs_previous"]["ci"] and r["vs_previous"]["ci"][0] > 1]
     if gains:
@@ -142,9 +145,9 @@ def context_verdict(results: Sequence[dict], train_len: int) -> str:
                 f"{best['vs_previous']['ratio']:.3f}x{_ci(best['vs_previous']['ci'], '.3f')} the loss "
                 f"with {best['vs_previous']['previous']})")
     else:
-        first = steps[0]["vs_previous"] if steps else None
-        text = "uses no context past L beyond noise" + (
-            f" ({first['ratio']:.3f}x{_ci(first['ci'], '.3f')} at {2 * train_len})" if first else "")
+        first, step = steps[0], steps[0]["vs_previous"]
+        text = (f"uses no context past L beyond noise ({step['ratio']:.3f}x{_ci(step['ci'], '.3f')} "
+                f"at {first['length']})")
     if hurts:
         text += f"; more context hurts from {hurts[0]['length']} ({hurts[0]['vs_previous']['ratio']:.2f}x)"
     return text
