@@ -8,6 +8,9 @@ from .helpers import write_corpus
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POSBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # one job unless a test asks for more (--jobs 2; tests/test_jobs.py): the default of two on a 2-core
+    # machine would start worker processes for every compare of two methods
+    monkeypatch.setenv("POSBENCH_JOBS", "1")
 
 
 @pytest.fixture

@@ -201,6 +201,27 @@ def test_a_failing_method_costs_only_itself(tiny_preset, corpus, tmp_path, capsy
     assert [r["label"] for r in results["runs"]] == ["rotary", "alibi"] and results["failures"] == []
 
 
+def test_a_method_one_of_whose_seeds_fails_is_a_failure_not_a_row_of_fewer_seeds(tiny_preset, corpus, tmp_path,
+                                                                                  capsys, monkeypatch):
+    real_train = compare_module.train
+
+    def second_seed_fails(model_config, cfg, **kw):
+        if model_config.pos == "rotary" and cfg.seed == 1:
+            raise PosbenchError("loss became nan at step 3")
+        return real_train(model_config, cfg, **kw)
+
+    out = tmp_path / "fail"
+    monkeypatch.setattr(compare_module, "train", second_seed_fails)
+    code, _, _ = run_cli(["compare", "--pos", "rotary,alibi", "--seeds", "3", "--preset", "tiny", "--data", corpus,
+                          "--out", str(out), "--device", "cpu", "--quiet"], capsys, monkeypatch)
+    assert code == 1
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["label"], r["seeds"]) for r in results["runs"]] == [("alibi", [0, 1, 2])]
+    assert results["failures"] == [{"label": "rotary", "pos": "rotary", "run": str(out / "rotary"),
+                                    "error": "loss became nan at step 3"}]
+    assert (out / "rotary" / "seed2" / "model.safetensors").is_file()  # the other seeds trained: a rerun reuses them
+
+
 def test_bad_input_shared_by_every_method_is_one_error(tiny_preset, tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["compare", "--pos", "alibi,rotary", "--preset", "tiny", "--data", str(tmp_path / "x.txt"),
                             "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"], capsys, monkeypatch)

@@ -6,9 +6,11 @@ import pickle
 from pathlib import Path
 
 import pytest
+import torch
+from rich.progress import Progress
 
 from posbench.errors import Interrupted, PosbenchError
-from posbench.experiments.jobs import run_jobs
+from posbench.experiments.jobs import resolve_jobs, run_jobs
 
 from .helpers import run_cli
 from .test_compare import tiny_preset  # noqa: F401  (fixtures)
@@ -17,7 +19,6 @@ from .test_tasks import tiny_tasks  # noqa: F401
 
 def square_or_fail(item, progress):
     """A job for the workers (module level: it pickles by reference)."""
-    assert progress is None, "a worker runs quietly"
     if item == 3:
         raise PosbenchError("three is refused")
     if item == "stop":
@@ -39,6 +40,48 @@ def test_an_interrupted_job_stops_the_whole_with_its_run_and_step():
     assert (stopped.value.run_dir, stopped.value.step) == (Path("runs/x"), 7)
     again = pickle.loads(pickle.dumps(Interrupted(Path("a"), 3)))
     assert (again.run_dir, again.step) == (Path("a"), 3)
+
+
+def count_to(item, progress):
+    """A job that shows a bar: `item` steps, then a description of its own."""
+    task = progress.add_task(f"job {item}", total=item)
+    for _ in range(item):
+        progress.advance(task, 1)
+    progress.update(task, description=f"job {item} done")
+    return item
+
+
+def test_workers_bars_are_drawn_in_the_parents_display():
+    display = Progress(disable=True)
+    run_jobs(count_to, [3, 5, 2], 2, lambda k, outcome: None, display)
+    bars = sorted((t.description, t.completed, t.total) for t in display.tasks)
+    assert bars == [("job 2 done", 2, 2), ("job 3 done", 3, 3), ("job 5 done", 5, 5)]
+
+
+def test_workers_run_quietly_without_a_display():
+    outcomes = {}
+    run_jobs(square_or_fail, [1, 2], 2, outcomes.__setitem__)  # progress None: no queue, nothing drawn
+    assert outcomes == {0: 1, 1: 4}
+
+
+@pytest.mark.parametrize("env, device, threads, expected", [
+    (None, "cpu", 2, 2), (None, "cpu", 1, 1), ("3", "cpu", 2, 3), ("1", "cpu", 8, 1)])
+def test_the_default_number_of_jobs(monkeypatch, env, device, threads, expected):
+    if env is None:
+        monkeypatch.delenv("POSBENCH_JOBS", raising=False)
+    else:
+        monkeypatch.setenv("POSBENCH_JOBS", env)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    assert resolve_jobs(None, device) == expected
+    assert resolve_jobs(4, device) == 4  # an explicit --jobs wins
+
+
+def test_bad_jobs_are_refused(monkeypatch):
+    with pytest.raises(PosbenchError, match="--jobs must be at least 1, got 0"):
+        resolve_jobs(0, "cpu")
+    monkeypatch.setenv("POSBENCH_JOBS", "two")
+    with pytest.raises(PosbenchError, match="POSBENCH_JOBS must be a positive whole number"):
+        resolve_jobs(None, "cpu")
 
 
 def test_one_job_runs_here_in_order_with_the_progress_given():

@@ -80,8 +80,9 @@ def tasks_command(
                              "labelled <method>+poseM."),
     precision: str = typer.Option(DEFAULT.precision, help="CPU training precision: fp32, bf16 or auto (bf16 "
                                   "where the CPU has bf16 instructions)."),
-    jobs: int = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on its "
-                             "share of the CPU threads (1: one at a time, with each run's progress bar)."),
+    jobs: int | None = typer.Option(DEFAULT.jobs, help="Train and evaluate this many runs side by side, each on "
+                                    "its share of the CPU threads (1: one at a time). Default: 2 on a CPU with two "
+                                    "threads or more, else 1 (POSBENCH_JOBS sets it)."),
 ) -> None:
     """Train a fresh model per (task, method) on instances no longer than L (reusing finished runs
     in --out), score exact match on fresh instances of L up to 4L, print one table and write

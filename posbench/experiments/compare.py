@@ -22,7 +22,7 @@ from ..progress import make_progress
 from ..runs.config import ModelConfig, TrainConfig
 from ..runs.folder import loss_curve, read_config, read_json
 from ..train import train
-from .jobs import run_jobs
+from .jobs import resolve_jobs, run_jobs
 from .plots import plot_context_use, plot_loss_curves, plot_ppl_vs_length
 from .presets import CorpusPreset, get_preset
 from .results import csv_text, write_results
@@ -74,12 +74,12 @@ class CompareConfig:
     seeds: int = 1
     eval_tokens: int | None = None  # predictions scored at every length (None: the preset's); more, narrower intervals
     precision: str | None = None  # CPU training precision (TrainConfig.precision; None: its default, fp32)
-    jobs: int = 1  # methods trained and evaluated side by side, each on its share of the threads (jobs.py)
+    jobs: int | None = None  # methods trained and evaluated side by side (jobs.py; None: resolve_jobs' default)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise PosbenchError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.jobs < 1:
+        if self.jobs is not None and self.jobs < 1:
             raise PosbenchError(f"--jobs must be at least 1, got {self.jobs}")
 
     def run_dir(self, label: str, seed: int) -> Path:
@@ -87,7 +87,9 @@ class CompareConfig:
         return Path(self.out) / label if self.seeds == 1 else Path(self.out) / label / f"seed{seed}"
 
 
-Job = tuple[str, str | None, list[tuple[int | None, Path]]]  # (label, method or None for a given run, seeds)
+# (row label, method or None for given runs, [(seed, run folder)]): one seed per job when compare trains
+# (a method's seeds side by side under --jobs), a row's folders together when they are given
+Job = tuple[str, str | None, list[tuple[int | None, Path]]]
 
 
 def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (), console: Console | None = None,
@@ -107,22 +109,25 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     labels = {m: model_config.label() for m, (model_config, _) in configs.items()}  # as tables label them
     jobs: list[Job] = ([(label, None, [(None, d) for d in folders]) for label, folders in group_runs(runs)]
-                       or [(labels[m], m, [(s, cfg.run_dir(labels[m], s)) for s in seeds]) for m in cfg.methods])
+                       or [(labels[m], m, [(s, cfg.run_dir(labels[m], s))]) for m in cfg.methods for s in seeds])
     progress = make_progress(console, disable=not show_progress)
     outcomes: dict[int, dict[str, list[Entry]] | Exception] = {}
+    side_by_side = resolve_jobs(cfg.jobs, cfg.device)
 
     def starting(k: int) -> None:
-        progress.update(overall, description=f"[bold]compare[/] {jobs[k][0]} ({k + 1}/{len(jobs)})")
+        label, _, seed_dirs = jobs[k]
+        seed = f" seed {seed_dirs[0][0]}" if cfg.seeds > 1 and seed_dirs[0][0] is not None else ""
+        progress.update(overall, description=f"[bold]compare[/] {label}{seed} ({k + 1}/{len(jobs)})")
 
     def finished(k: int, outcome: dict[str, list[Entry]] | Exception) -> None:
         outcomes[k] = outcome
         progress.advance(overall)
 
     with progress:
-        overall = progress.add_task(f"[bold]compare[/] ({cfg.jobs} at a time)" if cfg.jobs > 1 else "[bold]compare[/]",
-                                    total=len(jobs))
+        overall = progress.add_task(f"[bold]compare[/] ({side_by_side} at a time)" if side_by_side > 1
+                                    else "[bold]compare[/]", total=len(jobs))
         work = functools.partial(_run_method, cfg, settings)
-        run_jobs(work, [(configs.get(method), seed_dirs, label) for label, method, seed_dirs in jobs], cfg.jobs,
+        run_jobs(work, [(configs.get(method), seed_dirs, label) for label, method, seed_dirs in jobs], side_by_side,
                  finished, progress, starting)
     evaluated, failures = _in_job_order(jobs, outcomes)
     return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
@@ -130,18 +135,20 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
 
 def _in_job_order(jobs: list[Job], outcomes: dict[int, dict[str, list[Entry]] | Exception]
                   ) -> tuple[dict[str, list[Entry]], list[dict]]:
-    """The rows and failures in the order the methods were asked for, however the jobs finished."""
+    """The rows and failures in the order the methods were asked for, however the jobs finished. A
+    row one of whose seeds failed is a failure (its first error), not a row of fewer seeds."""
+    failed: dict[str, dict] = {}
+    for k, (label, method, _) in enumerate(jobs):
+        if isinstance(outcomes[k], Exception) and label not in failed:
+            folders = [folder for row, _, seed_dirs in jobs if row == label for _, folder in seed_dirs]
+            failed[label] = {"label": label, "pos": method, "run": str(folders[0].parent if len(folders) > 1
+                             else folders[0]), "error": failure_reason(outcomes[k])}
     evaluated: dict[str, list[Entry]] = {}
-    failures = []
-    for k, (label, method, seed_dirs) in enumerate(jobs):
-        outcome = outcomes[k]
-        if isinstance(outcome, Exception):
-            failures.append({"label": label, "pos": method, "run": str(seed_dirs[0][1].parent if
-                             len(seed_dirs) > 1 else seed_dirs[0][1]), "error": failure_reason(outcome)})
-        else:
-            for name, entries in outcome.items():
+    for k, (label, _, _) in enumerate(jobs):
+        if label not in failed:
+            for name, entries in outcomes[k].items():
                 evaluated.setdefault(name, []).extend(entries)
-    return evaluated, failures
+    return evaluated, list(failed.values())
 
 
 def _method_configs(cfg: CompareConfig, preset: CorpusPreset, method: str) -> tuple[ModelConfig, TrainConfig]:
@@ -172,7 +179,8 @@ def _run_method(cfg: CompareConfig, settings: EvalSettings, job: tuple, progress
                 ) -> dict[str, list[Entry]]:
     """Train and evaluate every seed of one method -> label -> one entry per seed. job = (configs: the
     method's, _method_configs, or None for given runs, which take their row's label (run_groups:
-    `alibi (steps 60)`); [(seed, run folder)]; the row's label). progress None: quietly (a --jobs worker)."""
+    `alibi (steps 60)`); [(seed, run folder)]; the row's label). progress: the display to add bars to (a
+    --jobs worker's forwards them to the parent), None: quietly."""
     configs, seed_dirs, row = job
     out: dict[str, list[Entry]] = {}
     for seed, run_dir in seed_dirs:

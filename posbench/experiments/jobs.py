@@ -1,6 +1,8 @@
 """Independent runs side by side (`--jobs N` on compare and tasks): N worker processes, each with its
-share of the CPU threads. With one job, each runs here in turn with its progress bars, as before the
-option existed; with more, the workers run quietly and each finished job advances the overall bar.
+share of the CPU threads. With one job, each runs here in turn with its progress bars; with more, each
+worker's bars travel over a queue to this process, which draws them in the same live display.
+By default two jobs on a CPU with two threads or more (the README demo: 1.21x faster than one at a
+time on 2 cores, docs/benchmarks.md), one elsewhere; POSBENCH_JOBS sets that default.
 
 Failures stay per job (one method's error is its row's, the others go on); Ctrl-C reaches every
 worker, whose training saves its checkpoint as it does alone, then Interrupted is raised here; each
@@ -9,7 +11,9 @@ run folder keeps its own lock, so a rerun resumes every run where it stopped."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -17,11 +21,29 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-from ..errors import Interrupted
+from ..common import resolve_device
+from ..errors import Interrupted, PosbenchError
 
-# work(item, progress): one job; progress is the live display to add bars to, or None in a worker
-# (run quietly). Returns what the job produced; an exception it raises becomes that job's outcome.
+# work(item, progress): one job; progress is the live display to add bars to (in a worker, a
+# ForwardedProgress), or None (run quietly). Returns what the job produced; an exception it raises
+# becomes that job's outcome.
 Work = Callable[[Any, Progress | None], Any]
+
+
+def resolve_jobs(jobs: int | None, device: str) -> int:
+    """--jobs as given, or its default (None): POSBENCH_JOBS if set, else 2 on a CPU with two threads or
+    more and 1 elsewhere (a GPU runs one model at a time; a lone thread has nothing to share)."""
+    if jobs is None:
+        env = os.environ.get("POSBENCH_JOBS")
+        if env is not None:
+            if not env.strip().isdigit() or int(env) < 1:
+                raise PosbenchError(f"POSBENCH_JOBS must be a positive whole number, got {env!r}")
+            jobs = int(env)
+        else:
+            jobs = 2 if resolve_device(device).type == "cpu" and torch.get_num_threads() >= 2 else 1
+    if jobs < 1:
+        raise PosbenchError(f"--jobs must be at least 1, got {jobs}")
+    return jobs
 
 
 def threads_per_job(jobs: int) -> int:
@@ -41,16 +63,25 @@ def run_jobs(work: Work, items: Sequence, jobs: int, on_done: Callable[[int, Any
             on_done(k, _attempt(work, item, progress))
         return
     context = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(threads_per_job(jobs),)) as pool:
-        futures = {pool.submit(_in_worker, work, item): k for k, item in enumerate(items)}
-        try:
-            for future in as_completed(futures):
-                on_done(futures[future], future.result())
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)  # the running jobs save their checkpoints first
-            stopped = [f.exception() for f in futures if f.done() and not f.cancelled()]
-            raise next((e for e in stopped if isinstance(e, Interrupted)), None) or KeyboardInterrupt() from None
+    bars = context.Queue() if progress is not None else None  # the workers' progress events
+    drawer = threading.Thread(target=_draw, args=(bars, progress), daemon=True) if bars is not None else None
+    if drawer is not None:
+        drawer.start()
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(threads_per_job(jobs), bars)) as pool:
+            futures = {pool.submit(_in_worker, work, item): k for k, item in enumerate(items)}
+            try:
+                for future in as_completed(futures):
+                    on_done(futures[future], future.result())
+            except KeyboardInterrupt:
+                pool.shutdown(wait=True, cancel_futures=True)  # the running jobs save their checkpoints first
+                stopped = [f.exception() for f in futures if f.done() and not f.cancelled()]
+                raise next((e for e in stopped if isinstance(e, Interrupted)), None) or KeyboardInterrupt() from None
+    finally:
+        if drawer is not None:  # the workers have exited, their events are all queued: draw them, then stop
+            bars.put(None)
+            drawer.join()
 
 
 def _attempt(work: Work, item, progress: Progress | None):
@@ -62,14 +93,52 @@ def _attempt(work: Work, item, progress: Progress | None):
         return e
 
 
-def _start_worker(threads: int) -> None:
+class ForwardedProgress:
+    """A worker's stand-in for the live display: the calls runs make on a Progress (add_task, update,
+    advance) are sent to the parent process, which draws them (_draw)."""
+
+    def __init__(self, events) -> None:
+        self.events, self.tasks = events, 0
+
+    def add_task(self, description: str, **fields) -> tuple[int, int]:
+        self.tasks += 1
+        task = (os.getpid(), self.tasks)  # unique across the workers
+        self.events.put(("add", task, description, fields))
+        return task
+
+    def update(self, task: tuple[int, int], **fields) -> None:
+        self.events.put(("update", task, fields))
+
+    def advance(self, task: tuple[int, int], advance: float = 1) -> None:
+        self.events.put(("advance", task, advance))
+
+
+def _draw(events, progress: Progress) -> None:
+    """Apply the workers' progress events to the live display until None arrives."""
+    tasks = {}
+    while (event := events.get()) is not None:
+        kind, task, *args = event
+        if kind == "add":
+            tasks[task] = progress.add_task(args[0], **args[1])
+        elif kind == "update":
+            progress.update(tasks[task], **args[0])
+        else:
+            progress.advance(tasks[task], args[0])
+
+
+_forwarded: ForwardedProgress | None = None  # this worker's, when the parent draws progress
+
+
+def _start_worker(threads: int, events) -> None:
+    global _forwarded
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle worker outlives Ctrl-C; a busy one saves (below)
+    _forwarded = ForwardedProgress(events) if events is not None else None
 
 
 def _in_worker(work: Work, item):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: the training loop saves a checkpoint
     try:
-        return _attempt(work, item, None)
+        return _attempt(work, item, _forwarded)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -19,7 +19,7 @@ from ..common import DEVICE, resolve_device
 from ..errors import LengthError, PosbenchError
 from ..evaluation.scoring import forward, position_draw
 from ..evaluation.stats import rank, t_interval, wilson_interval
-from ..experiments.jobs import run_jobs
+from ..experiments.jobs import resolve_jobs, run_jobs
 from ..experiments.presets import TaskPreset, get_preset
 from ..experiments.results import csv_text, write_results
 from ..model.gpt import GPT
@@ -47,7 +47,7 @@ class TasksConfig:
     # randomized positions (Ruoss et al. 2023): train and score at sorted draws from [0, M); None: 0..n-1
     random_positions: int | None = None
     precision: str = TrainConfig.precision  # CPU training precision (TrainConfig.precision)
-    jobs: int = 1  # runs trained and scored side by side, each on its share of the threads (experiments/jobs.py)
+    jobs: int | None = None  # runs trained and scored side by side (experiments/jobs.py; None: resolve_jobs')
     # PoSE (Zhu et al. 2024): train at two skipped chunks of ids reaching up to M - 1; scored at 0..n-1
     pose: int | None = None
 
@@ -129,8 +129,9 @@ def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, 
     preset = get_preset("tasks", cfg.preset)
     for task in cfg.tasks:
         get_task(task, max(preset.lengths()))
-    if cfg.seeds < 1 or cfg.jobs < 1:
-        raise PosbenchError(f"--seeds and --jobs must be positive, got {cfg.seeds} and {cfg.jobs}")
+    if cfg.seeds < 1:
+        raise PosbenchError(f"--seeds must be positive, got {cfg.seeds}")
+    side_by_side = resolve_jobs(cfg.jobs, cfg.device)
     started = time.perf_counter()
     jobs = [(t, m, s) for t in cfg.tasks for m in cfg.methods for s in range(cfg.seeds)]
     rows: dict[int, dict] = {}
@@ -147,9 +148,9 @@ def run_tasks(cfg: TasksConfig = TasksConfig(), console: Console | None = None, 
         progress.advance(overall)
 
     with progress:
-        overall = progress.add_task(f"[bold]tasks[/] ({cfg.jobs} at a time)" if cfg.jobs > 1 else "[bold]tasks[/]",
-                                    total=len(jobs))
-        run_jobs(functools.partial(_task_job, cfg, preset), jobs, cfg.jobs, finished, progress, starting)
+        overall = progress.add_task(f"[bold]tasks[/] ({side_by_side} at a time)" if side_by_side > 1
+                                    else "[bold]tasks[/]", total=len(jobs))
+        run_jobs(functools.partial(_task_job, cfg, preset), jobs, side_by_side, finished, progress, starting)
     return _write_results(cfg, preset, [rows[k] for k in sorted(rows)], time.perf_counter() - started)
 
 
