@@ -92,6 +92,9 @@ def test_mean_reciprocal_rank_ranks_per_task_and_seed_then_averages():
     assert ranking["y"]["per_seed"] == pytest.approx([(1 / 2.5 + 1) / 2, 1 / 3])
     assert ranking["z"]["per_seed"] == pytest.approx([(1 / 2.5 + 1 / 2) / 2, 1 / 2])
     assert ranking["x"]["mrr_ci"][0] < ranking["x"]["mrr"] < ranking["x"]["mrr_ci"][1]
+    # two seeds: t's interval (df 1) runs far past what a reciprocal rank among three can be, 1/3 to 1
+    for label in ("x", "y"):
+        assert ranking[label]["mrr_ci"] == pytest.approx([1 / 3, 1.0])
 
 
 def test_retrieval_names_the_suite():

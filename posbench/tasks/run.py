@@ -199,7 +199,9 @@ def mean_reciprocal_rank(rows: Sequence[dict]) -> dict[str, dict]:
     """Kazemnejad et al. 2023's ranking across tasks: per task and seed, the methods ranked by exact
     match averaged over the lengths past L (the best 1, ties sharing their average rank); a method's
     score is the mean over tasks of 1 / rank. Per label: {"mrr", "mrr_ci", "per_seed"}, the mean over
-    seeds with its 95% t interval (None with one seed). Needs two methods or more."""
+    seeds with its 95% t interval (None with one seed), clipped to the values an MRR can take (1/n for
+    n methods up to 1): with three seeds a t interval is wide, and bounds past those cover nothing more.
+    Needs two methods or more."""
     labels = list(dict.fromkeys(row["label"] for row in rows))
     per_seed: dict[str, list[float]] = {label: [] for label in labels}
     for seed in sorted({row["seed"] for row in rows}):
@@ -218,7 +220,8 @@ def mean_reciprocal_rank(rows: Sequence[dict]) -> dict[str, dict]:
     for label, values in per_seed.items():
         if values:
             ci = t_interval(values) if len(values) > 1 else None
-            out[label] = {"mrr": sum(values) / len(values), "mrr_ci": ci and [ci.low, ci.high], "per_seed": values}
+            out[label] = {"mrr": sum(values) / len(values), "per_seed": values,
+                          "mrr_ci": ci and [max(ci.low, 1 / len(labels)), min(ci.high, 1.0)]}
     return out
 
 
