@@ -76,11 +76,14 @@ def test_the_default_number_of_jobs(monkeypatch, env, device, threads, expected)
     assert resolve_jobs(4, device) == 4  # an explicit --jobs wins
 
 
-def test_bad_jobs_are_refused(monkeypatch):
+def test_bad_jobs_are_refused(monkeypatch, capsys, tmp_path):
     with pytest.raises(PosbenchError, match="--jobs must be at least 1, got 0"):
         resolve_jobs(0, "cpu")
+    for command in ("compare", "tasks"):
+        code, _, err = run_cli([command, "--jobs", "0", "--out", str(tmp_path / command)], capsys, monkeypatch)
+        assert code == 2 and "--jobs must be at least 1, got 0" in err and not (tmp_path / command).exists()
     monkeypatch.setenv("POSBENCH_JOBS", "two")
-    with pytest.raises(PosbenchError, match="POSBENCH_JOBS must be a positive whole number"):
+    with pytest.raises(PosbenchError, match="POSBENCH_JOBS must be a positive whole number, got 'two'"):
         resolve_jobs(None, "cpu")
 
 
