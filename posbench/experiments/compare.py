@@ -79,8 +79,6 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise PosbenchError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.jobs is not None and self.jobs < 1:
-            raise PosbenchError(f"--jobs must be at least 1, got {self.jobs}")
 
     def run_dir(self, label: str, seed: int) -> Path:
         """out/<label> with one seed (as before seeds existed); out/<label>/seed<k> with several."""
@@ -99,6 +97,7 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     ppl_vs_length.png and loss_curves.png. Rope scaling adds rows like rotary+yarn×4. A method that
     fails is recorded in results["failures"] with its reason, and the others go on."""
     preset = get_preset("compare", cfg.preset)
+    side_by_side = resolve_jobs(cfg.jobs, cfg.device)
     # lengths: L, 2L, 4L, ... up to max_len, from each run's own training length
     settings = EvalSettings(max_len=cfg.max_len or preset.max_len, max_tokens=cfg.eval_tokens or preset.eval_tokens,
                             device=str(resolve_device(cfg.device)))
@@ -112,7 +111,6 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
                        or [(labels[m], m, [(s, cfg.run_dir(labels[m], s))]) for m in cfg.methods for s in seeds])
     progress = make_progress(console, disable=not show_progress)
     outcomes: dict[int, dict[str, list[Entry]] | Exception] = {}
-    side_by_side = resolve_jobs(cfg.jobs, cfg.device)
 
     def starting(k: int) -> None:
         label, _, seed_dirs = jobs[k]
@@ -177,7 +175,7 @@ def failure_reason(e: BaseException) -> str:
 
 def _run_method(cfg: CompareConfig, settings: EvalSettings, job: tuple, progress: Progress | None
                 ) -> dict[str, list[Entry]]:
-    """Train and evaluate every seed of one method -> label -> one entry per seed. job = (configs: the
+    """Train and evaluate each seed of a job (one method's) -> label -> one entry per seed. job = (configs: the
     method's, _method_configs, or None for given runs, which take their row's label (run_groups:
     `alibi (steps 60)`); [(seed, run folder)]; the row's label). progress: the display to add bars to (a
     --jobs worker's forwards them to the parent), None: quietly."""
