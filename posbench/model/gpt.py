@@ -89,8 +89,23 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
                 cache: KVCache | None) -> torch.Tensor:
+        qkv = self.qkv(x)  # (B, T, 3D)
+        if qkv.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU bf16: fp32 from the projection in to the projection out, as the CPU's bf16 SDPA backward
+            # and the rotation's mixed-dtype multiplies cost more than bf16 saves there (docs/benchmarks.md);
+            # the projections, MLP and head, nearly all the FLOPs, stay bf16
+            with torch.autocast("cpu", enabled=False):
+                y = self.attend(qkv.float(), x, pos, q_pos, k_pos, cache)
+        else:
+            y = self.attend(qkv, x, pos, q_pos, k_pos, cache)  # (B, T, D)
+        return self.dropout(self.proj(y))
+
+    def attend(self, qkv: torch.Tensor, x: torch.Tensor, pos: PositionMethod, q_pos: Positions, k_pos: Positions,
+               cache: KVCache | None) -> torch.Tensor:
+        """qkv: (B, T, 3D) the projected queries, keys and values of the block input x (B, T, D) -> (B, T, D)
+        the heads' outputs, joined, before the output projection."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, nh, T, hs) each
         q, k = pos.rotate(q, k, q_pos)
         k, v, sums = self.all_keys(k, v, pos.log_decay(x), cache)  # (B, nh, past+T, *)
@@ -100,9 +115,7 @@ class Attention(nn.Module):
             q, k, v = fold_decay(q, k, v, sums)  # (B, nh, *, D): the decay as a key channel, D > hs
         visit = None if self.visit is None else functools.partial(self.visit, self.layer)
         y = causal_attention(q, k, v, pos, q_pos, k_pos, visit)[..., : D // self.n_head]  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, D)
-        return self.dropout(self.proj(y))
-
+        return y.transpose(1, 2).reshape(B, T, D)
 
     def all_keys(self, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor | None, cache: KVCache | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
