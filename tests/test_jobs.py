@@ -3,6 +3,7 @@ a failing job is its own outcome, the others go on; an interrupted one stops the
 
 import json
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,47 @@ def test_bad_jobs_are_refused(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("POSBENCH_JOBS", "two")
     with pytest.raises(PosbenchError, match="POSBENCH_JOBS must be a positive whole number, got 'two'"):
         resolve_jobs(None, "cpu")
+
+
+def first_stage(item, progress):
+    """A first stage: job 2 leaves a mark as it starts, job 0 waits for that mark (so it holds one
+    worker until job 2 has started on the other), job 3 fails."""
+    folder, k = item
+    if k == 3:
+        raise PosbenchError("three is refused")
+    if k == 2:
+        (folder / "2 started").touch()
+    deadline = time.monotonic() + 60
+    while k == 0 and not (folder / "2 started").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("job 2 never started")
+        time.sleep(0.01)
+    return item
+
+
+def second_stage(first, progress):
+    """A second stage: the first's job, and whether job 2 had started by now."""
+    folder, k = first
+    return k, (folder / "2 started").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_second_stage_takes_the_first_ones_result_and_a_failure_skips_it(jobs, tmp_path):
+    outcomes = {}
+    items = [(tmp_path, k) for k in (1, 2, 3, 4)]  # job 0 would wait for job 2 forever one at a time
+    run_jobs(first_stage, items, jobs, outcomes.__setitem__, then=second_stage)
+    assert isinstance(outcomes[2], PosbenchError) and str(outcomes[2]) == "three is refused"
+    assert [outcomes[i][0] for i in (0, 1, 3)] == [1, 2, 4]
+    if jobs == 1:  # one at a time, each job's stages back to back: job 1's second before job 2 started
+        assert outcomes[0] == (1, False)
+
+
+def test_side_by_side_second_stages_queue_behind_the_first_stages(tmp_path):
+    """Two workers, job 0 holding one until job 2 starts: the other runs job 1, then job 2's first stage
+    before job 1's second (a worker that has run out of trainings evaluates the others' runs)."""
+    outcomes = {}
+    run_jobs(first_stage, [(tmp_path, k) for k in range(3)], 2, outcomes.__setitem__, then=second_stage)
+    assert outcomes == {0: (0, True), 1: (1, True), 2: (2, True)}
 
 
 def test_one_job_runs_here_in_order_with_the_progress_given():

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from posbench.errors import LengthError, PosbenchError
 from posbench.model import attention as attention_module
 from posbench.model import biased_attention
+from posbench.model import gpt as gpt_module
 from posbench.model.attention import causal_attention
 from posbench.model.gpt import KVCache, ModelConfig
 
@@ -276,3 +277,30 @@ def test_the_model_is_nanogpts_pre_layernorm_gpt():
     idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model(idx), nanogpt_forward(model, idx), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pos", ["rotary", "alibi", "t5", "fox", "cope"])
+def test_cpu_bf16_autocast_runs_the_attention_in_fp32_and_the_projections_in_bf16(pos, monkeypatch):
+    """`--precision bf16` on the CPU: the CPU's bf16 SDPA backward is slower than fp32's, so everything
+    between the projections (rotation, decay, the attention itself) runs in fp32, while the projections
+    (the bulk of the FLOPs) stay bf16; the step stays within bf16 error of fp32."""
+    seen = {"attention": set(), "proj": set()}
+
+    def spy(q, k, v, *args, **kwargs):
+        seen["attention"].update({q.dtype, k.dtype, v.dtype, torch.get_autocast_dtype("cpu")
+                                  if torch.is_autocast_enabled("cpu") else torch.float32})
+        return causal_attention(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(gpt_module, "causal_attention", spy)
+    model = tiny_model(pos).train()
+    for block in model.blocks:
+        block.attn.proj.register_forward_hook(lambda m, i, out: seen["proj"].add(out.dtype))
+    idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(0))
+    expected = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
+    seen["proj"].clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(idx).float().flatten(0, 1), idx.flatten())
+    loss.backward()
+    assert seen["attention"] == {torch.float32} and seen["proj"] == {torch.bfloat16}
+    assert abs(loss.item() - expected.item()) < 2e-2
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())

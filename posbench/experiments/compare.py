@@ -124,9 +124,10 @@ def compare(cfg: CompareConfig = CompareConfig(), runs: Sequence[str | Path] = (
     with progress:
         overall = progress.add_task(f"[bold]compare[/] ({side_by_side} at a time)" if side_by_side > 1
                                     else "[bold]compare[/]", total=len(jobs))
-        work = functools.partial(_run_method, cfg, settings)
-        run_jobs(work, [(configs.get(method), seed_dirs, label) for label, method, seed_dirs in jobs], side_by_side,
-                 finished, progress, starting)
+        # each job trains, then evaluates as a job of its own (jobs.run_jobs: `then`)
+        items = [(configs.get(method), seed_dirs, label) for label, method, seed_dirs in jobs]
+        run_jobs(_train_job, items, side_by_side, finished, progress, starting,
+                 then=functools.partial(_evaluate_job, cfg, settings))
     evaluated, failures = _in_job_order(jobs, outcomes)
     return _write_results(cfg, evaluated, failures, seeds if not runs else None, time.perf_counter() - started)
 
@@ -173,21 +174,30 @@ def failure_reason(e: BaseException) -> str:
     return text if isinstance(e, PosbenchError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _run_method(cfg: CompareConfig, settings: EvalSettings, job: tuple, progress: Progress | None
-                ) -> dict[str, list[Entry]]:
-    """Train and evaluate each seed of a job (one method's) -> label -> one entry per seed. job = (configs: the
-    method's, _method_configs, or None for given runs, which take their row's label (run_groups:
-    `alibi (steps 60)`); [(seed, run folder)]; the row's label). progress: the display to add bars to (a
-    --jobs worker's forwards them to the parent), None: quietly."""
-    configs, seed_dirs, row = job
-    out: dict[str, list[Entry]] = {}
+def _train_job(job: tuple, progress: Progress | None) -> tuple:
+    """Train (or reuse / continue) each seed of a job, one method's: job = (configs: the method's,
+    _method_configs, or None for given runs, which take their row's label (run_groups: `alibi (steps
+    60)`); [(seed, run folder)]; the row's label). Returns (the job, [each seed's summary or None]), what
+    _evaluate_job takes. progress: the display to add bars to (a --jobs worker's forwards them to the
+    parent), None: quietly."""
+    configs, seed_dirs, _ = job
+    summaries = []
     for seed, run_dir in seed_dirs:
         if configs is not None:
             model_config, train_config = configs
-            summary = train(model_config, replace(train_config, seed=seed), out=run_dir, progress=progress,
-                            show_progress=progress is not None).summary
+            summaries.append(train(model_config, replace(train_config, seed=seed), out=run_dir, progress=progress,
+                                   show_progress=progress is not None).summary)
         else:
-            summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
+            summaries.append(read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None)
+    return job, summaries
+
+
+def _evaluate_job(cfg: CompareConfig, settings: EvalSettings, trained: tuple, progress: Progress | None
+                  ) -> dict[str, list[Entry]]:
+    """Evaluate each seed of a trained job (_train_job's result) -> label -> one entry per seed."""
+    (configs, seed_dirs, row), summaries = trained
+    out: dict[str, list[Entry]] = {}
+    for (_, run_dir), summary in zip(seed_dirs, summaries, strict=True):
         for report, windows in _evaluate_run(run_dir, settings, cfg.rope_scaling, progress):
             if configs is None:  # the row's label in place of the method's, a rope scaling suffix kept
                 report["label"] = row + report["label"].removeprefix(read_config(run_dir).label)

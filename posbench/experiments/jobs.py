@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 import torch
@@ -52,15 +52,23 @@ def threads_per_job(jobs: int) -> int:
 
 
 def run_jobs(work: Work, items: Sequence, jobs: int, on_done: Callable[[int, Any], None],
-             progress: Progress | None = None, on_start: Callable[[int], None] | None = None) -> None:
+             progress: Progress | None = None, on_start: Callable[[int], None] | None = None,
+             then: Work | None = None) -> None:
     """on_done(k, outcome) for every items[k] as it finishes: work's result, or the Exception it
     raised (Interrupted is raised, never handed over). `work` and the items must pickle when jobs > 1
-    (a module-level function or a functools.partial of one). on_start(k): before job k, one job at a time."""
+    (a module-level function or a functools.partial of one). on_start(k): before job k, one job at a time.
+    then: a second stage, then(work's result, progress), whose result on_done gets instead; side by side
+    it is a job of its own, queued when the first stage ends, so a worker that has run out of first
+    stages takes the second stages of the others (7 runs on 2 workers: the idle one evaluates what the
+    busy one trained, instead of waiting for 4 trainings and 4 evaluations back to back)."""
     if jobs <= 1 or len(items) <= 1:
         for k, item in enumerate(items):
             if on_start is not None:
                 on_start(k)
-            on_done(k, _attempt(work, item, progress))
+            outcome = _attempt(work, item, progress)
+            if then is not None and not isinstance(outcome, Exception):
+                outcome = _attempt(then, outcome, progress)
+            on_done(k, outcome)
         return
     context = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
     bars = context.Queue() if progress is not None else None  # the workers' progress events
@@ -70,10 +78,19 @@ def run_jobs(work: Work, items: Sequence, jobs: int, on_done: Callable[[int, Any
     try:
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                  initargs=(threads_per_job(jobs), bars)) as pool:
-            futures = {pool.submit(_in_worker, work, item): k for k, item in enumerate(items)}
+            futures = {pool.submit(_in_worker, work, item): (k, work) for k, item in enumerate(items)}
             try:
-                for future in as_completed(futures):
-                    on_done(futures[future], future.result())
+                running = set(futures)
+                while running:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        (k, stage), outcome = futures[future], future.result()
+                        if stage is work and then is not None and not isinstance(outcome, Exception):
+                            second = pool.submit(_in_worker, then, outcome)  # queued behind the first stages
+                            futures[second] = (k, then)
+                            running.add(second)
+                        else:
+                            on_done(k, outcome)
             except KeyboardInterrupt:
                 pool.shutdown(wait=True, cancel_futures=True)  # the running jobs save their checkpoints first
                 stopped = [f.exception() for f in futures if f.done() and not f.cancelled()]
