@@ -1,6 +1,6 @@
 """posbench: which position encoding, and does it extrapolate?"""
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 from .model.gpt import GPT  # noqa: E402
 from .runs.config import ModelConfig  # noqa: E402
