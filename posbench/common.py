@@ -81,7 +81,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (always) and on the CPU for precision "bf16"; weights, optimizer state
-    and the loss stay fp32."""
+    and the loss stay fp32, and on the CPU the attention too (model/gpt.py, Attention.forward)."""
     if device.type == "cuda" or precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

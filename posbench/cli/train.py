@@ -60,7 +60,7 @@ def train_command(
     device: str = typer.Option(DEFAULT_TRAIN.device, help="auto, cpu or cuda."),
     compile: bool = typer.Option(DEFAULT_TRAIN.compile, "--compile", help="Use torch.compile."),
     precision: str = typer.Option(DEFAULT_TRAIN.precision, help="CPU training precision: fp32, bf16 (autocast; "
-                                  "fp32 weights, optimizer and loss) or auto (bf16 where the CPU has bf16 "
+                                  "fp32 weights, optimizer, loss and attention) or auto (bf16 where the CPU has bf16 "
                                   "instructions, AVX512-BF16 or AMX). CUDA trains in bf16 autocast."),
     save_every: int = typer.Option(DEFAULT_TRAIN.save_every, help="Checkpoint every N steps."),
     eval_every: int = typer.Option(DEFAULT_TRAIN.eval_every, help="Validation loss every N steps."),
