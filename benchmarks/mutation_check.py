@@ -249,6 +249,9 @@ MUTANTS = [
     # --- attention.py and model.py
     Mutant("model: CPU bf16 attention left in bf16 (the slow backward)", "model/gpt.py",
            'if qkv.device.type == "cpu" and torch.is_autocast_enabled("cpu"):', "if False:", (M,)),
+    Mutant("model: CPU bf16 attention upcast but autocast left on (SDPA casts back)", "model/gpt.py",
+           'with torch.autocast("cpu", enabled=False):\n                y = self.attend(qkv.float()',
+           'with torch.autocast("cpu", enabled=True):\n                y = self.attend(qkv.float()', (M,)),
     Mutant("model: causal mask lets a query see the next key", "model/attention.py",
            "dtype=torch.bool, device=device).triu(1)", "dtype=torch.bool, device=device).triu(2)", (M, P)),
     Mutant("attention: chunked attention drops the chunk's offset", "model/attention.py",

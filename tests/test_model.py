@@ -284,11 +284,11 @@ def test_cpu_bf16_autocast_runs_the_attention_in_fp32_and_the_projections_in_bf1
     """`--precision bf16` on the CPU: the CPU's bf16 SDPA backward is slower than fp32's, so everything
     between the projections (rotation, decay, the attention itself) runs in fp32, while the projections
     (the bulk of the FLOPs) stay bf16; the step stays within bf16 error of fp32."""
-    seen = {"attention": set(), "proj": set()}
+    seen = {"attention": set(), "autocast": set(), "proj": set()}
 
     def spy(q, k, v, *args, **kwargs):
-        seen["attention"].update({q.dtype, k.dtype, v.dtype, torch.get_autocast_dtype("cpu")
-                                  if torch.is_autocast_enabled("cpu") else torch.float32})
+        seen["attention"].update({q.dtype, k.dtype, v.dtype})
+        seen["autocast"].add(torch.is_autocast_enabled("cpu"))  # off: SDPA would cast q, k, v back to bf16
         return causal_attention(q, k, v, *args, **kwargs)
 
     monkeypatch.setattr(gpt_module, "causal_attention", spy)
@@ -301,6 +301,6 @@ def test_cpu_bf16_autocast_runs_the_attention_in_fp32_and_the_projections_in_bf1
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = F.cross_entropy(model(idx).float().flatten(0, 1), idx.flatten())
     loss.backward()
-    assert seen["attention"] == {torch.float32} and seen["proj"] == {torch.bfloat16}
+    assert seen["attention"] == {torch.float32} and seen["autocast"] == {False} and seen["proj"] == {torch.bfloat16}
     assert abs(loss.item() - expected.item()) < 2e-2
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
