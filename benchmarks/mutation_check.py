@@ -222,8 +222,8 @@ MUTANTS = [
     Mutant("rotary: compiled path pairs each half with itself", "positions/rotary.py",
            "torch.cat((x2, x1), dim=-1), signed_sin)", "torch.cat((x1, x2), dim=-1), signed_sin)", (M,)),
     Mutant("rotary: ignores the offset start", "positions/rotary.py",
-           "angles = positions.tensor(device).float()[:, None]",
-           "angles = (positions.tensor(device) - positions.tensor(device)[0]).float()[:, None]", (P, M, S)),
+           "angles = self.angles(positions.tensor(device), inv_freq)",
+           "angles = self.angles(positions.tensor(device) - positions.tensor(device)[0], inv_freq)", (P, M, S)),
     Mutant("xpos: keys scaled like queries", "positions/xpos.py",
            "cos * inverse, signed_sin * inverse", "cos * scale, signed_sin * scale", (P, REF)),
     Mutant("learned: off-by-one row for the offset", "positions/learned.py",
@@ -255,8 +255,8 @@ MUTANTS = [
     Mutant("model: causal mask lets a query see the next key", "model/attention.py",
            "dtype=torch.bool, device=device).triu(1)", "dtype=torch.bool, device=device).triu(2)", (M, P)),
     Mutant("attention: chunked attention drops the chunk's offset", "model/attention.py",
-           "qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(0, k_len)",
-           "qc_pos, kc_pos = q_pos.slice(0, qc.size(2)), k_pos.slice(0, k_len)", (M, E)),
+           "qc_pos, kc_pos = q_pos.slice(s, qc.size(2)), k_pos.slice(first, k_len - first)",
+           "qc_pos, kc_pos = q_pos.slice(0, qc.size(2)), k_pos.slice(first, k_len - first)", (M, E)),
     Mutant("attention: Hankel chunks read the mask one diagonal off", "model/biased_attention.py",
            "mask = hankel_mask(diagonal, s + Tk - keys, c, keys)",
            "mask = hankel_mask(diagonal, s + Tk - keys + 1, c, keys)",
@@ -291,7 +291,7 @@ MUTANTS = [
     Mutant("model: residual of the MLP dropped", "model/gpt.py",
            "return x + self.mlp(self.ln_2(x))", "return self.mlp(self.ln_2(x))", (M, T)),
     Mutant("model: KV cache keeps only the newest keys", "model/gpt.py",
-           "return buffers[0][:, :, :end], buffers[1][:, :, :end]", "return k, v", (S, M)),
+           "return tuple(buffer[:, :, :end] for buffer in buffers)", "return tensors", (S, M)),
     Mutant("model: KV cache loses the old keys when its buffers grow", "model/gpt.py",
            "new[:, :, :past] = old[:, :, :past]", "pass", (S, M)),
     Mutant("flex: per-distance vector read one diagonal off", "model/flex.py",
@@ -366,8 +366,10 @@ MUTANTS = [
            "return np.arange(k) * longest",
            (E, "tests/test_coverage_text.py")),
     # --- the house rules (tests/test_layout.py)
-    Mutant("layout: a core module imports a workflow", "evaluation/scoring.py", "from .stats import Windows\n",
-           "from .stats import Windows\nfrom .plots import plot_heads  # noqa: F401\n", ("tests/test_layout.py",)),
+    Mutant("layout: a core module imports a workflow", "evaluation/scoring.py",
+           "from .stats import Windows, bytes_before\n",
+           "from .stats import Windows, bytes_before\nfrom ..experiments import presets  # noqa: F401\n",
+           ("tests/test_layout.py",)),
     # --- run_groups.py
     Mutant("compare: runs with other tokenizers let through", "experiments/run_groups.py",
            "        if _tokenizer_digest(first) != _tokenizer_digest(run):", "        if False:",
@@ -376,7 +378,7 @@ MUTANTS = [
            "key = repr(sorted(_flat(config).items()))", "key = config.label",
            ("tests/test_compare_runs.py",)),
     # --- task_data.py
-    Mutant("tasks: passkey depth rounds U * filler (ends at half weight)", "tasks/data.py",
+    Mutant("tasks: passkey depth rounds U * filler (ends at half weight)", "tasks/generators/passkey.py",
            "before = int(rng.integers(0, filler + 1)) if depth is None", "before = int(round(rng.random() * filler)) "
            "if depth is None", ("tests/test_tasks.py",)),
     # --- lock.py
