@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from posbench.data.tokens import prepare_data
+from posbench.experiments.compare import CompareConfig
 from posbench.experiments.presets import get_preset
 
 
@@ -51,10 +53,10 @@ def main() -> None:
 
 
 def tokenise_first() -> None:
-    """The quick preset's corpus and tokenizer, built and cached before anything is timed."""
-    subprocess.run([sys.executable, "-c", "from posbench.data.tokens import prepare_data; "
-                    f"prepare_data('pydocs', 'bpe', {get_preset('compare', 'quick').train['vocab_size']}, 0)"],
-                   check=True)
+    """The demo's corpus and tokenizer (compare's defaults at the quick preset), built and cached before
+    anything is timed."""
+    _, train = get_preset("compare", "quick").configs("none", data=CompareConfig.data)
+    prepare_data(train.data, train.tokenizer, train.vocab_size, train.tokenizer_seed_or_seed)
 
 
 def table(out: Path) -> dict[str, list[float | None]]:
